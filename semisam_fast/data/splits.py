@@ -1,0 +1,49 @@
+"""Case lists and the labelled / unlabelled / validation split."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from semisam_fast.errors import UserError
+
+
+@dataclass
+class Split:
+    """Disjoint case lists: `labeled` (with ground truth), `unlabeled` (image only), `val`."""
+
+    labeled: list[str]
+    unlabeled: list[str]
+    val: list[str]
+
+
+def read_list(path: str | Path) -> list[str]:
+    """Case ids from a text file, one per line; blank lines and `#` comments are ignored."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"case list not found: {path}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"cannot read case list {path}: {exc}") from exc
+    ids = []
+    for line in text.splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            ids.append(line)
+    return ids
+
+
+def split_cases(case_ids: list[str], labeled: int, val: int = 8) -> Split:
+    """val = the last `val` cases; labeled = the first `labeled` of the rest; unlabeled = the rest."""
+    n = len(case_ids)
+    if len(set(case_ids)) != n:
+        raise UserError("case list contains duplicate case ids")
+    if val < 0:
+        raise UserError(f"--val must be >= 0, got {val}")
+    if labeled < 1:
+        raise UserError(f"need at least 1 labelled case, got {labeled}")
+    if labeled + val > n:
+        raise UserError(f"{labeled} labelled + {val} validation cases > the {n} cases available")
+    rest = list(case_ids[: n - val])
+    return Split(labeled=rest[:labeled], unlabeled=rest[labeled:], val=list(case_ids[n - val :]))
