@@ -1,0 +1,87 @@
+"""Binary segmentation metrics (Dice, Jaccard, HD95, ASD) with medpy semantics, plus summaries.
+
+Conventions for empty masks (medpy raises on them):
+  * pred and gt both empty -> dice 1, jaccard 1, hd95 0, asd 0 (a perfect "nothing there" answer);
+  * exactly one empty      -> dice 0, jaccard 0, hd95 nan, asd nan (a distance to nothing is undefined).
+Distances are in voxel units when spacing is None, else in the units of spacing (one value per axis).
+`asd` is medpy's one-sided average surface distance from pred's surface to gt's surface, as in UA-MT/SemiSAM.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+from medpy.metric import binary as mb
+
+__all__ = ["METRIC_KEYS", "binary_metrics", "summarize", "format_table"]
+
+METRIC_KEYS = ("dice", "jaccard", "hd95", "asd")
+
+
+def binary_metrics(pred: np.ndarray, gt: np.ndarray, spacing: Sequence[float] | None = None) -> dict[str, float]:
+    """Dice, Jaccard, HD95 and ASD of a binary prediction against a binary ground truth (any non-zero is foreground)."""
+    pred = np.asarray(pred).astype(bool)
+    gt = np.asarray(gt).astype(bool)
+    if pred.shape != gt.shape:
+        raise ValueError(f"pred {pred.shape} and gt {gt.shape} differ in shape")
+    if spacing is not None and len(spacing) != pred.ndim:
+        raise ValueError(f"spacing {tuple(spacing)} has {len(spacing)} entries for a {pred.ndim}-D mask")
+    p_any, g_any = bool(pred.any()), bool(gt.any())
+    if not p_any and not g_any:
+        return {"dice": 1.0, "jaccard": 1.0, "hd95": 0.0, "asd": 0.0}
+    if not p_any or not g_any:
+        return {"dice": 0.0, "jaccard": 0.0, "hd95": math.nan, "asd": math.nan}
+    return {
+        "dice": float(mb.dc(pred, gt)),
+        "jaccard": float(mb.jc(pred, gt)),
+        "hd95": float(mb.hd95(pred, gt, voxelspacing=spacing)),
+        "asd": float(mb.asd(pred, gt, voxelspacing=spacing)),
+    }
+
+
+def _is_number(v: object) -> bool:
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+
+
+def summarize(rows: list[dict]) -> dict[str, tuple[float, float]]:
+    """Mean and population SD (np.std, ddof=0) of every numeric key over rows, ignoring nan.
+
+    ddof=0 because the cases are the whole evaluated set, not a sample, matching the published
+    SemiSAM/UA-MT tables. A key whose values are all nan gives (nan, nan).
+    """
+    keys: list[str] = []
+    for row in rows:
+        keys += [k for k, v in row.items() if _is_number(v) and k not in keys]
+    out: dict[str, tuple[float, float]] = {}
+    for k in keys:
+        vals = np.array([float(r[k]) for r in rows if k in r and _is_number(r[k])], dtype=float)
+        vals = vals[~np.isnan(vals)]
+        out[k] = (float(vals.mean()), float(vals.std(ddof=0))) if vals.size else (math.nan, math.nan)
+    return out
+
+
+def format_table(rows: list[dict], summary: dict[str, tuple[float, float]]) -> str:
+    """Plain-text table: one line per row (non-numeric fields such as a case id first), then mean ± sd."""
+    metric_cols = list(summary)
+    label_cols: list[str] = []
+    for row in rows:
+        label_cols += [k for k, v in row.items() if not _is_number(v) and k not in label_cols]
+
+    def fmt(v: object) -> str:
+        return f"{float(v):.4f}" if _is_number(v) else str(v)
+
+    if not label_cols:
+        # no case id given: number the rows so the table stays readable
+        rows = [{"#": str(i), **r} for i, r in enumerate(rows)]
+        label_cols = ["#"]
+    header = label_cols + metric_cols
+    body = [[str(r.get(k, "")) for k in label_cols] + [fmt(r[k]) if k in r else "" for k in metric_cols] for r in rows]
+    foot = ["mean ± sd"] + [""] * (len(label_cols) - 1) + [f"{m:.4f} ± {s:.4f}" for m, s in summary.values()]
+    table = [header] + body + [foot]
+    widths = [max(len(line[i]) for line in table) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in table]
+    lines.insert(1, "-" * len(lines[0]))
+    lines.insert(len(lines) - 1, "-" * len(lines[0]))
+    return "\n".join(lines)

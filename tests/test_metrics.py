@@ -1,0 +1,95 @@
+"""Metrics against hand-computed values on synthetic masks."""
+
+import math
+
+import numpy as np
+import pytest
+
+from semisam_fast.metrics import binary_metrics, format_table, summarize
+
+
+@pytest.mark.parametrize("k", [1, 3, 5])
+def test_parallel_planes_distance_is_k(k):
+    pred = np.zeros((12, 10, 10), bool)
+    gt = np.zeros_like(pred)
+    pred[2] = True
+    gt[2 + k] = True
+    m = binary_metrics(pred, gt)
+    assert m["hd95"] == pytest.approx(k)
+    assert m["asd"] == pytest.approx(k)
+    assert m["dice"] == 0.0 and m["jaccard"] == 0.0
+
+
+def test_parallel_lines_2d_with_spacing():
+    pred = np.zeros((10, 10), bool)
+    gt = np.zeros_like(pred)
+    pred[:, 2] = True
+    gt[:, 5] = True  # 3 columns apart
+    assert binary_metrics(pred, gt)["hd95"] == pytest.approx(3)
+    m = binary_metrics(pred, gt, spacing=(1.0, 0.5))
+    assert m["hd95"] == pytest.approx(1.5)
+    assert m["asd"] == pytest.approx(1.5)
+    # spacing along the lines does not change the distance between them
+    assert binary_metrics(pred, gt, spacing=(4.0, 1.0))["asd"] == pytest.approx(3)
+
+
+def test_cube_shifted_by_one():
+    gt = np.zeros((12, 12, 12), np.uint8)
+    gt[3:7, 3:7, 3:7] = 1
+    pred = np.roll(gt, 1, axis=0)
+    m = binary_metrics(pred, gt)
+    # 4x4x4 cubes overlapping in 3x4x4 = 48 voxels: dice = 2*48/128, jaccard = 48/80
+    assert m["dice"] == pytest.approx(0.75)
+    assert m["jaccard"] == pytest.approx(0.6)
+    # pred's surface has 64 - 8 = 56 voxels: its top face (16) is 1 from gt's top face; the 4 inner voxels
+    # of its bottom face lie inside gt, 1 from gt's surface; the other 36 are on gt's surface
+    assert m["hd95"] == pytest.approx(1.0)
+    assert m["asd"] == pytest.approx(20 / 56)
+    m2 = binary_metrics(pred, gt, spacing=(2.0, 1.0, 1.0))
+    assert m2["dice"] == m["dice"]
+    # with 2-unit slices the top face is 2 away; the 4 inner voxels stay 1 away (sideways to gt's wall)
+    assert m2["hd95"] == pytest.approx(2.0)
+    assert m2["asd"] == pytest.approx((16 * 2 + 4 * 1) / 56)
+
+
+def test_identical_masks():
+    gt = np.zeros((8, 8, 8), bool)
+    gt[2:6, 1:5, 3:7] = True
+    assert binary_metrics(gt, gt.copy()) == {"dice": 1.0, "jaccard": 1.0, "hd95": 0.0, "asd": 0.0}
+
+
+def test_empty_cases():
+    empty = np.zeros((6, 6, 6), bool)
+    full = empty.copy()
+    full[2:4, 2:4, 2:4] = True
+    assert binary_metrics(empty, empty) == {"dice": 1.0, "jaccard": 1.0, "hd95": 0.0, "asd": 0.0}
+    for pred, gt in ((empty, full), (full, empty)):
+        m = binary_metrics(pred, gt)
+        assert m["dice"] == 0.0 and m["jaccard"] == 0.0
+        assert math.isnan(m["hd95"]) and math.isnan(m["asd"])
+
+
+def test_shape_and_spacing_checks():
+    with pytest.raises(ValueError):
+        binary_metrics(np.zeros((4, 4)), np.zeros((4, 5)))
+    with pytest.raises(ValueError):
+        binary_metrics(np.ones((4, 4)), np.ones((4, 4)), spacing=(1.0, 1.0, 1.0))
+
+
+def test_summarize_population_sd_ignoring_nan():
+    rows = [
+        {"case": "a", "dice": 0.8, "hd95": 2.0},
+        {"case": "b", "dice": 0.6, "hd95": math.nan},
+        {"case": "c", "dice": 1.0, "hd95": 4.0},
+    ]
+    s = summarize(rows)
+    assert set(s) == {"dice", "hd95"}
+    assert s["dice"][0] == pytest.approx(0.8)
+    assert s["dice"][1] == pytest.approx(math.sqrt((0.04 + 0 + 0.04) / 3))
+    assert s["hd95"] == pytest.approx((3.0, 1.0))
+    all_nan = summarize([{"asd": math.nan}])
+    assert math.isnan(all_nan["asd"][0]) and math.isnan(all_nan["asd"][1])
+    text = format_table(rows, s)
+    assert "0.8000 ± 0.1633" in text and "3.0000 ± 1.0000" in text
+    assert text.splitlines()[0].split() == ["case", "dice", "hd95"]
+    assert len(text.splitlines()) == 1 + 1 + 3 + 1 + 1
