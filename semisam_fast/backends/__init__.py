@@ -1,0 +1,65 @@
+"""Backends behind one protocol, and the factory that picks one from a name or an artefact path."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..artefact import read_sidecar
+from ..errors import UserError
+from .base import Backend
+from .onnx_backend import OnnxBackend
+from .torch_backend import TorchBackend
+
+__all__ = ["Backend", "OnnxBackend", "TorchBackend", "create_backend", "open_artefact"]
+
+
+def open_artefact(path: str | Path, provider: str = "cpu", **kwargs) -> Backend:
+    """A backend over one artefact (.onnx or .engine), chosen by suffix; its sidecar says which part it is."""
+    path = Path(path)
+    meta = read_sidecar(path)
+    if path.suffix == ".onnx":
+        return OnnxBackend(**{meta["part"]: path}, provider=provider, **kwargs)
+    if path.suffix == ".engine":
+        from .tensorrt_backend import TensorRTBackend
+
+        return TensorRTBackend(**{meta["part"]: path}, **kwargs)
+    raise UserError(f"unknown artefact type {path.suffix!r} ({path}); expected .onnx or .engine")
+
+
+def find_artefacts(folder: str | Path, model: str, precision: str | None = None) -> dict[str, Path]:
+    """encoder/decoder files for `model` in an export folder (fp32 preferred when no precision is given)."""
+    found: dict[str, Path] = {}
+    for suffix in (".engine", ".onnx"):
+        for path in sorted(Path(folder).glob(f"{model}_*{suffix}")):
+            try:
+                meta = read_sidecar(path)
+            except UserError:
+                continue
+            if meta["model"] != model or (precision and meta["precision"] != precision):
+                continue
+            if meta["part"] not in found or meta["precision"] == "fp32":
+                found[meta["part"]] = path
+    return found
+
+
+def create_backend(name: str = "torch", model: str = "litemedsam", checkpoint: str | Path | None = None,
+                   artefact: str | Path | None = None, device: str = "cpu", precision: str = "fp32",
+                   loaded=None) -> Backend:
+    """name: torch | onnx | engine, or a path to an artefact / export folder (as ultralytics' AutoBackend)."""
+    from ..models import load_model
+
+    if name == "torch":
+        return TorchBackend(loaded or load_model(model, checkpoint), device=device, precision=precision)
+    target = Path(artefact or (name if name not in ("onnx", "onnxruntime", "engine", "tensorrt") else "engines"))
+    if target.is_file():
+        return open_artefact(target, provider="cuda" if device.startswith("cuda") else "cpu")
+    if not target.is_dir():
+        raise UserError(f"no artefact at {target}; export one with `semisam-fast export --model {model}`")
+    parts = find_artefacts(target, model, None if precision == "fp32" else precision)
+    if not parts:
+        raise UserError(f"no exported {model} artefacts in {target}; run `semisam-fast export --model {model} "
+                        f"--out {target}`")
+    if any(p.suffix == ".engine" for p in parts.values()):
+        from .tensorrt_backend import TensorRTBackend
+
+        return TensorRTBackend(**parts)
+    return OnnxBackend(**parts, provider="cuda" if device.startswith("cuda") else "cpu")

@@ -1,0 +1,38 @@
+"""One protocol over every runtime: encode images, decode prompts on embeddings (batched over both)."""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import torch
+
+from ..errors import UserError
+
+
+class Backend(ABC):
+    """encode(N×3×S×S) -> N×256×64×64; decode(embeddings B×256×64×64, coords B×N×P×2, labels B×N×P,
+    mask_input B×N×1×256×256 | None) -> (low-res logits B×N×K×256×256, IoU B×N×K). Tensors in, tensors out (fp32)."""
+
+    name: str = "base"
+    model: str = ""
+    precision: str = "fp32"
+    device: str = "cpu"
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        raise UserError(f"the {self.name} backend was opened without an encoder")
+
+    def decode(self, embeddings: torch.Tensor, coords: torch.Tensor, labels: torch.Tensor,
+               mask_input: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        raise UserError(f"the {self.name} backend was opened without a decoder")
+
+    @abstractmethod
+    def describe(self) -> dict:
+        """What actually runs: runtime, device/provider, precision, artefacts."""
+
+    @staticmethod
+    def mask_inputs(coords: torch.Tensor, mask_input: torch.Tensor | None,
+                    embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Fill the optional mask prompt: zeros and has_mask_input=0 when none is given."""
+        if mask_input is not None:
+            return mask_input.float(), torch.ones(1)
+        side = 4 * embeddings.shape[-1]
+        return torch.zeros(coords.shape[0], coords.shape[1], 1, side, side), torch.zeros(1)

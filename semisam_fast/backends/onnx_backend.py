@@ -1,0 +1,136 @@
+"""onnxruntime backend: CPU, CUDA and TensorRT execution providers; I/O binding keeps GPU tensors on the GPU."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..artefact import check_matches, read_sidecar
+from ..errors import UserError
+from .base import Backend
+
+log = logging.getLogger(__name__)
+
+PROVIDERS = {
+    "cpu": ["CPUExecutionProvider"],
+    "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
+    "tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
+}
+_NP = {torch.float32: np.float32, torch.float16: np.float16, torch.int64: np.int64}
+
+
+def session_options(threads: int | None = None):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        options.intra_op_num_threads = threads
+    return options
+
+
+class OnnxSession:
+    """One .onnx file, its sidecar, and the provider it really got."""
+
+    def __init__(self, path: str | Path, provider: str = "cpu", threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        self.path = Path(path)
+        self.meta = read_sidecar(self.path)
+        if provider not in PROVIDERS:
+            raise UserError(f"unknown onnxruntime provider {provider!r}; choose one of {', '.join(PROVIDERS)}")
+        wanted = [p for p in PROVIDERS[provider] if p in ort.get_available_providers()]
+        try:
+            self.session = ort.InferenceSession(str(self.path), sess_options=session_options(threads),
+                                                providers=wanted)
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
+            raise UserError(f"onnxruntime cannot load {self.path}: {str(exc).splitlines()[0][:160]}") from None
+        self.provider = self.session.get_providers()[0]
+        self.fell_back = provider != "cpu" and self.provider == "CPUExecutionProvider"
+        if self.fell_back:
+            log.warning("onnxruntime: asked for %s but the session runs on CPUExecutionProvider (%s)",
+                        provider, self.path.name)
+        self.on_gpu = self.provider in ("CUDAExecutionProvider", "TensorrtExecutionProvider")
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.input_types = {i.name: i.type for i in self.session.get_inputs()}
+        self.output_names = [o.name for o in self.session.get_outputs()]
+
+    def _cast(self, name: str, tensor: torch.Tensor) -> torch.Tensor:
+        kind = self.input_types[name]
+        dtype = torch.float16 if "float16" in kind else torch.int64 if "int64" in kind else torch.float32
+        return tensor.to(dtype).contiguous()
+
+    def run(self, feeds: dict[str, torch.Tensor], output_shapes: list[tuple[int, ...]]) -> list[torch.Tensor]:
+        feeds = {name: self._cast(name, t) for name, t in feeds.items()}
+        if self.on_gpu:
+            return self._run_bound(feeds, output_shapes)
+        outs = self.session.run(self.output_names, {k: v.cpu().numpy() for k, v in feeds.items()})
+        return [torch.from_numpy(np.ascontiguousarray(o)).float() for o in outs]
+
+    def _run_bound(self, feeds: dict[str, torch.Tensor], output_shapes: list[tuple[int, ...]]) -> list[torch.Tensor]:
+        # I/O binding: inputs read and outputs written in place in CUDA memory, no host round trip.
+        binding = self.session.io_binding()
+        device_id = torch.cuda.current_device()
+        for name, tensor in feeds.items():
+            tensor = tensor.to(f"cuda:{device_id}")
+            feeds[name] = tensor  # keep alive until run returns
+            binding.bind_input(name, "cuda", device_id, _NP[tensor.dtype], list(tensor.shape), tensor.data_ptr())
+        outputs = []
+        for name, shape in zip(self.output_names, output_shapes):
+            kind = next(o.type for o in self.session.get_outputs() if o.name == name)
+            dtype = torch.float16 if "float16" in kind else torch.float32
+            out = torch.empty(shape, dtype=dtype, device=f"cuda:{device_id}")
+            binding.bind_output(name, "cuda", device_id, _NP[dtype], list(shape), out.data_ptr())
+            outputs.append(out)
+        self.session.run_with_iobinding(binding)
+        return [o.float() for o in outputs]
+
+
+class OnnxBackend(Backend):
+    name = "onnxruntime"
+
+    def __init__(self, encoder: str | Path | None = None, decoder: str | Path | None = None, provider: str = "cpu",
+                 threads: int | None = None, model: str | None = None, checkpoint_sha256: str | None = None) -> None:
+        if encoder is None and decoder is None:
+            raise UserError("onnxruntime backend needs an encoder and/or decoder .onnx file")
+        self.encoder = OnnxSession(encoder, provider, threads) if encoder else None
+        self.decoder = OnnxSession(decoder, provider, threads) if decoder else None
+        for part, sess in (("encoder", self.encoder), ("decoder", self.decoder)):
+            if sess is not None:
+                check_matches(sess.meta, sess.path, model=model, checkpoint_sha256=checkpoint_sha256, part=part)
+        first = self.encoder or self.decoder
+        self.model = first.meta["model"]
+        self.precision = first.meta["precision"]
+        self.device = "cuda" if first.on_gpu else "cpu"
+        self.multimask = bool((self.decoder.meta if self.decoder else {}).get("multimask", False))
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        if self.encoder is None:
+            return super().encode(images)
+        n = images.shape[0]
+        shape = tuple(self.encoder.meta.get("embedding_shape", [256, 64, 64]))
+        return self.encoder.run({self.encoder.input_names[0]: images}, [(n, *shape)])[0]
+
+    def decode(self, embeddings, coords, labels, mask_input=None):
+        if self.decoder is None:
+            return super().decode(embeddings, coords, labels, mask_input)
+        mask_input, has_mask = self.mask_inputs(coords, mask_input, embeddings)
+        b, n = coords.shape[0], coords.shape[1]
+        k = 3 if self.multimask else 1
+        side = 4 * embeddings.shape[-1]
+        names = self.decoder.input_names
+        feeds = dict(zip(names, (embeddings, coords, labels, mask_input, has_mask)))
+        masks, iou = self.decoder.run(feeds, [(b, n, k, side, side), (b, n, k)])
+        return masks, iou
+
+    def describe(self) -> dict:
+        import onnxruntime as ort
+
+        parts = {}
+        for part, sess in (("encoder", self.encoder), ("decoder", self.decoder)):
+            if sess is not None:
+                parts[part] = {"path": str(sess.path), "provider": sess.provider, "fell_back_to_cpu": sess.fell_back}
+        return {"backend": self.name, "model": self.model, "precision": self.precision, "device": self.device,
+                "onnxruntime": ort.__version__, **parts}

@@ -1,0 +1,47 @@
+"""The reference backend: the PyTorch modules themselves (CPU or CUDA; fp32, fp16, bf16; optional torch.compile)."""
+from __future__ import annotations
+
+import torch
+
+from ..errors import UserError
+from ..models import LoadedModel
+from .base import Backend
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+class TorchBackend(Backend):
+    name = "torch"
+
+    def __init__(self, model: LoadedModel, device: str = "cpu", precision: str = "fp32", compile: bool = False) -> None:
+        if precision not in DTYPES:
+            raise UserError(f"torch backend precision must be one of {', '.join(DTYPES)}, not {precision!r}")
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise UserError("device 'cuda' asked for but torch sees no CUDA device")
+        self.loaded = model
+        self.model = model.spec.name
+        self.device = device
+        self.precision = precision
+        self.dtype = DTYPES[precision]
+        self.encoder = model.encoder.to(device=device, dtype=self.dtype).eval()
+        self.decoder = model.decoder.to(device=device, dtype=self.dtype).eval()
+        self.compiled = compile
+        self._encode = torch.compile(self.encoder) if compile else self.encoder
+        self._decode = torch.compile(self.decoder, dynamic=True) if compile else self.decoder
+
+    @torch.inference_mode()
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        out = self._encode(images.to(device=self.device, dtype=self.dtype))
+        return out.float()
+
+    @torch.inference_mode()
+    def decode(self, embeddings, coords, labels, mask_input=None):
+        mask_input, has_mask = self.mask_inputs(coords, mask_input, embeddings)
+        dev = self.device
+        masks, iou = self._decode(embeddings.to(dev, self.dtype), coords.to(dev, torch.float32),
+                                  labels.to(dev, torch.int64), mask_input.to(dev, self.dtype), has_mask.to(dev))
+        return masks.float(), iou.float()
+
+    def describe(self) -> dict:
+        return {"backend": self.name, "model": self.model, "device": self.device, "precision": self.precision,
+                "compile": self.compiled, "torch": torch.__version__}

@@ -1,0 +1,98 @@
+"""The `semisam-fast` command line: each command is a thin wrapper over the library."""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from .errors import UserError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="SemiSAM with an exported, batched, cached Segment Anything Model.")
+console = Console(stderr=True)
+
+
+def _log(message: str) -> None:
+    console.print(message, highlight=False)
+
+
+@app.command("export")
+def export_cmd(
+    model: str = typer.Option("litemedsam", help="litemedsam | medsam | vit_b | vit_l | vit_h | tiny"),
+    checkpoint: Optional[Path] = typer.Option(None, help="weights file (required for medsam / vit_*)"),
+    part: str = typer.Option("all", help="encoder | decoder | all"),
+    format: str = typer.Option("onnx", "--format", help="onnx | engine (TensorRT)"),
+    precision: str = typer.Option("fp32", help="fp32 | fp16"),
+    batch: Optional[str] = typer.Option(None, help="MIN,OPT,MAX batch (TensorRT profile; recorded for ONNX)"),
+    opset: int = typer.Option(17, help="ONNX opset (>= 17)"),
+    out: Path = typer.Option(Path("engines"), help="output folder"),
+    threshold: Optional[float] = typer.Option(None, help="parity gate mask IoU (default 0.99; 0.97 int8)"),
+    data: Optional[Path] = typer.Option(None, help="images for the parity gate (default: LA if present, else phantom)"),
+) -> None:
+    """Export SAM's encoder / decoder, run the parity gate, write a JSON sidecar beside each file."""
+    from .export import export
+
+    for result in export(model, checkpoint, part, format, precision, opset, batch, out, threshold, data, _log):
+        _log(f"[green]ok[/green] {result.path}  {result.report.summary()}")
+
+
+@app.command()
+def verify(
+    artefact: Path = typer.Argument(..., help=".onnx or .engine file with its sidecar"),
+    checkpoint: Optional[Path] = typer.Option(None, help="reference weights (default: the one in the sidecar)"),
+    threshold: Optional[float] = typer.Option(None, help="mask IoU threshold"),
+    data: Optional[Path] = typer.Option(None, help="images for the gate"),
+) -> None:
+    """Run the parity gate on an artefact against its torch reference; exit 2 when it fails."""
+    from .export.parity import enforce, verify_artefact
+
+    report = verify_artefact(artefact, checkpoint, threshold, data=data)
+    print(json.dumps(report.as_dict(), indent=2))
+    enforce(report)
+    _log(f"[green]passed[/green] {report.summary()}")
+
+
+@app.command()
+def doctor() -> None:
+    """Versions, devices, onnxruntime providers, where LiteMedSAM's weights and the LA data were found."""
+    from .doctor import report
+
+    for key, value in report().items():
+        print(f"{key:20s} {value}")
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("runs/demo"), help="output folder"),
+    data: Optional[Path] = typer.Option(None, help="LA / NIfTI / PNG folder instead of the built-in phantom"),
+) -> None:
+    """The main job on the built-in default: export LiteMedSAM, verify it, segment a sample, write overlays."""
+    from .demo import run_export_and_segment
+
+    run_export_and_segment(out, data, _log)
+
+
+def main() -> None:
+    from .runtime import tune_allocator
+
+    logging.basicConfig(level=logging.WARNING, format="warning: %(message)s")
+    from . import doctor
+
+    doctor.ALLOCATOR = tune_allocator()
+    try:
+        app()
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)  # one line, whatever the terminal width
+        sys.exit(2)
+    except KeyboardInterrupt:
+        console.print("interrupted", highlight=False)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,78 @@
+"""One exporter: ONNX (encoder, decoder) and TensorRT engines, each through the parity gate, each with a sidecar."""
+from __future__ import annotations
+
+import datetime as _dt
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..artefact import write_sidecar
+from ..errors import UserError
+from ..models import load_model
+from ..samples import load_samples
+from .onnx_export import export_onnx
+from .parity import ParityReport, enforce, verify_artefact
+
+PARTS = ("encoder", "decoder")
+
+
+@dataclass
+class ExportResult:
+    path: Path
+    report: ParityReport
+
+
+def parse_batch(spec: str | None) -> tuple[int, int, int]:
+    """"MIN,OPT,MAX" -> ints (TensorRT optimisation profile; recorded for ONNX)."""
+    if not spec:
+        return (1, 8, 32)
+    try:
+        values = tuple(int(v) for v in spec.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 3 or not 1 <= values[0] <= values[1] <= values[2]:
+        raise UserError(f"--batch must be MIN,OPT,MAX with 1 <= MIN <= OPT <= MAX, got {spec!r}")
+    return values
+
+
+def export(model: str = "litemedsam", checkpoint: str | Path | None = None, part: str = "all",
+           fmt: str = "onnx", precision: str = "fp32", opset: int = 17, batch: str | None = None,
+           out: str | Path = "engines", threshold: float | None = None, data: str | Path | None = None,
+           progress=None) -> list[ExportResult]:
+    """Export, gate, describe. Raises ParityError after writing the sidecar (with passed=false) when the gate fails."""
+    if part not in (*PARTS, "all"):
+        raise UserError(f"--part must be encoder, decoder or all, not {part!r}")
+    if fmt not in ("onnx", "engine"):
+        raise UserError(f"--format must be onnx or engine, not {fmt!r}")
+    profile = parse_batch(batch)
+    reference = load_model(model, checkpoint)
+    samples = load_samples(4, data)
+    out = Path(out)
+    results = []
+    for name in PARTS if part == "all" else (part,):
+        if progress:
+            progress(f"exporting {model} {name} ({fmt}, {precision})")
+        if fmt == "engine":
+            from .tensorrt import build_engine
+
+            path, meta = build_engine(reference, name, out, precision=precision, profile=profile, opset=opset,
+                                      samples=samples)
+        else:
+            path, shapes = export_onnx(reference, name, out, opset=opset, precision=precision)
+            meta = {"format": "onnx", "opset": opset, **shapes}
+        meta.update({"model": model, "part": name, "precision": precision, "checkpoint": reference.checkpoint,
+                     "checkpoint_sha256": reference.checkpoint_sha256, "batch_profile": list(profile),
+                     "torch": torch.__version__, "created": _dt.datetime.now(_dt.timezone.utc).isoformat()})
+        write_sidecar(path, meta)
+        if progress:
+            progress(f"parity gate: {name}")
+        report = verify_artefact(path, samples=samples, reference=reference, threshold=threshold)
+        meta["parity"] = report.as_dict()
+        write_sidecar(path, meta)
+        results.append(ExportResult(path, report))
+        enforce(report)
+    return results
+
+
+__all__ = ["ExportResult", "ParityReport", "export", "parse_batch", "verify_artefact"]

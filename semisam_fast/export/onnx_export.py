@@ -1,0 +1,110 @@
+"""ONNX export of the encoder (dynamic batch) and the batched prompt decoder (dynamic batch, prompts, points)."""
+from __future__ import annotations
+
+import contextlib
+import io
+import tempfile
+import warnings
+from pathlib import Path
+
+import onnx
+import torch
+
+from ..errors import UserError
+from ..models import LoadedModel
+
+EXTERNAL_DATA_LIMIT = 1 << 31  # protobuf cannot hold a single file over 2 GiB (ViT-H)
+
+
+def artefact_stem(model: str, part: str, precision: str) -> str:
+    return f"{model}_{part}_{precision}"
+
+
+def _quiet_export(module: torch.nn.Module, args: tuple, path: Path, **kwargs) -> None:
+    # The TorchScript exporter: it keeps the reshapes symbolic in batch for these models (see DESIGN.md), where
+    # torch.export refuses LiteMedSAM's TinyViT. Its tracer warnings are about shapes we check in the parity gate.
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, args, str(path), dynamo=False, do_constant_folding=True, **kwargs)
+
+
+def _finish(raw: Path, path: Path, precision: str) -> None:
+    """Optional fp16 conversion (I/O stays fp32); one external data file beside the .onnx for > 2 GiB graphs."""
+    model = onnx.load(str(raw), load_external_data=True)
+    if precision == "fp16":
+        from onnxconverter_common import float16
+
+        model = float16.convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=False)
+    large = model.ByteSize() > EXTERNAL_DATA_LIMIT - (1 << 24)
+    for stale in path.parent.glob(path.name + ".data"):
+        stale.unlink()
+    tmp = path.with_suffix(".onnx.tmp")
+    if large:
+        onnx.save_model(model, str(tmp), save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=path.name + ".data", size_threshold=1024)
+    else:
+        onnx.save_model(model, str(tmp))
+    tmp.replace(path)
+
+
+def _export(module: torch.nn.Module, args: tuple, path: Path, precision: str, **kwargs) -> None:
+    # Export into a scratch folder first: the exporter spills > 2 GiB models as one file per tensor, and a failed
+    # export must not leave a half-written artefact where a good one stood.
+    with tempfile.TemporaryDirectory(dir=path.parent) as scratch:
+        raw = Path(scratch) / "raw.onnx"
+        _quiet_export(module, args, raw, **kwargs)
+        _finish(raw, path, precision)
+
+
+def export_encoder(model: LoadedModel, path: Path, opset: int = 17, precision: str = "fp32",
+                   example_batch: int = 2) -> dict:
+    size = model.spec.image_size
+    example = torch.randn(example_batch, 3, size, size)
+    with torch.no_grad():
+        embedding_shape = list(model.encoder(example[:1]).shape[1:])
+    _export(model.encoder, (example,), path, precision, opset_version=opset, input_names=["images"],
+                  output_names=["embeddings"],
+                  dynamic_axes={"images": {0: "batch"}, "embeddings": {0: "batch"}})
+    return {"inputs": {"images": ["batch", 3, size, size]},
+            "outputs": {"embeddings": ["batch", *embedding_shape]},
+            "image_size": size, "embedding_shape": embedding_shape}
+
+
+def export_decoder(model: LoadedModel, path: Path, opset: int = 17, precision: str = "fp32") -> dict:
+    side = 4 * 64
+    embeddings = torch.randn(2, 256, 64, 64)
+    coords = torch.rand(2, 3, 2, 2) * model.spec.image_size
+    labels = torch.tensor([2, 3]).expand(2, 3, 2).contiguous()
+    mask_input = torch.zeros(2, 3, 1, side, side)
+    has_mask = torch.zeros(1)
+    names = ["image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input"]
+    dynamic = {
+        "image_embeddings": {0: "batch"},
+        "point_coords": {0: "batch", 1: "prompts", 2: "points"},
+        "point_labels": {0: "batch", 1: "prompts", 2: "points"},
+        "mask_input": {0: "batch", 1: "prompts"},
+        "low_res_masks": {0: "batch", 1: "prompts"},
+        "iou_predictions": {0: "batch", 1: "prompts"},
+    }
+    _export(model.decoder, (embeddings, coords, labels, mask_input, has_mask), path, precision, opset_version=opset,
+                  input_names=names, output_names=["low_res_masks", "iou_predictions"], dynamic_axes=dynamic)
+    k = 3 if model.decoder.multimask else 1
+    return {"inputs": {"image_embeddings": ["batch", 256, 64, 64], "point_coords": ["batch", "prompts", "points", 2],
+                       "point_labels": ["batch", "prompts", "points"],
+                       "mask_input": ["batch", "prompts", 1, side, side], "has_mask_input": [1]},
+            "outputs": {"low_res_masks": ["batch", "prompts", k, side, side],
+                        "iou_predictions": ["batch", "prompts", k]},
+            "multimask": model.decoder.multimask, "image_size": model.spec.image_size}
+
+
+def export_onnx(model: LoadedModel, part: str, out_dir: Path, opset: int = 17, precision: str = "fp32") -> tuple[Path, dict]:
+    """Write <out>/<model>_<part>_<precision>.onnx; return its path and I/O shapes (sidecar written by the caller)."""
+    if opset < 17:
+        raise UserError(f"opset {opset} is too old: 17 or newer keeps LayerNormalization native (fp16 stability)")
+    if precision not in ("fp32", "fp16"):
+        raise UserError(f"ONNX export precision must be fp32 or fp16 (int8 comes from `quantize`), not {precision!r}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{artefact_stem(model.spec.name, part, precision)}.onnx"
+    exporter = {"encoder": export_encoder, "decoder": export_decoder}[part]
+    shapes = exporter(model, path, opset=opset, precision=precision)
+    return path, shapes

@@ -1,0 +1,60 @@
+"""Loading checkpoints safely and saying which model type a checkpoint fits."""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import torch
+
+from ..errors import UserError
+
+_VIT_BY_DIM_DEPTH = {(768, 12): "vit_b (or medsam)", (1024, 24): "vit_l", (1280, 32): "vit_h", (32, 2): "tiny"}
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """torch.load with weights_only=True; unwraps {"model": ...} / {"state_dict": ...}; one clear error otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint not found: {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for truncated / foreign files
+        raise UserError(f"cannot read checkpoint {path}: not a PyTorch weights file, or truncated "
+                        f"({type(exc).__name__})") from None
+    if isinstance(state, dict):
+        for key in ("model", "state_dict"):
+            if key in state and isinstance(state[key], dict):
+                state = state[key]
+                break
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise UserError(f"checkpoint {path} holds no state dict of tensors")
+    return state
+
+
+def identify(state: dict[str, torch.Tensor]) -> str | None:
+    """Which registered architecture a state dict fits, from its shapes; None when none."""
+    if any(key.startswith("image_encoder.patch_embed.seq") for key in state):
+        return "litemedsam"
+    proj = state.get("image_encoder.patch_embed.proj.weight")
+    if proj is None:
+        return None
+    depth = len({key.split(".")[2] for key in state if key.startswith("image_encoder.blocks.")})
+    return _VIT_BY_DIM_DEPTH.get((int(proj.shape[0]), depth))
+
+
+def load_into(net: torch.nn.Module, state: dict[str, torch.Tensor], model_name: str, path: str | Path) -> None:
+    """Strict load; when it does not fit, name the model type the checkpoint does fit."""
+    try:
+        net.load_state_dict(state, strict=True)
+    except RuntimeError:
+        fits = identify(state)
+        hint = f"it fits '{fits}'" if fits else "it fits none of the registered models"
+        raise UserError(f"checkpoint {path} does not fit model '{model_name}': {hint}") from None

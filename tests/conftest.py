@@ -1,0 +1,48 @@
+"""Shared fixtures. Real computations only: the genuine LiteMedSAM weights, onnxruntime, torch, h5py."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from semisam_fast.samples import default_la_dir
+
+
+@pytest.fixture(scope="session")
+def la_dir() -> Path:
+    path = default_la_dir()
+    if path is None:
+        pytest.skip("LA data not found (set SEMISAM_LA_DIR)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def phantom(tmp_path_factory) -> Path:
+    from semisam_fast.data import make_phantom
+
+    return make_phantom(tmp_path_factory.mktemp("phantom"), n_cases=6, shape=(96, 96, 12), seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_artefacts(tmp_path_factory) -> dict:
+    from semisam_fast.export import export
+
+    out = tmp_path_factory.mktemp("tiny_engines")
+    return {r.report.part: r for r in export("tiny", out=out)}
+
+
+@pytest.fixture(scope="session")
+def lite_artefacts(tmp_path_factory) -> dict:
+    from semisam_fast.export import export
+
+    out = tmp_path_factory.mktemp("lite_engines")
+    return {r.report.part: r for r in export("litemedsam", out=out)}
+
+
+def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
+    """The real console entry point in a subprocess (exit codes and stderr as a user sees them)."""
+    return subprocess.run([sys.executable, "-m", "semisam_fast.cli", *args], capture_output=True, text=True,
+                          cwd=cwd, env={**os.environ, **(env or {})}, timeout=900)

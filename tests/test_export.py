@@ -1,0 +1,107 @@
+"""ONNX export and the parity gate, on tiny (random init) and the genuine LiteMedSAM."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import numpy_helper
+
+from semisam_fast.backends import OnnxBackend, TorchBackend, create_backend, open_artefact
+from semisam_fast.errors import UserError
+from semisam_fast.models import load_model
+from semisam_fast.prompts import box_prompts, point_prompts
+
+from .conftest import run_cli
+
+
+@pytest.mark.parametrize("fixture", ["tiny_artefacts", "lite_artefacts"])
+def test_export_passes_gate_and_describes_itself(fixture, request):
+    artefacts = request.getfixturevalue(fixture)
+    for part in ("encoder", "decoder"):
+        result = artefacts[part]
+        assert result.report.passed and result.report.mask_iou >= 0.99
+        meta = json.loads(result.path.with_suffix(".json").read_text())
+        assert meta["part"] == part and meta["opset"] >= 17 and len(meta["checkpoint_sha256"]) > 10
+        assert meta["parity"]["passed"] is True
+        first_input = "images" if part == "encoder" else "image_embeddings"
+        assert meta["inputs"][first_input][0] == "batch"
+
+
+@pytest.mark.parametrize("fixture,model", [("tiny_artefacts", "tiny"), ("lite_artefacts", "litemedsam")])
+def test_encoder_batch3_equals_three_batch1(fixture, model, request):
+    backend = open_artefact(request.getfixturevalue(fixture)["encoder"].path)
+    reference = load_model(model)
+    images = reference.preprocess(torch.randn(3, 90, 70))
+    batched = backend.encode(images)
+    singles = torch.cat([backend.encode(images[i:i + 1]) for i in range(3)])
+    assert batched.shape == (3, 256, 64, 64)
+    torch.testing.assert_close(batched, singles, atol=1e-4, rtol=1e-4)
+    with torch.inference_mode():
+        torch.testing.assert_close(batched, reference.encoder(images), atol=1e-3, rtol=1e-3)
+
+
+@pytest.mark.parametrize("fixture", ["tiny_artefacts", "lite_artefacts"])
+def test_batched_decoding_equals_looped(fixture, request):
+    """Two images x three prompts in one call == six single-prompt calls; boxes and points both."""
+    backend = open_artefact(request.getfixturevalue(fixture)["decoder"].path)
+    torch.manual_seed(0)
+    embeddings = torch.randn(2, 256, 64, 64)
+    x0y0 = torch.rand(2, 3, 2) * 150
+    boxes = torch.cat([x0y0, x0y0 + 20 + torch.rand(2, 3, 2) * 80], dim=-1)
+    for coords, labels in (box_prompts(boxes),
+                           point_prompts(torch.rand(2, 3, 2, 2) * 250, torch.tensor([1, 0]).expand(2, 3, 2))):
+        masks, iou = backend.decode(embeddings, coords, labels)
+        assert masks.shape == (2, 3, 1, 256, 256) and iou.shape == (2, 3, 1)
+        for b in range(2):
+            for n in range(3):
+                single, single_iou = backend.decode(embeddings[b:b + 1], coords[b:b + 1, n:n + 1],
+                                                    labels[b:b + 1, n:n + 1])
+                torch.testing.assert_close(single[0, 0], masks[b, n], atol=1e-3, rtol=1e-3)
+                torch.testing.assert_close(single_iou[0, 0], iou[b, n], atol=1e-4, rtol=1e-4)
+
+
+def test_onnx_decoder_matches_torch_with_mask_input(tiny_artefacts):
+    backend = open_artefact(tiny_artefacts["decoder"].path)
+    reference = TorchBackend(load_model("tiny"))
+    torch.manual_seed(1)
+    embeddings = torch.randn(1, 256, 64, 64)
+    coords, labels = box_prompts(torch.tensor([[[30.0, 40.0, 120.0, 160.0]]]))
+    mask_input = torch.randn(1, 1, 1, 256, 256)
+    got, _ = backend.decode(embeddings, coords, labels, mask_input)
+    want, _ = reference.decode(embeddings, coords, labels, mask_input)
+    without, _ = reference.decode(embeddings, coords, labels)
+    torch.testing.assert_close(got, want, atol=1e-3, rtol=1e-3)
+    assert (want - without).abs().max() > 1e-3  # the mask prompt really is used
+
+
+def test_factory_picks_backend(tiny_artefacts):
+    folder = tiny_artefacts["encoder"].path.parent
+    assert isinstance(create_backend("torch", "tiny"), TorchBackend)
+    backend = create_backend(str(folder), "tiny")
+    assert isinstance(backend, OnnxBackend) and backend.encoder and backend.decoder
+    assert backend.describe()["encoder"]["provider"] == "CPUExecutionProvider"
+    with pytest.raises(UserError, match="exported for model"):
+        OnnxBackend(encoder=tiny_artefacts["encoder"].path, model="litemedsam")
+
+
+def test_gate_fails_on_a_damaged_artefact(tiny_artefacts, tmp_path):
+    """Perturb the exported decoder's weights: verify must fail with exit 2 and say by how much."""
+    source = tiny_artefacts["decoder"].path
+    model = onnx.load(str(source))
+    rng = np.random.default_rng(0)
+    for init in model.graph.initializer:
+        array = numpy_helper.to_array(init)
+        if array.dtype == np.float32 and array.size > 10000:
+            init.CopyFrom(numpy_helper.from_array(array + rng.normal(0, 0.5, array.shape).astype(np.float32),
+                                                  init.name))
+    damaged = tmp_path / source.name
+    onnx.save(model, str(damaged))
+    damaged.with_suffix(".json").write_text(source.with_suffix(".json").read_text())
+    result = run_cli("verify", str(damaged))
+    assert result.returncode == 2
+    assert "parity gate failed" in result.stderr and "short by" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert run_cli("verify", str(source)).returncode == 0
