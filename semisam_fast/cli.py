@@ -77,6 +77,60 @@ def demo(
     run_export_and_segment(out, data, _log)
 
 
+@app.command()
+def embed(
+    data: Path = typer.Option(..., help="LA h5 / NIfTI / PNG folder"),
+    list_file: Optional[Path] = typer.Option(None, "--list", help="case list (default: the folder's own)"),
+    model: str = typer.Option("litemedsam", help="registered model"),
+    checkpoint: Optional[Path] = typer.Option(None, help="weights (required for medsam / vit_*)"),
+    backend: str = typer.Option("torch", help="torch | onnx | engine"),
+    artefact: Optional[Path] = typer.Option(None, help="encoder .onnx/.engine or export folder (default engines/)"),
+    precision: str = typer.Option("fp32", help="torch precision fp32 | fp16 | bf16"),
+    device: str = typer.Option("cpu", help="cpu | cuda"),
+    batch: int = typer.Option(8, min=1, help="slices per encoder call"),
+    every: int = typer.Option(1, min=1, help="embed every k-th slice only (a documented subset)"),
+    cache: Path = typer.Option(..., help="cache folder"),
+) -> None:
+    """Encode every slice of the listed cases once, into a resumable fp16 embedding cache."""
+    from .backends import create_backend
+    from .data import open_dataset
+    from .embed import build_cache
+
+    dataset = open_dataset(data, list_file)
+    runtime = create_backend(backend, model, checkpoint, artefact, device, precision)
+    summary = build_cache(dataset, runtime, cache, batch=batch, every=every)
+    _log(f"[green]embedded[/green] {summary.line()}")
+
+
+@app.command("pseudo-label")
+def pseudo_label_cmd(
+    cache: Path = typer.Option(..., help="cache folder built by embed"),
+    data: Path = typer.Option(..., help="the data the cache was built from"),
+    list_file: Optional[Path] = typer.Option(None, "--list", help="case list (default: the cached cases)"),
+    prompt: str = typer.Option("gt-box", help="gt-box | mask-box | points"),
+    masks: Optional[Path] = typer.Option(None, help="mask volumes for --prompt mask-box"),
+    margin: float = typer.Option(3.0, help="box margin in pixels"),
+    checkpoint: Optional[Path] = typer.Option(None, help="weights (required for medsam / vit_*)"),
+    backend: str = typer.Option("torch", help="decoder backend: torch | onnx | engine"),
+    artefact: Optional[Path] = typer.Option(None, help="decoder .onnx/.engine or export folder"),
+    batch: int = typer.Option(32, min=1, help="slices per decoder call"),
+    out: Path = typer.Option(..., help="output folder for masks, report.json and overlays"),
+) -> None:
+    """Prompts from masks -> SAM masks from cached embeddings, written in the input's format; Dice when labels exist."""
+    from .backends import create_backend
+    from .cache import EmbeddingCache
+    from .data import open_dataset, read_list
+    from .pseudo_label import pseudo_label
+
+    store = EmbeddingCache(cache)
+    dataset = open_dataset(data, list_file)
+    case_ids = read_list(list_file) if list_file else [c for c in dataset.case_ids if c in set(store.case_ids)]
+    runtime = create_backend(backend, store.fingerprint["model"], checkpoint, artefact)
+    report = pseudo_label(dataset, store, runtime, out, case_ids, prompt, masks, margin, batch)
+    print(report.table())
+    _log(f"[green]wrote[/green] {len(report.outputs)} mask volumes to {out}")
+
+
 def main() -> None:
     from .runtime import tune_allocator
 

@@ -16,6 +16,7 @@ class Backend(ABC):
     model: str = ""
     precision: str = "fp32"
     device: str = "cpu"
+    checkpoint_sha256: str = ""
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         raise UserError(f"the {self.name} backend was opened without an encoder")

@@ -103,6 +103,7 @@ class OnnxBackend(Backend):
         first = self.encoder or self.decoder
         self.model = first.meta["model"]
         self.precision = first.meta["precision"]
+        self.checkpoint_sha256 = first.meta["checkpoint_sha256"]
         self.device = "cuda" if first.on_gpu else "cpu"
         self.multimask = bool((self.decoder.meta if self.decoder else {}).get("multimask", False))
 

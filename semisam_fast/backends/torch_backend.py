@@ -20,6 +20,7 @@ class TorchBackend(Backend):
             raise UserError("device 'cuda' asked for but torch sees no CUDA device")
         self.loaded = model
         self.model = model.spec.name
+        self.checkpoint_sha256 = model.checkpoint_sha256
         self.device = device
         self.precision = precision
         self.dtype = DTYPES[precision]

@@ -134,6 +134,10 @@ class Dataset(ABC):
         """Atomically write `mask` (same shape as the image) in this format under `out_dir`."""
 
     # -- public -------------------------------------------------------------------------------
+    @abstractmethod
+    def read_mask(self, case_id: str, masks_dir: Path) -> np.ndarray:
+        """Read back a mask volume written by `write_mask` (or laid out the same way by the user), as uint8 0/1."""
+
     def load(self, case_id: str, with_label: bool = True) -> Case:
         """Read one case. with_label=False never opens/reads the label (no ground-truth leak)."""
         self._known(case_id)

@@ -85,6 +85,13 @@ class LAH5Dataset(Dataset):
             s = tuple(int(x) for x in f["image"].shape)
         return (s[0], s[1], 1) if len(s) == 2 else s  # type: ignore[return-value]
 
+    def read_mask(self, case_id: str, masks_dir: Path) -> np.ndarray:
+        path = Path(masks_dir) / case_id / MASK_NAME
+        if not path.is_file():
+            raise UserError(f"no mask for case {case_id}: {path} not found")
+        with reading(path), h5py.File(path, "r") as f:
+            return as_mask((np.asarray(f["mask"]) > 0).astype(np.uint8), self.shape(case_id), case_id)
+
     def write_mask(self, case_id: str, mask: np.ndarray, out_dir: Path) -> Path:
         """Write `<out_dir>/<case>/mask.h5` with dataset `mask` (uint8, gzip)."""
         self._known(case_id)

@@ -99,6 +99,16 @@ class NiftiDataset(Dataset):
             raise UserError(f"{ip}: expected a 3D volume, got shape {s}")
         return s  # type: ignore[return-value]
 
+    def read_mask(self, case_id: str, masks_dir: Path) -> np.ndarray:
+        for name in (f"{case_id}.nii.gz", f"{case_id}.nii"):
+            path = Path(masks_dir) / name
+            if path.is_file():
+                with reading(path):
+                    data = np.asarray(nib.load(path).dataobj)
+                data = data.reshape(self.shape(case_id)) if data.size == int(np.prod(self.shape(case_id))) else data
+                return as_mask((data > 0).astype(np.uint8), self.shape(case_id), case_id)
+        raise UserError(f"no mask for case {case_id} in {masks_dir} ({case_id}.nii.gz)")
+
     def write_mask(self, case_id: str, mask: np.ndarray, out_dir: Path) -> Path:
         """Write `<out_dir>/<case>.nii.gz` (uint8) with the image's affine and header."""
         self._known(case_id)

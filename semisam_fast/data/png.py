@@ -73,6 +73,14 @@ class PngDataset(Dataset):
             w, h = im.size
         return (h, w, 1)
 
+    def read_mask(self, case_id: str, masks_dir: Path) -> np.ndarray:
+        path = Path(masks_dir) / f"{case_id}.png"
+        if not path.is_file():
+            raise UserError(f"no mask for case {case_id}: {path} not found")
+        with reading(path), Image.open(path) as picture:
+            data = np.asarray(picture.convert("L"))
+        return as_mask((data > 0).astype(np.uint8)[:, :, None], self.shape(case_id), case_id)
+
     def write_mask(self, case_id: str, mask: np.ndarray, out_dir: Path) -> Path:
         """Write `<out_dir>/<case>.png` (8-bit gray). Binary 0/1 masks are stored as 0/255 so they
         are visible in viewers; read them back with `> 0`. Other values are stored unchanged.

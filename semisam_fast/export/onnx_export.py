@@ -23,7 +23,8 @@ def artefact_stem(model: str, part: str, precision: str) -> str:
 def _quiet_export(module: torch.nn.Module, args: tuple, path: Path, **kwargs) -> None:
     # The TorchScript exporter: it keeps the reshapes symbolic in batch for these models (see DESIGN.md), where
     # torch.export refuses LiteMedSAM's TinyViT. Its tracer warnings are about shapes we check in the parity gate.
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+    # no_grad: without it tracing keeps every activation for autograd (ViT-B at 1024 then needs > 24 GB)
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), torch.no_grad():
         warnings.simplefilter("ignore")
         torch.onnx.export(module, args, str(path), dynamo=False, do_constant_folding=True, **kwargs)
 

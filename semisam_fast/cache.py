@@ -1,0 +1,191 @@
+"""The embedding cache: fp16 SAM image embeddings, one row per (case, slice), memory-mapped for reads.
+
+Layout: `<dir>/cache.json` (fingerprint, embedding shape) and `<dir>/shards/<case>.<first>-<last>.npy` with a
+`.json` beside each (the slice indices it holds, the slice size, a checksum). A shard is one encoder batch of one case, written to a temp name and renamed, its JSON
+renamed after it: a shard counts as finished only when its JSON exists, so an interrupted build (even kill -9)
+resumes by recomputing at most the batch it was in, and never reads a half-written file.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import torch
+
+from .errors import UserError
+
+FORMAT_VERSION = 1
+_SAFE = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+def fingerprint(model: str, checkpoint_sha256: str, image_size: int, normalization: str, precision: str) -> dict:
+    """Everything that changes the numbers in the cache. Two caches with different fingerprints never mix."""
+    return {"model": model, "checkpoint_sha256": checkpoint_sha256, "image_size": image_size,
+            "normalization": normalization, "precision": precision, "store_dtype": "float16",
+            "format": FORMAT_VERSION}
+
+
+def _atomic_bytes(path: Path, write) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as handle:
+        write(handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+@dataclass
+class Shard:
+    case_id: str
+    slices: list[int]  # slice index of each row
+    height: int
+    width: int
+    npy: Path
+    sha256: str
+
+
+class EmbeddingCache:
+    """Open (or create) a cache folder. `fingerprint` given: a cache with another one is refused."""
+
+    def __init__(self, root: str | Path, fingerprint: dict | None = None, create: bool = False) -> None:
+        self.root = Path(root)
+        self.shard_dir = self.root / "shards"
+        meta_path = self.root / "cache.json"
+        if meta_path.is_file():
+            try:
+                self.meta = json.loads(meta_path.read_text())
+            except json.JSONDecodeError:
+                raise UserError(f"cache {self.root} has a corrupt cache.json") from None
+            if fingerprint is not None and self.meta.get("fingerprint") != fingerprint:
+                raise UserError(f"cache {self.root} was built with a different fingerprint "
+                                f"({_diff(self.meta.get('fingerprint', {}), fingerprint)}); "
+                                "use another --cache folder or delete this one")
+        elif create and fingerprint is not None:
+            self.shard_dir.mkdir(parents=True, exist_ok=True)
+            self.meta = {"fingerprint": fingerprint, "embedding_shape": None}
+            _atomic_bytes(meta_path, lambda h: h.write(json.dumps(self.meta, indent=2).encode()))
+        else:
+            raise UserError(f"no embedding cache at {self.root}; build one with `semisam-fast embed --cache {root}`")
+        self.shard_dir.mkdir(parents=True, exist_ok=True)
+        self._shards: dict[str, list[Shard]] = {}
+        self._rows: dict[str, dict[int, tuple[Shard, int]]] = {}  # (case, slice) -> (shard, row)
+        self._maps: dict[Path, np.ndarray] = {}
+        self._scan()
+
+    # ---- index -------------------------------------------------------------------------------------------------
+    def _scan(self) -> None:
+        self._shards.clear()
+        self._rows.clear()
+        for info_path in sorted(self.shard_dir.glob("*.json")):
+            try:
+                info = json.loads(info_path.read_text())
+            except json.JSONDecodeError:
+                raise UserError(f"cache shard index {info_path} is corrupt; delete it and re-run embed") from None
+            self._add(Shard(info["case_id"], info["slices"], info["height"], info["width"],
+                            info_path.with_suffix(".npy"), info["sha256"]))
+
+    def _add(self, shard: Shard) -> None:
+        self._shards.setdefault(shard.case_id, []).append(shard)
+        rows = self._rows.setdefault(shard.case_id, {})
+        for row, z in enumerate(shard.slices):
+            rows[z] = (shard, row)
+
+    @property
+    def fingerprint(self) -> dict:
+        return self.meta["fingerprint"]
+
+    @property
+    def case_ids(self) -> list[str]:
+        return sorted(self._shards)
+
+    def slices(self, case_id: str) -> list[int]:
+        return sorted(self._rows.get(case_id, {}))
+
+    def slice_shape(self, case_id: str) -> tuple[int, int]:
+        shards = self._require(case_id)
+        return shards[0].height, shards[0].width
+
+    def num_rows(self) -> int:
+        return sum(len(rows) for rows in self._rows.values())
+
+    def size_bytes(self) -> int:
+        return sum(s.npy.stat().st_size for shards in self._shards.values() for s in shards)
+
+    def _require(self, case_id: str) -> list[Shard]:
+        if case_id not in self._shards:
+            raise UserError(f"case {case_id} is not in the cache {self.root}; run `semisam-fast embed` for it")
+        return self._shards[case_id]
+
+    # ---- writing -----------------------------------------------------------------------------------------------
+    def write(self, case_id: str, slices: list[int], embeddings: torch.Tensor | np.ndarray, height: int,
+              width: int) -> None:
+        """Store embeddings (rows, C, h, w) of the given slices of a case, atomically."""
+        array = np.ascontiguousarray(embeddings.detach().cpu().numpy() if isinstance(embeddings, torch.Tensor)
+                                     else embeddings, dtype=np.float16)
+        if self.meta.get("embedding_shape") is None:
+            self.meta["embedding_shape"] = list(array.shape[1:])
+            _atomic_bytes(self.root / "cache.json", lambda h: h.write(json.dumps(self.meta, indent=2).encode()))
+        if len(slices) != len(array):
+            raise ValueError(f"{len(slices)} slice indices for {len(array)} embeddings")
+        stem = f"{_SAFE.sub('_', case_id)}.{slices[0]:05d}-{slices[-1]:05d}"
+        npy = self.shard_dir / f"{stem}.npy"
+        _atomic_bytes(npy, lambda h: np.save(h, array))
+        info = {"case_id": case_id, "slices": [int(z) for z in slices], "height": height, "width": width,
+                "sha256": hashlib.sha256(array.tobytes()).hexdigest()}
+        _atomic_bytes(npy.with_suffix(".json"), lambda h: h.write(json.dumps(info).encode()))
+        self._add(Shard(case_id, info["slices"], height, width, npy, info["sha256"]))
+
+    # ---- reading -----------------------------------------------------------------------------------------------
+    def _map(self, shard: Shard) -> np.ndarray:
+        if shard.npy not in self._maps:
+            try:
+                array = np.load(shard.npy, mmap_mode="r")
+            except (OSError, ValueError) as exc:
+                raise UserError(f"cache shard {shard.npy} is missing, truncated or corrupt ({exc}); "
+                                "delete it and re-run embed") from None
+            if array.shape[0] != len(shard.slices) or list(array.shape[1:]) != self.meta["embedding_shape"]:
+                raise UserError(f"cache shard {shard.npy} has shape {array.shape}, expected {len(shard.slices)} rows of "
+                                f"{self.meta['embedding_shape']}; delete it and re-run embed")
+            self._maps[shard.npy] = array
+        return self._maps[shard.npy]
+
+    def get(self, case_id: str, slices: Iterable[int]) -> torch.Tensor:
+        """Embeddings (n, C, h, w) float32 of the given slices of one case."""
+        self._require(case_id)
+        index = self._rows[case_id]
+        rows = []
+        for z in slices:
+            if z not in index:
+                raise UserError(f"slice {z} of case {case_id} is not in the cache {self.root}")
+            shard, row = index[z]
+            rows.append(self._map(shard)[row])
+        return torch.from_numpy(np.stack(rows).astype(np.float32))
+
+    def verify(self) -> list[str]:
+        """Full check of every shard (sizes and checksums); returns the problems found."""
+        problems = []
+        for shards in self._shards.values():
+            for shard in shards:
+                try:
+                    array = self._map(shard)
+                except UserError as exc:
+                    problems.append(str(exc))
+                    continue
+                if hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest() != shard.sha256:
+                    problems.append(f"cache shard {shard.npy} fails its checksum")
+        return problems
+
+    def describe(self) -> dict[str, Any]:
+        return {"root": str(self.root), "cases": len(self._shards), "rows": self.num_rows(),
+                "bytes": self.size_bytes(), **self.fingerprint}
+
+
+def _diff(have: dict, want: dict) -> str:
+    keys = sorted(k for k in set(have) | set(want) if have.get(k) != want.get(k))
+    return "; ".join(f"{k}: cache has {have.get(k)!r}, asked {want.get(k)!r}" for k in keys[:3])

@@ -1,0 +1,75 @@
+"""`embed`: run the encoder in batches over every slice of the listed cases, into the embedding cache."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from .backends import Backend
+from .cache import EmbeddingCache, fingerprint
+from .data import Dataset
+from .models import get_spec, preprocess
+
+
+def backend_fingerprint(backend: Backend) -> dict:
+    spec = get_spec(backend.model)
+    return fingerprint(spec.name, backend.checkpoint_sha256, spec.image_size, spec.normalization, backend.precision)
+
+
+def selected_slices(num_slices: int, every: int = 1) -> list[int]:
+    """Slice indices to embed: all, or every k-th (a documented subset for CPU presets)."""
+    return list(range(0, num_slices, max(1, every)))
+
+
+@dataclass
+class EmbedSummary:
+    slices_total: int
+    slices_computed: int
+    slices_reused: int
+    seconds: float
+    cache_bytes: int
+
+    @property
+    def slices_per_second(self) -> float:
+        return self.slices_computed / self.seconds if self.seconds > 0 else 0.0
+
+    def line(self) -> str:
+        return (f"{self.slices_total} slices ({self.slices_computed} computed, {self.slices_reused} already cached), "
+                f"{self.seconds:.1f} s, {self.slices_per_second:.2f} slices/s, cache {self.cache_bytes / 2**20:.0f} MiB")
+
+
+def build_cache(dataset: Dataset, backend: Backend, cache_dir: str | Path, case_ids: list[str] | None = None,
+                batch: int = 8, every: int = 1, progress: bool = True) -> EmbedSummary:
+    """Encode what is not yet cached; resumable. Labels are never read here."""
+    spec = get_spec(backend.model)
+    cache = EmbeddingCache(cache_dir, backend_fingerprint(backend), create=True)
+    case_ids = case_ids if case_ids is not None else dataset.case_ids
+    todo: dict[str, list[list[int]]] = {}
+    total = 0
+    for case_id in case_ids:
+        wanted = selected_slices(dataset.num_slices(case_id), every)
+        total += len(wanted)
+        done = set(cache.slices(case_id))
+        # fixed batch groups: a resumed build recomputes exactly the groups an uninterrupted one would have,
+        # so both end bit-for-bit equal
+        groups = [[z for z in wanted[i:i + batch] if z not in done] for i in range(0, len(wanted), batch)]
+        if any(groups):
+            todo[case_id] = [g for g in groups if g]
+    n_todo = sum(len(g) for groups in todo.values() for g in groups)
+    start = time.perf_counter()
+    with tqdm(total=n_todo, unit="slice", desc="embed", disable=not progress, dynamic_ncols=True) as bar:
+        for case_id, groups in todo.items():
+            image = dataset.load(case_id, with_label=False).image
+            height, width = image.shape[0], image.shape[1]
+            for chunk in groups:  # one encoder batch -> one shard
+                slices = torch.from_numpy(np.ascontiguousarray(image[:, :, chunk].transpose(2, 0, 1)))
+                embeddings = backend.encode(preprocess(slices, spec.image_size, spec.normalization))
+                cache.write(case_id, chunk, embeddings, height, width)
+                bar.update(len(chunk))
+    seconds = time.perf_counter() - start
+    return EmbedSummary(total, n_todo, total - n_todo, seconds, cache.size_bytes())
+

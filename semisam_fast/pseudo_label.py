@@ -1,0 +1,96 @@
+"""`pseudo-label`: prompts from masks -> SAM's decoder on cached embeddings -> mask volumes in the input's format."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from .backends import Backend
+from .cache import EmbeddingCache
+from .data import Dataset
+from .errors import UserError
+from .metrics import binary_metrics, format_table, summarize
+from .models import Frame, get_spec, masks_to_original
+from .models.preprocess import boxes_to_input, points_to_input
+from .overlay import overlay
+from .prompts import box_prompts, mask_to_box, mask_to_points, point_prompts
+
+PROMPTS = ("gt-box", "mask-box", "points")
+
+
+def decode_slices(backend: Backend, embeddings: torch.Tensor, source_masks: np.ndarray, frame: Frame,
+                  prompt: str = "box", margin: float = 3.0) -> torch.Tensor:
+    """One prompt per slice from its mask (N,H,W) -> SAM logits (N,H,W) at slice size; one decoder call.
+    The caller passes only slices whose mask has foreground."""
+    masks = torch.from_numpy(source_masks.astype(bool))
+    if prompt == "points":
+        points, labels, _ = mask_to_points(masks.float(), n_positive=1, n_negative=1)
+        coords, labels = point_prompts(points_to_input(points, frame)[:, None], labels[:, None])
+    else:
+        boxes = torch.from_numpy(np.stack([mask_to_box(m, margin) for m in source_masks]))
+        coords, labels = box_prompts(boxes_to_input(boxes, frame)[:, None])
+    low_res, _ = backend.decode(embeddings, coords, labels)
+    return masks_to_original(low_res[:, 0, 0].cpu(), frame)
+
+
+@dataclass
+class PseudoLabelReport:
+    rows: list[dict] = field(default_factory=list)
+    summary: dict = field(default_factory=dict)
+    outputs: list[str] = field(default_factory=list)
+    overlays: list[str] = field(default_factory=list)
+
+    def table(self) -> str:
+        return format_table(self.rows, self.summary) if self.rows else "no labels: nothing to score"
+
+
+def pseudo_label(dataset: Dataset, cache: EmbeddingCache, backend: Backend, out: str | Path,
+                 case_ids: list[str] | None = None, prompt: str = "gt-box", masks_dir: str | Path | None = None,
+                 margin: float = 3.0, batch: int = 32, n_overlays: int = 4, progress: bool = True) -> PseudoLabelReport:
+    if prompt not in PROMPTS:
+        raise UserError(f"--prompt must be one of {', '.join(PROMPTS)}, not {prompt!r}")
+    if prompt == "mask-box" and masks_dir is None:
+        raise UserError("--prompt mask-box needs --masks DIR (mask volumes laid out as pseudo-label writes them)")
+    if cache.fingerprint["model"] != backend.model or cache.fingerprint["checkpoint_sha256"] != backend.checkpoint_sha256:
+        raise UserError(f"cache {cache.root} holds {cache.fingerprint['model']} embeddings of another checkpoint "
+                        f"than the decoder's ({backend.model})")
+    spec = get_spec(backend.model)
+    out = Path(out)
+    case_ids = case_ids if case_ids is not None else dataset.case_ids
+    report = PseudoLabelReport()
+    for case_id in tqdm(case_ids, desc="pseudo-label", unit="case", disable=not progress, dynamic_ncols=True):
+        case = dataset.load(case_id, with_label=dataset.has_labels)
+        source = case.label if prompt in ("gt-box", "points") else dataset.read_mask(case_id, Path(masks_dir))
+        if source is None:
+            raise UserError(f"case {case_id} has no label to build --prompt {prompt} from; use mask-box --masks")
+        frame = Frame(case.image.shape[0], case.image.shape[1], spec.image_size)
+        cached = set(cache.slices(case_id))
+        prompted = [z for z in range(case.image.shape[2]) if z in cached and source[:, :, z].any()]
+        volume = np.zeros(case.image.shape, dtype=np.uint8)
+        for start in range(0, len(prompted), batch):
+            zs = prompted[start:start + batch]
+            logits = decode_slices(backend, cache.get(case_id, zs), source[:, :, zs].transpose(2, 0, 1), frame,
+                                   "points" if prompt == "points" else "box", margin)
+            volume[:, :, zs] = (logits > 0).numpy().transpose(1, 2, 0)
+        report.outputs.append(str(dataset.write_mask(case_id, volume, out)))
+        if case.label is not None:
+            scored = sorted(cached) if cached else list(range(case.image.shape[2]))
+            row = {"case": case_id, **binary_metrics(volume[:, :, scored], case.label[:, :, scored]),
+                   "slices": len(scored), "prompted": len(prompted)}
+            report.rows.append(row)
+            if len(report.overlays) < n_overlays and prompted:
+                z = prompted[len(prompted) // 2]
+                box = mask_to_box(source[:, :, z], margin)
+                report.overlays.append(str(overlay(case.image[:, :, z], out / "overlays" / f"{case_id}_z{z}.png",
+                                                   volume[:, :, z], case.label[:, :, z], [box.tolist()])))
+    if report.rows:
+        report.summary = summarize(report.rows)
+        payload = {"prompt": prompt, "margin": margin, "model": backend.model, "cases": report.rows,
+                   "summary": {k: {"mean": m, "sd": s} for k, (m, s) in report.summary.items()},
+                   "overlays": report.overlays}
+        (out / "report.json").write_text(json.dumps(payload, indent=2))
+    return report
