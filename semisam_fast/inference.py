@@ -1,0 +1,130 @@
+"""Whole-volume inference for trained students: slice-by-slice (2D U-Net) or sliding window (3D V-Net).
+
+Both return the foreground probability volume, float32 (H, W, Z), in the image's own geometry.
+The network must already be on `device`; it is run in eval mode and its train/eval mode is restored after.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .errors import UserError
+
+__all__ = ["predict_volume_2d", "predict_volume_3d", "predict_case", "foreground_prob"]
+
+
+@contextmanager
+def _eval_mode(net: nn.Module) -> Iterator[None]:
+    was_training = net.training
+    net.eval()
+    try:
+        with torch.inference_mode():
+            yield
+    finally:
+        net.train(was_training)
+
+
+def foreground_prob(logits: Tensor) -> Tensor:
+    """(B, C, ...) logits -> (B, ...) foreground probability: sigmoid for C=1, softmax class 1 for C=2,
+    1 - P(background) for C>2."""
+    c = logits.shape[1]
+    if c == 1:
+        return torch.sigmoid(logits[:, 0])
+    probs = torch.softmax(logits.float(), dim=1)
+    return probs[:, 1] if c == 2 else 1.0 - probs[:, 0]
+
+
+def _check_image(image: np.ndarray) -> np.ndarray:
+    image = np.asarray(image)
+    if image.ndim != 3:
+        raise ValueError(f"expected an (H, W, Z) volume, got shape {image.shape}")
+    return image.astype(np.float32, copy=False)
+
+
+def _positive_ints(value: object, n: int, name: str) -> tuple[int, ...]:
+    try:
+        out = tuple(int(v) for v in value)  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        raise UserError(f"{name} must be {n} positive integers, got {value!r}") from None
+    if len(out) != n or min(out) < 1:
+        raise UserError(f"{name} must be {n} positive integers, got {value!r}")
+    return out
+
+
+def predict_volume_2d(net: nn.Module, image: np.ndarray, size: int, batch: int = 16, device: str = "cpu") -> np.ndarray:
+    """Foreground probability (H, W, Z) float32 of a 2D net applied to every slice `image[:, :, z]`.
+
+    Each slice is resized bilinearly to (size, size), the logits resized back to (H, W) bilinearly, then softmaxed."""
+    image = _check_image(image)
+    (size,) = _positive_ints([size], 1, "in-plane size")
+    (batch,) = _positive_ints([batch], 1, "batch")
+    H, W, Z = image.shape
+    out = np.empty((H, W, Z), dtype=np.float32)
+    slices = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))  # (Z, H, W)
+    with _eval_mode(net):
+        for start in range(0, Z, batch):
+            x = slices[start:start + batch, None].to(device)
+            if (H, W) != (size, size):
+                x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+            logits = net(x).float()
+            if logits.shape[-2:] != (H, W):
+                logits = F.interpolate(logits, size=(H, W), mode="bilinear", align_corners=False)
+            out[:, :, start:start + batch] = foreground_prob(logits).cpu().numpy().transpose(1, 2, 0)
+    return out
+
+
+def _starts(n: int, patch: int, stride: int) -> list[int]:
+    # UA-MT's test_single_case: ceil((n - patch) / stride) + 1 windows, the last one clamped to end at n
+    count = math.ceil((n - patch) / stride) + 1
+    return sorted({min(stride * i, n - patch) for i in range(count)})
+
+
+def predict_volume_3d(net: nn.Module, image: np.ndarray, patch: Sequence[int] = (112, 112, 80),
+                      stride: Sequence[int] = (18, 18, 4), device: str = "cpu") -> np.ndarray:
+    """Foreground probability (H, W, Z) float32 by sliding-window inference as in UA-MT's test_all_case.
+
+    The volume is zero-padded (centred) to at least `patch`, windows of `patch` slide by `stride` covering the
+    end exactly, softmax probabilities are averaged over overlaps and the padding is cropped off."""
+    image = _check_image(image)
+    patch = _positive_ints(patch, 3, "patch")
+    stride = _positive_ints(stride, 3, "stride")
+    shape = image.shape
+    pads = [(max(p - s, 0) // 2, max(p - s, 0) - max(p - s, 0) // 2) for s, p in zip(shape, patch)]
+    padded = np.pad(image, pads, mode="constant", constant_values=0) if any(sum(p) for p in pads) else image
+    vol = torch.from_numpy(np.ascontiguousarray(padded)).to(device)
+    prob_sum = torch.zeros(vol.shape, dtype=torch.float32, device=device)
+    count = torch.zeros(vol.shape, dtype=torch.float32, device=device)
+    px, py, pz = patch
+    with _eval_mode(net):
+        for x in _starts(vol.shape[0], px, stride[0]):
+            for y in _starts(vol.shape[1], py, stride[1]):
+                for z in _starts(vol.shape[2], pz, stride[2]):
+                    window = vol[x:x + px, y:y + py, z:z + pz][None, None]
+                    # averaging the foreground channel alone equals taking it from the averaged score map
+                    prob_sum[x:x + px, y:y + py, z:z + pz] += foreground_prob(net(window).float())[0]
+                    count[x:x + px, y:y + py, z:z + pz] += 1.0
+    prob = (prob_sum / count).cpu().numpy()
+    crop = tuple(slice(lo, lo + s) for (lo, _), s in zip(pads, shape))
+    return np.ascontiguousarray(prob[crop], dtype=np.float32)
+
+
+def predict_case(net: nn.Module, image: np.ndarray, config: dict, device: str = "cpu") -> np.ndarray:
+    """Foreground probability of one volume, 2D or 3D inference chosen by `config["student"]`."""
+    student = str(config.get("student", "")).lower()
+    if student == "unet2d":
+        if "in_plane" not in config:
+            raise UserError("config of a unet2d student has no 'in_plane' size")
+        return predict_volume_2d(net, image, int(config["in_plane"]), batch=int(config.get("eval_batch", 16)),
+                                 device=device)
+    if student == "vnet":
+        if "patch" not in config:
+            raise UserError("config of a vnet student has no 'patch' size")
+        return predict_volume_3d(net, image, config["patch"], config.get("stride", (18, 18, 4)), device=device)
+    raise UserError(f"config names unknown student {config.get('student')!r}; expected 'unet2d' or 'vnet'")
