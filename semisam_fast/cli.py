@@ -131,6 +131,84 @@ def pseudo_label_cmd(
     _log(f"[green]wrote[/green] {len(report.outputs)} mask volumes to {out}")
 
 
+@app.command()
+def train(
+    data: Path = typer.Option(..., help="LA h5 / NIfTI / PNG folder"),
+    list_file: Optional[Path] = typer.Option(None, "--list", help="case list; its first N cases are labelled"),
+    labeled: int = typer.Option(..., help="number of labelled cases (the first N of the list)"),
+    method: str = typer.Option("semisam", help="sup | mt | uamt | semisam"),
+    preset: str = typer.Option("la-cpu", help="la-cpu (2D U-Net, CPU) | la-paper (3D V-Net, GPU)"),
+    iterations: Optional[int] = typer.Option(None, help="override the preset's iterations"),
+    seed: int = typer.Option(0, help="random seed"),
+    val: int = typer.Option(8, help="validation cases: the last N of the list, never trained on"),
+    cache: Optional[Path] = typer.Option(None, help="embedding cache (semisam)"),
+    sam_online: bool = typer.Option(False, help="run SAM's encoder every step instead of the cache (benchmarks)"),
+    sam_weight: Optional[float] = typer.Option(None, help="SAM term weight (default 0.1)"),
+    sam_ramp: Optional[str] = typer.Option(None, help="up | down | none (default up)"),
+    sam_loss: Optional[str] = typer.Option(None, help="mse | dicece (default mse)"),
+    sam_prompt_from: Optional[str] = typer.Option(None, help="student | teacher (default student)"),
+    unlabelled_cases: Optional[int] = typer.Option(None, help="use only the first k unlabelled cases"),
+    unlabelled_every: Optional[int] = typer.Option(None, help="use every k-th unlabelled slice"),
+    backend: str = typer.Option("torch", help="SAM decoder backend: torch | onnx | engine"),
+    artefact: Optional[Path] = typer.Option(None, help="decoder artefact or export folder"),
+    checkpoint: Optional[Path] = typer.Option(None, help="SAM weights (medsam / vit_*)"),
+    device: str = typer.Option("cpu", help="cpu | cuda"),
+    out: Path = typer.Option(..., help="run folder (rerun the same command to resume)"),
+) -> None:
+    """Train a student (sup, MT, UA-MT or SemiSAM); checkpoints resume exactly; TensorBoard logs in the run folder."""
+    from .train import build_trainer
+    from .train import preset as make_preset
+
+    config = make_preset(preset, method=method, iterations=iterations, seed=seed, sam_online=sam_online or None,
+                         sam_weight=sam_weight, sam_ramp=sam_ramp, sam_loss=sam_loss, sam_prompt_from=sam_prompt_from,
+                         unlabelled_cases=unlabelled_cases, unlabelled_every=unlabelled_every)
+    trainer = build_trainer(config, data, list_file, labeled, val, out, cache, backend, artefact, checkpoint, device)
+    result = trainer.run()
+    _log(f"[green]trained[/green] {method}: {result['iteration']} iterations, validation Dice "
+         f"{result['val_dice']:.4f}, {result['seconds']:.0f} s -> {out}")
+
+
+@app.command()
+def evaluate(
+    run: Optional[Path] = typer.Option(None, help="run folder from `train`"),
+    checkpoint: Optional[Path] = typer.Option(None, help="a student checkpoint instead of --run"),
+    data: Optional[Path] = typer.Option(None, help="data folder (default: the run's)"),
+    list_file: Optional[Path] = typer.Option(None, "--list", help="cases to score (default: the run's validation)"),
+    spacing: Optional[str] = typer.Option(None, help="voxel spacing in mm 'x,y,z' (default: voxel units)"),
+    weights: str = typer.Option("student", help="student | teacher"),
+    out: Optional[Path] = typer.Option(None, help="JSON output (a CSV is written beside it)"),
+) -> None:
+    """Per-volume Dice, Jaccard, 95% Hausdorff, ASD (medpy semantics), mean ± sd; JSON + CSV + table."""
+    from .data import open_dataset, read_list
+    from .evaluate import evaluate_cases, evaluate_run, load_student, write_results
+    from .metrics import format_table
+
+    spacing_mm = _parse_spacing(spacing)
+    if run is not None:
+        cases = read_list(list_file) if list_file else None
+        rows, summary = evaluate_run(run, data=data, cases=cases, spacing=spacing_mm, out=out, weights=weights)
+    elif checkpoint is not None and data is not None and out is not None:
+        net, config = load_student(checkpoint, weights)
+        dataset = open_dataset(data, list_file)
+        rows = evaluate_cases(net, config, dataset, dataset.case_ids, spacing=spacing_mm)
+        summary = write_results(rows, out)
+    else:
+        raise UserError("give --run RUN_DIR, or --checkpoint FILE with --data PATH and --out FILE.json")
+    print(format_table(rows, summary))
+
+
+def _parse_spacing(text: Optional[str]) -> Optional[tuple]:
+    if text is None:
+        return None
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 3 or min(values) <= 0:
+        raise UserError(f"--spacing must be three positive numbers 'x,y,z', got {text!r}")
+    return values
+
+
 def main() -> None:
     from .runtime import tune_allocator
 

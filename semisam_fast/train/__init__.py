@@ -1,0 +1,72 @@
+"""Students, losses, the SAM term and the training loop. `train()` is what `semisam-fast train` calls."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..errors import UserError
+from .config import METHODS, PRESETS, TrainConfig, preset
+from .loop import Trainer, latest_checkpoint
+
+__all__ = ["METHODS", "PRESETS", "TrainConfig", "Trainer", "build_trainer", "latest_checkpoint", "preset", "train"]
+
+
+def build_trainer(config: TrainConfig, data: str | Path, list_file: str | Path | None, labeled: int, val: int,
+                  run_dir: str | Path, cache: str | Path | None = None, backend: str = "torch",
+                  artefact: str | Path | None = None, checkpoint: str | Path | None = None,
+                  device: str = "cpu", tensorboard: bool = True) -> Trainer:
+    """Open the data, split it, attach SAM (cache or online) and describe the run in <run_dir>/run.json."""
+    from ..backends import create_backend
+    from ..cache import EmbeddingCache
+    from ..data import open_dataset, split_cases
+    from .sam_term import SamTeacher
+
+    dataset = open_dataset(data, list_file)
+    split = split_cases(dataset.case_ids, labeled, val)
+    run_dir = Path(run_dir)
+    sam = None
+    if config.method == "semisam":
+        if config.sam_online:
+            model = "litemedsam"
+            if cache is not None:
+                model = EmbeddingCache(cache).fingerprint["model"]
+            runtime = create_backend(backend, model, checkpoint, artefact, device)
+            unlabelled = split.unlabeled[: config.unlabelled_cases] if config.unlabelled_cases else split.unlabeled
+            images = {cid: dataset.load(cid, with_label=False).image for cid in unlabelled}
+            sam = SamTeacher(runtime, None, config.sam_margin, online_images=images)
+        else:
+            if cache is None:
+                raise UserError("--method semisam needs --cache DIR (from `semisam-fast embed`) or --sam-online")
+            store = EmbeddingCache(cache)
+            runtime = create_backend(backend, store.fingerprint["model"], checkpoint, artefact, device)
+            if runtime.checkpoint_sha256 != store.fingerprint["checkpoint_sha256"]:
+                raise UserError(f"cache {cache} was built from another checkpoint than the decoder's")
+            _check_cache_covers(store, dataset, split, config)
+            sam = SamTeacher(runtime, store, config.sam_margin)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    record = {"data": str(Path(data).resolve()), "list": str(Path(list_file).resolve()) if list_file else None,
+              "labeled": labeled, "val": val, "labeled_cases": split.labeled, "unlabeled_cases": split.unlabeled,
+              "val_cases": split.val, "cache": str(cache) if cache else None, "config": config.as_dict()}
+    previous = run_dir / "run.json"
+    if previous.is_file():
+        old = json.loads(previous.read_text())
+        if old.get("config") != record["config"] or old.get("labeled_cases") != record["labeled_cases"]:
+            raise UserError(f"{run_dir} holds a run with other settings; resume it with the same options or use "
+                            "another --out")
+    previous.write_text(json.dumps(record, indent=2))
+    return Trainer(config, dataset, split, run_dir, sam, device, tensorboard)
+
+
+def _check_cache_covers(store, dataset, split, config: TrainConfig) -> None:
+    unlabelled = split.unlabeled[: config.unlabelled_cases] if config.unlabelled_cases else split.unlabeled
+    for case_id in unlabelled:
+        have = set(store.slices(case_id))
+        want = range(0, dataset.num_slices(case_id), config.unlabelled_every if config.student != "vnet" else 1)
+        missing = [z for z in want if z not in have]
+        if missing and config.student != "vnet":
+            raise UserError(f"cache lacks {len(missing)} slices of unlabelled case {case_id}; run `semisam-fast "
+                            f"embed --every {config.unlabelled_every}` over the unlabelled cases first")
+
+
+def train(config: TrainConfig, data, list_file, labeled: int, val: int, run_dir, **kwargs) -> dict:
+    return build_trainer(config, data, list_file, labeled, val, run_dir, **kwargs).run()

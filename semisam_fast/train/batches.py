@@ -1,0 +1,87 @@
+"""Drawing training batches: 2D augmented crops of slices, or 3D patches of volumes. All randomness comes from
+one torch.Generator whose state goes into every checkpoint, so a resumed run draws the same batches."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .augment import Geometry, random_geometry
+from .slices import SliceRef, SliceStore
+
+
+@dataclass
+class Batch:
+    images: torch.Tensor  # (B,1,...) student input
+    labels: torch.Tensor | None  # (B,...) long, labelled batches only
+    refs: list  # SliceRef per sample (2D) or (case_id, z0, y0, x0, H, W) per sample (3D)
+    geometries: list[Geometry] | None = None
+
+
+def draw_2d(store: SliceStore, n: int, crop: int, generator: torch.Generator) -> Batch:
+    index = torch.randint(0, len(store), (n,), generator=generator).tolist()
+    geometries = [random_geometry(store.size, crop, generator) for _ in index]
+    images = torch.stack([g.apply(store.images[i]) for g, i in zip(geometries, index)])[:, None]
+    labels = None
+    if store.labels is not None:
+        labels = torch.stack([g.apply(store.labels[i]) for g, i in zip(geometries, index)]).long()
+    return Batch(images.contiguous(), labels, [store.refs[i] for i in index], geometries)
+
+
+class VolumeStore:
+    """Whole volumes (z-scored; labels only when labelled) for 3D patch sampling."""
+
+    def __init__(self, dataset, case_ids: list[str], labelled: bool) -> None:
+        self.case_ids = list(case_ids)
+        self.images, self.labels = [], []
+        for case_id in case_ids:
+            case = dataset.load(case_id, with_label=labelled)
+            image = (case.image - case.image.mean()) / max(float(case.image.std()), 1e-6)
+            self.images.append(torch.from_numpy(np.ascontiguousarray(image)).float())
+            if labelled:
+                self.labels.append(torch.from_numpy(case.label.astype(np.int64)))
+
+
+def _pad_to(volume: torch.Tensor, patch: list[int]) -> torch.Tensor:
+    pads = []
+    for size, want in zip(reversed(volume.shape), reversed(patch)):
+        pads += [0, max(want - size, 0)]
+    return F.pad(volume, pads) if any(pads) else volume
+
+
+def draw_3d(store: VolumeStore, n: int, patch: list[int], generator: torch.Generator) -> Batch:
+    images, labels, refs = [], [], []
+    for _ in range(n):
+        i = int(torch.randint(0, len(store.images), (1,), generator=generator))
+        image = _pad_to(store.images[i], patch)
+        y0, x0, z0 = (int(torch.randint(0, s - p + 1, (1,), generator=generator))
+                      for s, p in zip(image.shape, patch))
+        window = (slice(y0, y0 + patch[0]), slice(x0, x0 + patch[1]), slice(z0, z0 + patch[2]))
+        images.append(image[window])
+        if store.labels:
+            labels.append(_pad_to(store.labels[i], patch)[window])
+        h, w = store.images[i].shape[:2]
+        refs.append((store.case_ids[i], z0, y0, x0, h, w, store.images[i].shape[2]))
+    return Batch(torch.stack(images)[:, None], torch.stack(labels) if labels else None, refs)
+
+
+def sam_targets_3d(sam, fg_prob: torch.Tensor, refs: list) -> tuple[torch.Tensor, torch.Tensor]:
+    """3D: SAM per axial slice of each unlabelled patch. Each slice's canvas is the whole original slice (zeros
+    outside the patch window); SAM's mask is cut back to the window. Slices outside the cache get no term."""
+    masks = torch.zeros_like(fg_prob)
+    valid = torch.zeros(fg_prob.shape[0], fg_prob.shape[-1], dtype=torch.bool)
+    for b, (case_id, z0, y0, x0, h, w, depth) in enumerate(refs):
+        cached = set(sam.cache.slices(case_id)) if sam.cache is not None else set(range(depth))
+        zs = [z for z in range(fg_prob.shape[-1]) if z0 + z < depth and z0 + z in cached]
+        if not zs:
+            continue
+        ph, pw = min(fg_prob.shape[1], h - y0), min(fg_prob.shape[2], w - x0)
+        canvas = torch.zeros(len(zs), h, w)
+        canvas[:, y0:y0 + ph, x0:x0 + pw] = fg_prob[b, :ph, :pw, zs].permute(2, 0, 1).float().cpu()
+        slice_refs = [SliceRef(case_id, z0 + z, h, w) for z in zs]
+        canvas_masks, ok = sam.canvas_masks(canvas, slice_refs)
+        masks[b, :ph, :pw, zs] = canvas_masks[:, y0:y0 + ph, x0:x0 + pw].permute(1, 2, 0).to(masks.dtype)
+        valid[b, zs] = ok
+    return masks, valid

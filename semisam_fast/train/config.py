@@ -1,0 +1,80 @@
+"""Training configuration and the presets (la-cpu: 2D U-Net on 2 CPU cores; la-paper: the paper's 3D V-Net)."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, replace
+
+from ..errors import UserError
+
+METHODS = ("sup", "mt", "uamt", "semisam")
+
+
+@dataclass
+class TrainConfig:
+    method: str = "semisam"
+    student: str = "unet2d"
+    student_kwargs: dict = field(default_factory=lambda: {"base": 16})
+    in_plane: int = 96  # 2D: slices are resized to this canvas (aspect not kept; SAM sees the original slice)
+    crop: int = 80  # 2D: random crop side inside the canvas
+    patch: list | None = None  # 3D: patch size (V-Net)
+    iterations: int = 2000
+    labelled_batch: int = 4
+    unlabelled_batch: int = 4
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    ema_decay: float = 0.99
+    consistency: float = 0.1
+    consistency_rampup: float = 0.4  # fraction of the run over which the sigmoid ramp reaches 1
+    uamt_samples: int = 4  # stochastic teacher passes for UA-MT's uncertainty (the paper uses 8)
+    # SAM term: ramped UP by default, like the consistency term: early on the student's boxes are poor, and SAM
+    # prompted with a poor box gives a confidently wrong mask; by the time boxes are good SAM's masks are worth most.
+    sam_weight: float = 0.1
+    sam_ramp: str = "up"  # up | down | none
+    sam_loss: str = "mse"  # mse | dicece
+    sam_margin: float = 5.0  # pixels of the original slice added around the predicted box
+    sam_prompt_from: str = "student"  # student | teacher
+    sam_online: bool = False  # run the encoder every step (the official code's way; for benchmarks)
+    unlabelled_every: int = 1  # use every k-th slice of the unlabelled cases (must match the cache's embed --every)
+    unlabelled_cases: int | None = None  # use only the first k unlabelled cases (documented subsets)
+    val_every: int = 500
+    save_every: int = 500
+    seed: int = 0
+
+    def check(self) -> "TrainConfig":
+        if self.method not in METHODS:
+            raise UserError(f"--method must be one of {', '.join(METHODS)}, not {self.method!r}")
+        if self.sam_ramp not in ("up", "down", "none"):
+            raise UserError(f"--sam-ramp must be up, down or none, not {self.sam_ramp!r}")
+        if self.sam_loss not in ("mse", "dicece"):
+            raise UserError(f"--sam-loss must be mse or dicece, not {self.sam_loss!r}")
+        if self.student == "unet2d" and (self.crop % 16 or self.crop > self.in_plane):
+            raise UserError(f"crop {self.crop} must be a multiple of 16 and at most in_plane {self.in_plane}")
+        if self.iterations < 1:
+            raise UserError("--iterations must be at least 1")
+        return self
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+
+PRESETS: dict[str, TrainConfig] = {
+    # 2 CPU cores: 2D U-Net on 96x96 slices (80x80 crops), 16 unlabelled LA cases with every 2nd slice cached
+    # (~700 slices: the one-time LiteMedSAM cache build fits in about 15 minutes here).
+    "la-cpu": TrainConfig(iterations=2000, unlabelled_cases=16, unlabelled_every=2),
+    # The paper: V-Net on 112x112x80 patches, batch 2+2, SGD 0.01, 6000 iterations (GPU).
+    "la-paper": TrainConfig(student="vnet", student_kwargs={"n_filters": 16, "dropout": 0.5}, patch=[112, 112, 80],
+                            iterations=6000, labelled_batch=2, unlabelled_batch=2, optimizer="sgd", lr=0.01,
+                            consistency_rampup=40 * 150 / 6000, uamt_samples=8, val_every=1000, save_every=1000),
+}
+
+
+def preset(name: str, **overrides) -> TrainConfig:
+    if name not in PRESETS:
+        raise UserError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    return replace(PRESETS[name], **{k: v for k, v in overrides.items() if v is not None}).check()

@@ -1,0 +1,239 @@
+"""One training loop for sup, mt, uamt and semisam; checkpoints resume bit for bit."""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from ..data import Dataset, Split
+from .batches import VolumeStore, draw_2d, draw_3d, sam_targets_3d
+from .config import TrainConfig
+from .losses import sam_loss, sigmoid_rampup, softmax_mse, supervised_loss, uamt_threshold, uncertainty_mask
+from .sam_term import SamTeacher
+from .slices import SliceStore
+from .students import build_student
+
+
+def _atomic_save(obj, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    found = sorted((run_dir / "checkpoints").glob("iter_*.pt"))
+    return found[-1] if found else None
+
+
+class Trainer:
+    def __init__(self, config: TrainConfig, dataset: Dataset, split: Split, run_dir: str | Path,
+                 sam: SamTeacher | None = None, device: str = "cpu", log_tensorboard: bool = True) -> None:
+        self.config = config.check()
+        self.dataset, self.split, self.device = dataset, split, device
+        self.run_dir = Path(run_dir)
+        self.sam = sam
+        if config.method == "semisam" and sam is None:
+            raise ValueError("semisam needs a SamTeacher (an embedding cache or --sam-online)")
+        self.three_d = config.student == "vnet"
+        torch.manual_seed(config.seed)
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.unlabelled_ids = split.unlabeled[: config.unlabelled_cases] if config.unlabelled_cases else split.unlabeled
+        self._load_data()
+        self.student = build_student(config.student, **config.student_kwargs).to(device)
+        self.teacher = None
+        if config.method != "sup":
+            self.teacher = copy.deepcopy(self.student).eval()
+            for p in self.teacher.parameters():
+                p.requires_grad_(False)
+        if config.optimizer == "sgd":
+            self.optimizer = torch.optim.SGD(self.student.parameters(), lr=config.lr, momentum=config.momentum,
+                                             weight_decay=config.weight_decay)
+        else:
+            self.optimizer = torch.optim.Adam(self.student.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        self.iteration = 0
+        self.history: list[dict] = []
+        self.writer = None
+        if log_tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(self.run_dir / "tensorboard"))
+
+    # ---- data ----------------------------------------------------------------------------------------------------
+    def _load_data(self) -> None:
+        c = self.config
+        if self.three_d:
+            self.labelled = VolumeStore(self.dataset, self.split.labeled, labelled=True)
+            self.unlabelled = VolumeStore(self.dataset, self.unlabelled_ids, labelled=False) if c.method != "sup" else None
+            return
+        self.labelled = SliceStore(self.dataset, self.split.labeled, c.in_plane, labelled=True, desc="labelled")
+        self.unlabelled = None
+        if c.method != "sup":
+            slices = {cid: list(range(0, self.dataset.num_slices(cid), c.unlabelled_every)) for cid in self.unlabelled_ids}
+            # the unlabelled store never receives a label: with_label=False all the way down
+            self.unlabelled = SliceStore(self.dataset, self.unlabelled_ids, c.in_plane, labelled=False, slices=slices,
+                                         desc="unlabelled")
+
+    def _draw(self, store, n: int):
+        if self.three_d:
+            return draw_3d(store, n, self.config.patch, self.generator)
+        return draw_2d(store, n, self.config.crop, self.generator)
+
+    # ---- state ---------------------------------------------------------------------------------------------------
+    def state(self) -> dict:
+        return {"student": self.student.state_dict(),
+                "teacher": self.teacher.state_dict() if self.teacher is not None else None,
+                "optimizer": self.optimizer.state_dict(), "iteration": self.iteration,
+                "rng": {"torch": torch.get_rng_state(), "generator": self.generator.get_state()},
+                "config": self.config.as_dict(), "history": self.history}
+
+    def save(self, name: str | None = None) -> Path:
+        folder = self.run_dir / "checkpoints"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / (name or f"iter_{self.iteration:06d}.pt")
+        _atomic_save(self.state(), path)
+        return path
+
+    def load(self, path: Path) -> None:
+        state = torch.load(path, map_location=self.device, weights_only=False)
+        self.student.load_state_dict(state["student"])
+        if self.teacher is not None and state["teacher"] is not None:
+            self.teacher.load_state_dict(state["teacher"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.iteration = state["iteration"]
+        self.history = state.get("history", [])
+        torch.set_rng_state(state["rng"]["torch"])
+        self.generator.set_state(state["rng"]["generator"])
+
+    # ---- one step ------------------------------------------------------------------------------------------------
+    def ramp(self, kind: str = "up") -> float:
+        length = self.config.consistency_rampup * self.config.iterations
+        up = sigmoid_rampup(self.iteration, length)
+        return {"up": up, "down": 1.0 - up + sigmoid_rampup(0, length), "none": 1.0}[kind]
+
+    def _noise(self, x: torch.Tensor) -> torch.Tensor:
+        return (torch.randn(x.shape, generator=self.generator) * 0.1).clamp(-0.2, 0.2).to(x.device)
+
+    def step(self) -> dict:
+        c, dev = self.config, self.device
+        self.student.train()
+        lab = self._draw(self.labelled, c.labelled_batch)
+        logs: dict = {}
+        if c.method == "sup":
+            logits = self.student(lab.images.to(dev))
+            loss = supervised_loss(logits, lab.labels.to(dev))
+            logs["loss_sup"] = loss.item()
+        else:
+            unl = self._draw(self.unlabelled, c.unlabelled_batch)
+            assert unl.labels is None  # nothing of an unlabelled case's label exists in this process
+            logits = self.student(torch.cat([lab.images, unl.images]).to(dev))
+            n_lab = c.labelled_batch
+            loss_sup = supervised_loss(logits[:n_lab], lab.labels.to(dev))
+            student_u = logits[n_lab:]
+            with torch.no_grad():
+                teacher_u = self.teacher(unl.images.to(dev) + self._noise(unl.images))
+            weight = c.consistency * self.ramp("up")
+            if c.method == "uamt":
+                with torch.no_grad():  # T noisy teacher passes -> predictive entropy -> keep the certain voxels
+                    passes = [F.softmax(self.teacher(unl.images.to(dev) + self._noise(unl.images)), dim=1)
+                              for _ in range(max(1, c.uamt_samples))]
+                    mask, _ = uncertainty_mask(torch.stack(passes), uamt_threshold(self.iteration, c.iterations))
+                mse = softmax_mse(student_u, teacher_u, reduction="none")
+                loss_cons = (mask * mse).sum() / (mse.shape[1] * mask.sum() + 1e-16)
+            else:
+                loss_cons = softmax_mse(student_u, teacher_u)
+            loss = loss_sup + weight * loss_cons
+            logs.update(loss_sup=loss_sup.item(), loss_cons=loss_cons.item(), w_cons=weight)
+            if c.method == "semisam":
+                loss_sam, sam_logs = self._sam_term(student_u, teacher_u, unl)
+                w_sam = c.sam_weight * self.ramp(c.sam_ramp)
+                loss = loss + w_sam * loss_sam
+                logs.update(loss_sam=loss_sam.item(), w_sam=w_sam, **sam_logs)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.iteration += 1
+        if self.teacher is not None:
+            self._ema()
+        logs["loss"] = loss.item()
+        return logs
+
+    def _sam_term(self, student_u: torch.Tensor, teacher_u: torch.Tensor, unl) -> tuple[torch.Tensor, dict]:
+        c = self.config
+        prob = F.softmax(student_u, dim=1)[:, 1]
+        source = prob if c.sam_prompt_from == "student" else F.softmax(teacher_u, dim=1)[:, 1]
+        if self.three_d:
+            masks, valid = sam_targets_3d(self.sam, source, unl.refs)
+            slices = prob.permute(0, 3, 1, 2).reshape(-1, *prob.shape[1:3])
+            targets = masks.permute(0, 3, 1, 2).reshape(-1, *prob.shape[1:3]).to(prob.device)
+            valid = valid.reshape(-1)
+        else:
+            result = self.sam.targets(source, unl.geometries, unl.refs, c.in_plane)
+            slices, targets, valid = prob, result.masks.to(prob.device), result.valid
+        loss = sam_loss(slices, targets, valid.to(prob.device), kind=c.sam_loss)
+        return loss, {"sam_prompted": float(valid.float().mean())}
+
+    @torch.no_grad()
+    def _ema(self) -> None:
+        alpha = min(1 - 1 / (self.iteration + 1), self.config.ema_decay)
+        for t, s in zip(self.teacher.parameters(), self.student.parameters()):
+            t.mul_(alpha).add_(s.detach(), alpha=1 - alpha)
+        for t, s in zip(self.teacher.buffers(), self.student.buffers()):
+            t.copy_(s)  # BatchNorm statistics follow the student
+
+    # ---- loop ----------------------------------------------------------------------------------------------------
+    def validate(self) -> float:
+        from ..evaluate import evaluate_cases
+
+        if not self.split.val:
+            return float("nan")
+        rows = evaluate_cases(self.student, self.checkpoint_config(), self.dataset, self.split.val,
+                              device=self.device, progress=False)
+        return float(np.mean([r["dice"] for r in rows]))
+
+    def checkpoint_config(self) -> dict:
+        c = self.config
+        return {**c.as_dict(), "in_plane": c.in_plane if not self.three_d else None}
+
+    def run(self, until: int | None = None, progress: bool = True) -> dict:
+        """Train to `config.iterations` (or stop early at `until`, saving a checkpoint to resume from)."""
+        last = latest_checkpoint(self.run_dir)
+        if last is not None:
+            self.load(last)
+        stop = min(until or self.config.iterations, self.config.iterations)
+        val_dice = self.history[-1]["val_dice"] if self.history else float("nan")
+        bar = tqdm(total=stop, initial=self.iteration, desc=self.config.method, unit="it", disable=not progress,
+                   dynamic_ncols=True)
+        start = time.perf_counter()
+        try:
+            while self.iteration < stop:
+                logs = self.step()
+                if self.writer is not None:
+                    for key, value in logs.items():
+                        self.writer.add_scalar(f"train/{key}", value, self.iteration)
+                if self.iteration % self.config.val_every == 0 or self.iteration == self.config.iterations:
+                    val_dice = self.validate()
+                    self.history.append({"iteration": self.iteration, "val_dice": val_dice})
+                    if self.writer is not None:
+                        self.writer.add_scalar("val/dice", val_dice, self.iteration)
+                if self.iteration % self.config.save_every == 0:
+                    self.save()
+                bar.set_postfix(loss=f"{logs['loss']:.3f}", val_dice=f"{val_dice:.3f}")
+                bar.update(1)
+        except KeyboardInterrupt:
+            self.save()  # Ctrl-C keeps the work done: rerun the same command to resume
+            raise
+        finally:
+            bar.close()
+            if self.writer is not None:
+                self.writer.flush()
+        self.save()
+        if self.iteration >= self.config.iterations:
+            self.save("final.pt")
+        return {"iteration": self.iteration, "val_dice": val_dice, "seconds": time.perf_counter() - start}

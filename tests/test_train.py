@@ -1,0 +1,138 @@
+"""Training: no label of an unlabelled case reaches training, exact resume, SAM-term geometry, the CLI."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from semisam_fast.backends import TorchBackend
+from semisam_fast.cache import EmbeddingCache
+from semisam_fast.data import make_phantom, open_dataset, split_cases
+from semisam_fast.embed import build_cache
+from semisam_fast.metrics import binary_metrics
+from semisam_fast.models import load_model
+from semisam_fast.train import build_trainer, preset
+from semisam_fast.train.augment import Geometry, random_geometry
+from semisam_fast.train.sam_term import SamTeacher
+from semisam_fast.train.slices import SliceStore
+
+from .conftest import run_cli
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    """5 phantom cases: 2 labelled, 2 unlabelled, 1 validation; a tiny-SAM cache of the unlabelled ones."""
+    root = make_phantom(tmp_path_factory.mktemp("small"), n_cases=5, shape=(64, 64, 8), seed=1)
+    dataset = open_dataset(root)
+    split = split_cases(dataset.case_ids, labeled=2, val=1)
+    cache = tmp_path_factory.mktemp("cache")
+    build_cache(dataset, TorchBackend(load_model("tiny")), cache, case_ids=split.unlabeled, batch=8, progress=False)
+    return root, cache, split
+
+
+def _config(method: str, iterations: int = 6):
+    return preset("la-cpu", method=method, iterations=iterations, in_plane=64, crop=48, labelled_batch=2,
+                  unlabelled_batch=2, val_every=3, save_every=3, unlabelled_cases=None, unlabelled_every=1,
+                  student_kwargs={"base": 8}, sam_ramp="none", sam_weight=1.0)
+
+
+def _train(root, cache, out, method="semisam", until=None, iterations=6):
+    trainer = build_trainer(_config(method, iterations), root, None, labeled=2, val=1, run_dir=out, cache=cache,
+                            tensorboard=False)
+    trainer.run(until=until, progress=False)
+    return trainer
+
+
+def test_unlabelled_labels_never_reach_training(small, tmp_path):
+    """Scramble the labels of the unlabelled cases on disk: the trained weights are bit-for-bit the same."""
+    root, cache, split = small
+    scrambled = tmp_path / "scrambled"
+    shutil.copytree(root, scrambled)
+    rng = np.random.default_rng(0)
+    for case in split.unlabeled:
+        with h5py.File(scrambled / case / "mri_norm2.h5", "r+") as f:
+            f["label"][...] = rng.integers(0, 2, f["label"].shape, dtype=np.uint8)
+    a = _train(root, cache, tmp_path / "a")
+    b = _train(scrambled, cache, tmp_path / "b")
+    assert a.unlabelled.labels is None
+    assert a.history and any(k for k in a.history)
+    for (name, pa), pb in zip(a.student.state_dict().items(), b.student.state_dict().values()):
+        assert torch.equal(pa, pb), name
+    # ...while scrambling a LABELLED case does change them (the test can see a leak if there were one)
+    leaky = tmp_path / "leaky"
+    shutil.copytree(root, leaky)
+    with h5py.File(leaky / split.labeled[0] / "mri_norm2.h5", "r+") as f:
+        f["label"][...] = rng.integers(0, 2, f["label"].shape, dtype=np.uint8)
+    c = _train(leaky, cache, tmp_path / "c")
+    assert any(not torch.equal(pa, pc) for pa, pc in zip(a.student.state_dict().values(),
+                                                         c.student.state_dict().values()))
+
+
+@pytest.mark.parametrize("method", ["semisam", "uamt"])
+def test_stopped_and_resumed_run_equals_uninterrupted(small, tmp_path, method):
+    root, cache, _ = small
+    whole = _train(root, cache, tmp_path / "whole", method)
+    _train(root, cache, tmp_path / "split", method, until=3)
+    resumed = _train(root, cache, tmp_path / "split", method)
+    assert resumed.iteration == whole.iteration == 6
+    for key in ("student", "teacher"):
+        for (name, x), y in zip(whole.state()[key].items(), resumed.state()[key].values()):
+            assert torch.equal(x, y), (key, name)
+    assert whole.history == resumed.history
+
+
+def test_geometry_round_trip():
+    generator = torch.Generator().manual_seed(0)
+    canvas = torch.arange(64 * 64, dtype=torch.float32).reshape(64, 64)
+    for _ in range(20):
+        g = random_geometry(64, 48, generator)
+        crop = g.apply(canvas)
+        back = g.invert(crop, 64)
+        window = back[g.y0:g.y0 + 48, g.x0:g.x0 + 48]
+        assert torch.equal(window, canvas[g.y0:g.y0 + 48, g.x0:g.x0 + 48])
+        assert back.sum() == window.sum()
+    # a known case: flip then a quarter turn
+    g = Geometry(0, 0, 2, True, 1)
+    assert g.apply(torch.tensor([[1.0, 2.0], [3.0, 4.0]])).tolist() == [[1.0, 3.0], [2.0, 4.0]]
+
+
+def test_sam_targets_follow_the_augmentation(tmp_path):
+    """Student 'prediction' = the augmented label: SAM's target, mapped back into the same augmented crop,
+    must overlap it well. Catches (row, column) / flip / rotation / scaling mistakes in the prompt mapping."""
+    root = make_phantom(tmp_path / "p", n_cases=1, shape=(96, 80, 6), seed=3)
+    dataset = open_dataset(root)
+    backend = TorchBackend(load_model("litemedsam"))
+    build_cache(dataset, backend, tmp_path / "c", batch=6, progress=False)
+    store = SliceStore(dataset, dataset.case_ids, 96, labelled=True)
+    sam = SamTeacher(backend, EmbeddingCache(tmp_path / "c"), margin=3)
+    generator = torch.Generator().manual_seed(0)
+    index = [i for i in range(len(store)) if store.labels[i].sum() > 50]
+    geometries = [random_geometry(96, 64, generator) for _ in index]
+    probs = torch.stack([g.apply(store.labels[i].float()) for g, i in zip(geometries, index)])
+    result = sam.targets(probs, geometries, [store.refs[i] for i in index], 96)
+    assert bool(result.valid.all())
+    dice = [binary_metrics(m.numpy() > 0, p.numpy() > 0)["dice"] for m, p in zip(result.masks, probs)]
+    assert np.mean(dice) > 0.75, dice
+
+
+def test_cli_train_and_evaluate(small, tmp_path):
+    root, cache, _ = small
+    out = tmp_path / "run"
+    args = ["train", "--data", str(root), "--labeled", "2", "--val", "1", "--method", "mt", "--iterations", "2",
+            "--out", str(out)]
+    result = run_cli(*args)
+    assert result.returncode == 0, result.stderr
+    assert (out / "checkpoints" / "final.pt").is_file() and (out / "run.json").is_file()
+    assert list((out / "tensorboard").glob("events.*"))
+    result = run_cli("evaluate", "--run", str(out))
+    assert result.returncode == 0, result.stderr
+    payload = json.loads((out / "eval.json").read_text())
+    assert {"dice", "jaccard", "hd95", "asd"} <= set(payload["summary"])
+    assert (out / "eval.csv").is_file()
+    bad = run_cli("train", "--data", str(root), "--labeled", "2", "--val", "1", "--method", "semisam",
+                  "--iterations", "2", "--out", str(tmp_path / "r2"))
+    assert bad.returncode == 2 and "needs --cache" in bad.stderr and "Traceback" not in bad.stderr
