@@ -27,7 +27,8 @@ def export_cmd(
     checkpoint: Optional[Path] = typer.Option(None, help="weights file (required for medsam / vit_*)"),
     part: str = typer.Option("all", help="encoder | decoder | all"),
     format: str = typer.Option("onnx", "--format", help="onnx | engine (TensorRT)"),
-    precision: str = typer.Option("fp32", help="fp32 | fp16"),
+    precision: str = typer.Option("fp32", help="fp32 | fp16 | int8 (encoder; onnxruntime quantization)"),
+    int8_mode: str = typer.Option("static", help="int8: static (calibrated on real slices) | dynamic"),
     batch: Optional[str] = typer.Option(None, help="MIN,OPT,MAX batch (TensorRT profile; recorded for ONNX)"),
     opset: int = typer.Option(17, help="ONNX opset (>= 17)"),
     out: Path = typer.Option(Path("engines"), help="output folder"),
@@ -37,7 +38,8 @@ def export_cmd(
     """Export SAM's encoder / decoder, run the parity gate, write a JSON sidecar beside each file."""
     from .export import export
 
-    for result in export(model, checkpoint, part, format, precision, opset, batch, out, threshold, data, _log):
+    for result in export(model, checkpoint, part, format, precision, opset, batch, out, threshold, data, _log,
+                         int8_mode):
         _log(f"[green]ok[/green] {result.path}  {result.report.summary()}")
 
 
@@ -70,11 +72,16 @@ def doctor() -> None:
 def demo(
     out: Path = typer.Option(Path("runs/demo"), help="output folder"),
     data: Optional[Path] = typer.Option(None, help="LA / NIfTI / PNG folder instead of the built-in phantom"),
+    labeled: int = typer.Option(2, help="labelled cases (first N)"),
+    val: int = typer.Option(2, help="validation cases (last N)"),
+    unlabelled: int = typer.Option(4, help="unlabelled cases to embed and use"),
+    iterations: int = typer.Option(150, help="training iterations per method"),
 ) -> None:
-    """The main job on the built-in default: export LiteMedSAM, verify it, segment a sample, write overlays."""
-    from .demo import run_export_and_segment
+    """The whole job on the built-in default: export+verify LiteMedSAM, embed, pseudo-label, train sup and
+    semisam, evaluate, report."""
+    from .demo import run_demo
 
-    run_export_and_segment(out, data, _log)
+    run_demo(out, data, labeled, val, unlabelled, iterations, _log)
 
 
 @app.command()
@@ -195,6 +202,30 @@ def evaluate(
     else:
         raise UserError("give --run RUN_DIR, or --checkpoint FILE with --data PATH and --out FILE.json")
     print(format_table(rows, summary))
+
+
+@app.command()
+def bench(
+    what: str = typer.Argument("all", help="encoder | decoder | train | all"),
+    model: str = typer.Option("litemedsam", help="model for encoder/decoder timings"),
+    precisions: str = typer.Option("fp32,int8", help="onnxruntime encoder precisions, beside torch fp32"),
+    batch: str = typer.Option("1,4", help="encoder batch sizes"),
+    repeats: int = typer.Option(5, help="interleaved rounds"),
+    engines: Path = typer.Option(Path("engines"), help="where exported artefacts are (exported if missing)"),
+    out: Path = typer.Option(Path("bench/results/cpu.json"), help="JSON (a PNG plot is written beside it)"),
+) -> None:
+    """Median/min/max latency and throughput, side by side and interleaved, as ratios to the reference."""
+    from . import bench as bench_lib
+
+    if what not in ("encoder", "decoder", "train", "all"):
+        raise UserError(f"bench what must be encoder, decoder, train or all, not {what!r}")
+    try:
+        batches = tuple(int(b) for b in batch.split(","))
+    except ValueError:
+        raise UserError(f"--batch must be comma-separated integers, got {batch!r}") from None
+    results = bench_lib.run(what, out, model, precisions.split(","), batches, repeats, engines, _log)
+    print(json.dumps({k: v for k, v in results.items() if k != "machine"}, indent=2, default=str))
+    _log(f"[green]wrote[/green] {out} and {out.with_suffix('.png')}")
 
 
 def _parse_spacing(text: Optional[str]) -> Optional[tuple]:

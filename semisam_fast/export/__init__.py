@@ -36,10 +36,20 @@ def parse_batch(spec: str | None) -> tuple[int, int, int]:
     return values
 
 
+def _export_int8(reference, out: Path, opset: int, mode: str, data) -> tuple[Path, dict]:
+    from .int8 import quantize_encoder
+    from .onnx_export import artefact_stem
+
+    fp32, shapes = export_onnx(reference, "encoder", out, opset=opset, precision="fp32")
+    path = out / f"{artefact_stem(reference.spec.name, 'encoder', 'int8')}.onnx"
+    info = quantize_encoder(reference, fp32, path, mode, data)
+    return path, {"format": "onnx", "opset": opset, "precision": "int8", **shapes, **info}
+
+
 def export(model: str = "litemedsam", checkpoint: str | Path | None = None, part: str = "all",
            fmt: str = "onnx", precision: str = "fp32", opset: int = 17, batch: str | None = None,
            out: str | Path = "engines", threshold: float | None = None, data: str | Path | None = None,
-           progress=None) -> list[ExportResult]:
+           progress=None, int8_mode: str = "static") -> list[ExportResult]:
     """Export, gate, describe. Raises ParityError after writing the sidecar (with passed=false) when the gate fails."""
     if part not in (*PARTS, "all"):
         raise UserError(f"--part must be encoder, decoder or all, not {part!r}")
@@ -58,10 +68,14 @@ def export(model: str = "litemedsam", checkpoint: str | Path | None = None, part
 
             path, meta = build_engine(reference, name, out, precision=precision, profile=profile, opset=opset,
                                       samples=samples)
+        elif precision == "int8" and name == "encoder":
+            path, meta = _export_int8(reference, out, opset, int8_mode, data)
         else:
-            path, shapes = export_onnx(reference, name, out, opset=opset, precision=precision)
-            meta = {"format": "onnx", "opset": opset, **shapes}
-        meta.update({"model": model, "part": name, "precision": precision, "checkpoint": reference.checkpoint,
+            part_precision = "fp32" if precision == "int8" else precision  # int8 applies to the encoder only
+            path, shapes = export_onnx(reference, name, out, opset=opset, precision=part_precision)
+            meta = {"format": "onnx", "opset": opset, "precision": part_precision, **shapes}
+        meta.setdefault("precision", precision)
+        meta.update({"model": model, "part": name, "checkpoint": reference.checkpoint,
                      "checkpoint_sha256": reference.checkpoint_sha256, "batch_profile": list(profile),
                      "torch": torch.__version__, "created": _dt.datetime.now(_dt.timezone.utc).isoformat()})
         write_sidecar(path, meta)

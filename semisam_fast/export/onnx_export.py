@@ -103,7 +103,7 @@ def export_onnx(model: LoadedModel, part: str, out_dir: Path, opset: int = 17, p
     if opset < 17:
         raise UserError(f"opset {opset} is too old: 17 or newer keeps LayerNormalization native (fp16 stability)")
     if precision not in ("fp32", "fp16"):
-        raise UserError(f"ONNX export precision must be fp32 or fp16 (int8 comes from `quantize`), not {precision!r}")
+        raise UserError(f"ONNX export precision must be fp32, fp16 or int8 (encoder), not {precision!r}")
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{artefact_stem(model.spec.name, part, precision)}.onnx"
     exporter = {"encoder": export_encoder, "decoder": export_decoder}[part]

@@ -75,9 +75,9 @@ def check_encoder(backend, reference: LoadedModel, samples: Samples, precision: 
         ref_emb = torch.cat([reference.encoder(image[None]) for image in images])
         zeros = torch.zeros(len(images), 1, 1, 256, 256)
         ref_masks, _ = reference.decoder(ref_emb, coords, labels, zeros, torch.zeros(1))
-        emb = backend.encode(images)
+        emb = backend.encode(images).cpu()
         masks, _ = reference.decoder(emb, coords, labels, zeros, torch.zeros(1))
-    singles = torch.cat([backend.encode(images[i:i + 1]) for i in range(len(images))])
+    singles = torch.cat([backend.encode(images[i:i + 1]).cpu() for i in range(len(images))])
     max_abs, rel = _errors(ref_emb, emb)
     batch_abs, batch_rel = _errors(singles, emb)
     iou, iou_min = _ious(ref_masks, masks)
@@ -95,9 +95,9 @@ def check_decoder(backend, reference: LoadedModel, samples: Samples, precision: 
     with torch.inference_mode():
         emb = torch.cat([reference.encoder(image[None]) for image in images])
         ref_masks, ref_iou = reference.decoder(emb, coords, labels, torch.zeros(n, 1, 1, 256, 256), torch.zeros(1))
-    masks, iou_pred = backend.decode(emb, coords, labels)
-    # the same prompts as one image with n prompts, and one at a time: batching must not change a mask
-    looped = torch.cat([backend.decode(emb[i:i + 1], coords[i:i + 1], labels[i:i + 1])[0] for i in range(n)])
+    masks, iou_pred = (t.cpu() for t in backend.decode(emb, coords, labels))
+    # the same prompts one at a time: batching must not change a mask
+    looped = torch.cat([backend.decode(emb[i:i + 1], coords[i:i + 1], labels[i:i + 1])[0].cpu() for i in range(n)])
     max_abs, rel = _errors(ref_masks, masks)
     batch_abs, batch_rel = _errors(looped, masks)
     iou, iou_min = _ious(ref_masks.flatten(0, 2), masks.flatten(0, 2))

@@ -1,0 +1,240 @@
+"""`semisam-fast bench`: side-by-side, interleaved timings, reported as ratios to the reference in the same run.
+
+Speed targets live here, never in tests. Every result records the machine and the allocator setting.
+"""
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .doctor import allocator_setting, cpu_name
+
+
+def machine() -> dict:
+    info = {"cpu": cpu_name(), "torch_threads": torch.get_num_threads(), "allocator": allocator_setting(),
+            "torch": torch.__version__}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name()
+    try:
+        import onnxruntime as ort
+
+        info["onnxruntime"] = ort.__version__
+    except ImportError:
+        pass
+    return info
+
+
+def interleaved(candidates: dict[str, Callable[[], object]], repeats: int, warmup: int = 1) -> dict[str, list[float]]:
+    """Time each candidate once per round, round after round, so drift on a shared machine hits all alike."""
+    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
+    for _ in range(warmup):
+        for run in candidates.values():
+            run()
+    times: dict[str, list[float]] = {name: [] for name in candidates}
+    for _ in range(repeats):
+        for name, run in candidates.items():
+            sync()
+            start = time.perf_counter()
+            run()
+            sync()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def summarise(times: dict[str, list[float]], reference: str, items: int = 1, unit: str = "images") -> dict:
+    ref = statistics.median(times[reference])
+    out = {}
+    for name, values in times.items():
+        med = statistics.median(values)
+        out[name] = {"median_s": med, "min_s": min(values), "max_s": max(values), "repeats": len(values),
+                     f"{unit}_per_s": items / med, f"speedup_vs_{reference}": ref / med}
+    return out
+
+
+def _artefacts(model: str, engines: Path, precisions: list[str], log) -> dict[str, Path]:
+    """The exported encoder per precision, exporting it when missing (the gate result is recorded either way)."""
+    from .artefact import read_sidecar
+    from .errors import UserError
+    from .export import export
+
+    found = {}
+    for precision in precisions:
+        path = engines / f"{model}_encoder_{precision}.onnx"
+        if not path.is_file() or not path.with_suffix(".json").is_file():
+            log(f"exporting {model} encoder {precision} for the benchmark")
+            try:
+                export(model, part="encoder", precision=precision, out=engines)
+            except UserError as exc:  # an artefact that misses the gate is still timed, and marked so
+                log(f"  {exc}")
+        if path.is_file():
+            found[precision] = path
+            read_sidecar(path)
+    return found
+
+
+def bench_encoder(model: str = "litemedsam", precisions: tuple[str, ...] = ("fp32", "int8"),
+                  batches: tuple[int, ...] = (1, 4), repeats: int = 5, engines: Path = Path("engines"),
+                  log=print) -> dict:
+    from .artefact import read_sidecar
+    from .backends import OnnxBackend, TorchBackend
+    from .models import load_model
+    from .samples import load_samples
+
+    loaded = load_model(model)
+    torch_fp32 = TorchBackend(loaded)
+    onnx = {p: OnnxBackend(encoder=path) for p, path in _artefacts(model, engines, list(precisions), log).items()}
+    samples = load_samples(max(batches))
+    images = loaded.preprocess(samples.slices)
+    results = {}
+    for batch in batches:
+        x = images[:batch]
+        candidates = {"torch_fp32": lambda x=x: torch_fp32.encode(x)}
+        candidates.update({f"onnxruntime_{p}": (lambda x=x, b=b: b.encode(x)) for p, b in onnx.items()})
+        log(f"encoder {model} batch {batch}: {', '.join(candidates)}")
+        results[f"batch_{batch}"] = summarise(interleaved(candidates, repeats), "torch_fp32", batch)
+    gates = {p: read_sidecar(b.encoder.path).get("parity", {}) for p, b in onnx.items()}
+    return {"encoder": results, "model": model,
+            "parity": {p: {"mask_iou": g.get("mask_iou"), "passed": g.get("passed")} for p, g in gates.items()},
+            "providers": {p: b.encoder.provider for p, b in onnx.items()}}
+
+
+def bench_decoder(model: str = "litemedsam", n_slices: int = 16, repeats: int = 3, engines: Path = Path("engines"),
+                  log=print) -> dict:
+    """Batched decoding (one call, many slices) vs segment-anything's SamPredictor, one prompt at a time, on the
+    same cached embeddings; both return logits at the original slice size."""
+    from segment_anything import SamPredictor
+    from segment_anything.modeling import Sam
+
+    from .backends import OnnxBackend, TorchBackend
+    from .export import export
+    from .models import Frame, load_model
+    from .models.preprocess import boxes_to_input
+    from .pseudo_label import decode_slices
+    from .samples import load_samples
+
+    loaded = load_model(model)
+    samples = load_samples(n_slices)
+    frame = Frame(samples.slices.shape[1], samples.slices.shape[2], loaded.spec.image_size)
+    with torch.inference_mode():
+        embeddings = torch.cat([loaded.encoder(loaded.preprocess(s[None])) for s in samples.slices])
+    decoder_path = engines / f"{model}_decoder_fp32.onnx"
+    if not decoder_path.is_file():
+        export(model, part="decoder", out=engines)
+    onnx = OnnxBackend(decoder=decoder_path)
+    torch_backend = TorchBackend(loaded)
+
+    sam = Sam(image_encoder=loaded.encoder, prompt_encoder=loaded.decoder.prompt_encoder,
+              mask_decoder=loaded.decoder.mask_decoder).eval()
+    predictor = SamPredictor(sam)
+    predictor.is_image_set = True
+    predictor.original_size = (frame.height, frame.width)
+    predictor.input_size = frame.resized
+    boxes_input = boxes_to_input(samples.boxes, frame)
+
+    def looped():
+        with torch.inference_mode():
+            for i in range(n_slices):
+                predictor.features = embeddings[i:i + 1]
+                predictor.predict_torch(None, None, boxes=boxes_input[i:i + 1], multimask_output=False,
+                                        return_logits=True)
+
+    labels = samples.labels
+    candidates = {"sampredictor_loop": looped,
+                  "batched_torch": lambda: decode_slices(torch_backend, embeddings, labels, frame),
+                  "batched_onnxruntime": lambda: decode_slices(onnx, embeddings, labels, frame)}
+    log(f"decoder {model}: {n_slices} box prompts, {', '.join(candidates)}")
+    return {"decoder": summarise(interleaved(candidates, repeats), "sampredictor_loop", n_slices, "prompts"),
+            "prompts_per_call": n_slices}
+
+
+def bench_train(steps: int = 10, log=print, engines: Path = Path("engines"), workdir: Path | None = None) -> dict:
+    """One training iteration of mt, semisam on the cache, and semisam with the encoder online, same shapes
+    (la-cpu: 4 labelled + 4 unlabelled 80x80 crops), steps interleaved."""
+    import tempfile
+
+    from .backends import OnnxBackend
+    from .data import make_phantom, open_dataset, split_cases
+    from .embed import build_cache
+    from .export import export
+    from .train import build_trainer, preset
+
+    work = Path(workdir or tempfile.mkdtemp(prefix="semisam-bench-"))
+    root = make_phantom(work / "phantom", n_cases=8, shape=(128, 128, 16), seed=0) \
+        if not (work / "phantom" / "train.list").is_file() else work / "phantom"
+    parts = {p: engines / f"litemedsam_{p}_fp32.onnx" for p in ("encoder", "decoder")}
+    if not all(p.is_file() for p in parts.values()):
+        export("litemedsam", out=engines)
+    dataset = open_dataset(root)
+    split = split_cases(dataset.case_ids, 2, 2)
+    build_cache(dataset, OnnxBackend(encoder=parts["encoder"]), work / "cache", case_ids=split.unlabeled,
+                progress=False)
+    trainers = {}
+    for name, method, online in (("mt", "mt", False), ("semisam_cached", "semisam", False),
+                                 ("semisam_online", "semisam", True)):
+        config = preset("la-cpu", method=method, iterations=1000, unlabelled_cases=None, unlabelled_every=1,
+                        sam_online=online or None, sam_ramp="none", val_every=10**9, save_every=10**9)
+        trainer = build_trainer(config, root, None, 2, 2, work / name, cache=work / "cache",
+                                backend=str(parts["encoder"].parent), tensorboard=False)
+        trainer.iteration = 400  # past the ramp's start so the student predicts foreground and SAM is prompted
+        trainers[name] = trainer
+    log(f"training iteration: {', '.join(trainers)} ({steps} interleaved steps)")
+    result = summarise(interleaved({k: t.step for k, t in trainers.items()}, steps), "mt", 1, "iterations")
+    p1 = result["semisam_cached"]["median_s"] / result["mt"]["median_s"]
+    online = result["semisam_online"]["median_s"] / result["semisam_cached"]["median_s"]
+    return {"train": result, "P1_semisam_cached_over_mt": p1, "online_over_cached": online,
+            "shapes": "4 labelled + 4 unlabelled 80x80 crops, 2D U-Net base 16, LiteMedSAM decoder (onnxruntime)"}
+
+
+def plot(results: dict, path: Path) -> Path | None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [(k, v) for k, v in (("encoder", results.get("encoder")), ("decoder", results.get("decoder")),
+                                  ("train", results.get("train"))) if v]
+    if not panels:
+        return None
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4))
+    axes = np.atleast_1d(axes)
+    for ax, (kind, data) in zip(axes, panels):
+        if kind == "encoder":
+            for batch, rows in data.items():
+                names = list(rows)
+                ax.bar([f"{n}\n{batch}" for n in names], [rows[n]["images_per_s"] for n in names])
+            ax.set_ylabel("images / s")
+        else:
+            names = list(data)
+            key = "prompts_per_s" if kind == "decoder" else "iterations_per_s"
+            ax.bar(names, [data[n][key] for n in names])
+            ax.set_ylabel(key.replace("_", " "))
+        ax.set_title(kind)
+        ax.tick_params(axis="x", labelrotation=30, labelsize=7)
+    fig.suptitle(results.get("machine", {}).get("gpu") or results.get("machine", {}).get("cpu", ""))
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def run(what: str, out: Path, model: str = "litemedsam", precisions=("fp32", "int8"), batches=(1, 4),
+        repeats: int = 5, engines: Path = Path("engines"), log=print) -> dict:
+    results: dict = {"machine": machine(), "what": what}
+    if what in ("encoder", "all"):
+        results.update(bench_encoder(model, tuple(precisions), tuple(batches), repeats, engines, log))
+    if what in ("decoder", "all"):
+        results.update(bench_decoder(model, repeats=max(2, repeats // 2), engines=engines, log=log))
+    if what in ("train", "all"):
+        results.update(bench_train(steps=max(5, repeats * 2), log=log, engines=engines))
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2, default=str))
+    plot(results, out.with_suffix(".png"))
+    return results

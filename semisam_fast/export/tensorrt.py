@@ -1,0 +1,107 @@
+"""TensorRT engines from the ONNX export: an optimisation profile over batch (and prompts), fp16 with LayerNorm kept
+in fp32 when the parity gate fails, and a cache keyed by model, precision, profile, TensorRT version and GPU SM."""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import torch
+
+from ..artefact import read_sidecar, write_sidecar
+from ..backends.tensorrt_backend import import_tensorrt
+from ..errors import UserError
+from ..models import LoadedModel
+from .onnx_export import artefact_stem, export_onnx
+
+
+def engine_key(model: str, checkpoint_sha256: str, part: str, precision: str, profile: tuple[int, int, int],
+               trt_version: str, sm: str) -> str:
+    text = f"{model}|{checkpoint_sha256}|{part}|{precision}|{profile}|{trt_version}|{sm}"
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def _profiles(part: str, profile: tuple[int, int, int], image_size: int) -> dict[str, tuple]:
+    lo, opt, hi = profile
+    if part == "encoder":
+        return {"images": ((lo, 3, image_size, image_size), (opt, 3, image_size, image_size),
+                           (hi, 3, image_size, image_size))}
+    # decoder: batch of images x up to 16 prompts x up to 8 points each
+    return {"image_embeddings": ((lo, 256, 64, 64), (opt, 256, 64, 64), (hi, 256, 64, 64)),
+            "point_coords": ((lo, 1, 1, 2), (opt, 1, 2, 2), (hi, 16, 8, 2)),
+            "point_labels": ((lo, 1, 1), (opt, 1, 2), (hi, 16, 8)),
+            "mask_input": ((lo, 1, 1, 256, 256), (opt, 1, 1, 256, 256), (hi, 16, 1, 256, 256)),
+            "has_mask_input": ((1,), (1,), (1,))}
+
+
+def _build(onnx_path: Path, part: str, precision: str, profile: tuple[int, int, int], image_size: int,
+           fp32_norms: bool) -> bytes:
+    trt = import_tensorrt()
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    network = builder.create_network(0)  # explicit batch is the only mode in TensorRT 10
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):  # by path: external data (ViT-H) is found beside it
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise UserError(f"TensorRT cannot parse {onnx_path}: {errors}")
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, 8 << 30)
+    if precision == "fp16":
+        config.set_flag(trt.BuilderFlag.FP16)
+        if fp32_norms:  # keep normalisation layers (LayerNorm) in fp32: fp16 overflow there breaks masks
+            config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
+            for i in range(network.num_layers):
+                layer = network.get_layer(i)
+                if layer.type == trt.LayerType.NORMALIZATION:
+                    layer.precision = trt.float32
+                    layer.set_output_type(0, trt.float32)
+    elif precision != "fp32":
+        raise UserError(f"TensorRT engines are built in fp32 or fp16, not {precision!r}")
+    optimisation = builder.create_optimization_profile()
+    for name, (lo, opt, hi) in _profiles(part, profile, image_size).items():
+        optimisation.set_shape(name, lo, opt, hi)
+    config.add_optimization_profile(optimisation)
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise UserError(f"TensorRT failed to build an engine from {onnx_path}")
+    return bytes(serialized)
+
+
+def build_engine(reference: LoadedModel, part: str, out: Path, precision: str = "fp16",
+                 profile: tuple[int, int, int] = (1, 8, 32), opset: int = 17, samples=None) -> tuple[Path, dict]:
+    """Build (or reuse from the cache in `out`) an engine; returns its path and sidecar fields."""
+    from .parity import DEFAULT_IOU, check_decoder, check_encoder
+
+    trt = import_tensorrt()
+    if not torch.cuda.is_available():
+        raise UserError("building a TensorRT engine needs a CUDA device")
+    major, minor = torch.cuda.get_device_capability()
+    sm = f"{major}{minor}"
+    spec = reference.spec
+    key = engine_key(spec.name, reference.checkpoint_sha256, part, precision, profile, trt.__version__, sm)
+    path = out / f"{artefact_stem(spec.name, part, precision)}_{key}.engine"
+    meta = {"format": "engine", "tensorrt": trt.__version__, "sm": sm, "gpu": torch.cuda.get_device_name(),
+            "engine_key": key, "opset": opset, "image_size": spec.image_size, "embedding_shape": [256, 64, 64],
+            "multimask": reference.decoder.multimask}
+    if path.is_file() and path.with_suffix(".json").is_file():
+        cached = read_sidecar(path)
+        if cached.get("engine_key") == key and cached.get("parity", {}).get("passed"):
+            return path, cached
+    onnx_path = out / f"{artefact_stem(spec.name, part, 'fp32')}.onnx"
+    if not onnx_path.is_file():
+        onnx_path, _ = export_onnx(reference, part, out, opset=opset, precision="fp32")
+    from ..backends.tensorrt_backend import TensorRTBackend
+
+    for fp32_norms in ((False, True) if precision == "fp16" else (False,)):
+        tmp = path.with_suffix(".engine.tmp")
+        tmp.write_bytes(_build(onnx_path, part, precision, profile, spec.image_size, fp32_norms))
+        tmp.replace(path)
+        meta.update({"fp32_layernorm": fp32_norms, "model": spec.name, "part": part, "precision": precision,
+                     "checkpoint_sha256": reference.checkpoint_sha256})
+        write_sidecar(path, meta)
+        if samples is None:
+            break
+        check = check_encoder if part == "encoder" else check_decoder
+        report = check(TensorRTBackend(**{part: path}), reference, samples, precision, DEFAULT_IOU[precision])
+        if report.passed:
+            break
+    return path, meta

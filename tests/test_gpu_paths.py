@@ -1,0 +1,84 @@
+"""int8, TensorRT and GPU providers: what runs here is tested here; TensorRT/CUDA tests skip without them."""
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import pytest
+import torch
+
+from semisam_fast.backends import OnnxBackend
+from semisam_fast.errors import UserError
+from semisam_fast.export import export
+from semisam_fast.export.parity import ParityError
+
+from .conftest import run_cli
+
+HAS_TRT = importlib.util.find_spec("tensorrt") is not None and torch.cuda.is_available()
+
+
+def test_int8_encoder_goes_through_the_gate(tmp_path):
+    try:
+        results = export("tiny", part="encoder", precision="int8", out=tmp_path)
+        report = results[0].report
+    except ParityError as exc:
+        assert "mask IoU" in str(exc)
+        report = None
+    meta = json.loads((tmp_path / "tiny_encoder_int8.json").read_text())
+    assert meta["precision"] == "int8" and meta["quantization"] == "static"
+    assert meta["parity"]["threshold"] == 0.97
+    assert meta["parity"]["passed"] is (report is not None)
+
+
+def test_onnxruntime_reports_the_provider_it_really_got(tiny_artefacts):
+    import onnxruntime as ort
+
+    backend = OnnxBackend(encoder=tiny_artefacts["encoder"].path, provider="cuda")
+    got = backend.describe()["encoder"]
+    if "CUDAExecutionProvider" in ort.get_available_providers() and torch.cuda.is_available():
+        assert got["provider"] == "CUDAExecutionProvider" and not got["fell_back_to_cpu"]
+    else:
+        assert got["provider"] == "CPUExecutionProvider" and got["fell_back_to_cpu"] is True
+
+
+@pytest.mark.skipif(HAS_TRT, reason="TensorRT is installed here")
+def test_engine_export_without_tensorrt_is_one_clear_error(tmp_path):
+    result = run_cli("export", "--model", "tiny", "--format", "engine", "--out", str(tmp_path))
+    assert result.returncode == 2
+    assert "TensorRT is not installed" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_TRT, reason="needs TensorRT and a CUDA GPU")
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_tensorrt_engine_passes_gate_and_is_cached(tmp_path, precision):
+    from semisam_fast.backends.tensorrt_backend import TensorRTBackend
+
+    first = export("tiny", part="all", fmt="engine", precision=precision, batch="1,2,4", out=tmp_path)
+    assert all(r.report.passed for r in first)
+    mtimes = {r.path: r.path.stat().st_mtime for r in first}
+    again = export("tiny", part="all", fmt="engine", precision=precision, batch="1,2,4", out=tmp_path)
+    assert {r.path: r.path.stat().st_mtime for r in again} == mtimes  # served from the engine cache
+    backend = TensorRTBackend(encoder=first[0].path, decoder=first[1].path)
+    images = torch.randn(3, 3, 256, 256)
+    batched = backend.encode(images)
+    singles = torch.cat([backend.encode(images[i:i + 1]) for i in range(3)])
+    torch.testing.assert_close(batched, singles, atol=1e-2, rtol=1e-2)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_torch_cuda_half_precision_matches_fp32():
+    from semisam_fast.backends import TorchBackend
+    from semisam_fast.models import load_model
+
+    images = torch.randn(2, 3, 256, 256)
+    reference = TorchBackend(load_model("litemedsam")).encode(images)
+    for precision in ("fp16", "bf16"):
+        got = TorchBackend(load_model("litemedsam"), device="cuda", precision=precision).encode(images).cpu()
+        assert float((got - reference).norm() / reference.norm()) < 0.05
+
+
+def test_unknown_provider_is_a_user_error(tiny_artefacts):
+    with pytest.raises(UserError, match="unknown onnxruntime provider"):
+        OnnxBackend(encoder=tiny_artefacts["encoder"].path, provider="vulkan")
