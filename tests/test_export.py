@@ -105,3 +105,21 @@ def test_gate_fails_on_a_damaged_artefact(tiny_artefacts, tmp_path):
     assert "parity gate failed" in result.stderr and "short by" in result.stderr
     assert "Traceback" not in result.stderr
     assert run_cli("verify", str(source)).returncode == 0
+
+
+def test_external_data_layout_loads_by_path(tmp_path):
+    """The > 2 GiB layout (ViT-H): weights in one .onnx.data file beside the graph, loaded by path. Forced on the
+    tiny model, which takes the same code path in seconds."""
+    from semisam_fast.artefact import write_sidecar
+    from semisam_fast.export.onnx_export import export_encoder
+
+    model = load_model("tiny")
+    path = tmp_path / "tiny_encoder_fp32.onnx"
+    shapes = export_encoder(model, path, external=True)
+    assert (tmp_path / "tiny_encoder_fp32.onnx.data").stat().st_size > path.stat().st_size
+    write_sidecar(path, {"model": "tiny", "part": "encoder", "precision": "fp32",
+                         "checkpoint_sha256": model.checkpoint_sha256, **shapes})
+    images = model.preprocess(torch.randn(2, 80, 64))
+    with torch.inference_mode():
+        torch.testing.assert_close(OnnxBackend(encoder=path).encode(images), model.encoder(images),
+                                   atol=1e-3, rtol=1e-3)

@@ -29,14 +29,14 @@ def _quiet_export(module: torch.nn.Module, args: tuple, path: Path, **kwargs) ->
         torch.onnx.export(module, args, str(path), dynamo=False, do_constant_folding=True, **kwargs)
 
 
-def _finish(raw: Path, path: Path, precision: str) -> None:
+def _finish(raw: Path, path: Path, precision: str, external: bool | None = None) -> None:
     """Optional fp16 conversion (I/O stays fp32); one external data file beside the .onnx for > 2 GiB graphs."""
     model = onnx.load(str(raw), load_external_data=True)
     if precision == "fp16":
         from onnxconverter_common import float16
 
         model = float16.convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=False)
-    large = model.ByteSize() > EXTERNAL_DATA_LIMIT - (1 << 24)
+    large = model.ByteSize() > EXTERNAL_DATA_LIMIT - (1 << 24) if external is None else external
     for stale in path.parent.glob(path.name + ".data"):
         stale.unlink()
     tmp = path.with_suffix(".onnx.tmp")
@@ -48,22 +48,24 @@ def _finish(raw: Path, path: Path, precision: str) -> None:
     tmp.replace(path)
 
 
-def _export(module: torch.nn.Module, args: tuple, path: Path, precision: str, **kwargs) -> None:
+def _export(module: torch.nn.Module, args: tuple, path: Path, precision: str, external: bool | None = None,
+            **kwargs) -> None:
     # Export into a scratch folder first: the exporter spills > 2 GiB models as one file per tensor, and a failed
     # export must not leave a half-written artefact where a good one stood.
     with tempfile.TemporaryDirectory(dir=path.parent) as scratch:
         raw = Path(scratch) / "raw.onnx"
         _quiet_export(module, args, raw, **kwargs)
-        _finish(raw, path, precision)
+        _finish(raw, path, precision, external)
 
 
 def export_encoder(model: LoadedModel, path: Path, opset: int = 17, precision: str = "fp32",
-                   example_batch: int = 2) -> dict:
+                   example_batch: int = 2, external: bool | None = None) -> dict:
+    """external: None = external data only when the graph is over 2 GiB (ViT-H); True/False to force."""
     size = model.spec.image_size
     example = torch.randn(example_batch, 3, size, size)
     with torch.no_grad():
         embedding_shape = list(model.encoder(example[:1]).shape[1:])
-    _export(model.encoder, (example,), path, precision, opset_version=opset, input_names=["images"],
+    _export(model.encoder, (example,), path, precision, external, opset_version=opset, input_names=["images"],
                   output_names=["embeddings"],
                   dynamic_axes={"images": {0: "batch"}, "embeddings": {0: "batch"}})
     return {"inputs": {"images": ["batch", 3, size, size]},
