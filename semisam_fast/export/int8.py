@@ -2,6 +2,7 @@
 slices). Either way the result goes through the parity gate (mask IoU >= 0.97 by default)."""
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +35,7 @@ def quantize_encoder(model: LoadedModel, fp32_path: Path, out_path: Path, mode: 
     if mode not in ("dynamic", "static"):
         raise UserError(f"int8 mode must be dynamic or static, not {mode!r}")
     prepared = out_path.with_name(out_path.stem + ".pre.onnx")
+    logging.disable(logging.WARNING)  # the quantizer warns per LayerNorm weight through the root logger
     try:
         # shape inference + graph clean-up first, as onnxruntime recommends before quantizing
         quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
@@ -45,5 +47,6 @@ def quantize_encoder(model: LoadedModel, fp32_path: Path, out_path: Path, mode: 
                             quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8,
                             weight_type=QuantType.QInt8, per_channel=True)
     finally:
+        logging.disable(logging.NOTSET)
         prepared.unlink(missing_ok=True)
     return {"quantization": mode, "source": fp32_path.name}
