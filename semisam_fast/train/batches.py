@@ -82,6 +82,6 @@ def sam_targets_3d(sam, fg_prob: torch.Tensor, refs: list) -> tuple[torch.Tensor
         canvas[:, y0:y0 + ph, x0:x0 + pw] = fg_prob[b, :ph, :pw, zs].permute(2, 0, 1).float().cpu()
         slice_refs = [SliceRef(case_id, z0 + z, h, w) for z in zs]
         canvas_masks, ok = sam.canvas_masks(canvas, slice_refs)
-        masks[b, :ph, :pw, zs] = canvas_masks[:, y0:y0 + ph, x0:x0 + pw].permute(1, 2, 0).to(masks.dtype)
+        masks[b, :ph, :pw, zs] = canvas_masks[:, y0:y0 + ph, x0:x0 + pw].permute(1, 2, 0).to(masks)
         valid[b, zs] = ok
     return masks, valid
