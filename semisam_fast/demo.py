@@ -22,7 +22,7 @@ from .metrics import binary_metrics
 from .overlay import overlay
 from .pseudo_label import pseudo_label
 from .samples import load_samples, phantom_dir
-from .segment import segment_with_boxes
+from .segment import box_as_mask_dice, segment_with_boxes
 
 
 def run_export_and_segment(out: Path, data: str | Path | None, log=print) -> tuple[dict, dict]:
@@ -36,16 +36,11 @@ def run_export_and_segment(out: Path, data: str | Path | None, log=print) -> tup
     logits, _ = segment_with_boxes(backend, samples.slices, samples.boxes)
     masks = (logits > 0).numpy()
     dice = [binary_metrics(m, l)["dice"] for m, l in zip(masks, samples.labels)]
-    box_dice = []
-    for box, label in zip(samples.boxes.numpy().astype(int), samples.labels):
-        as_mask = np.zeros_like(label)
-        as_mask[box[1]:box[3] + 1, box[0]:box[2] + 1] = 1
-        box_dice.append(binary_metrics(as_mask, label)["dice"])
     pictures = [str(overlay(s.numpy(), out / "overlays" / f"box_prompt_{i}.png", prediction=m, label=l,
                             boxes=[b.tolist()]))
                 for i, (s, m, l, b) in enumerate(zip(samples.slices, masks, samples.labels, samples.boxes))]
     summary = {"sample": samples.source, "provider": backend.describe()["encoder"]["provider"],
-               "slice_dice_sam": float(np.mean(dice)), "slice_dice_box_as_mask": float(np.mean(box_dice)),
+               "slice_dice_sam": float(np.mean(dice)), "slice_dice_box_as_mask": box_as_mask_dice(samples.boxes, samples.labels),
                "overlays": pictures}
     log(f"LiteMedSAM from label boxes: slice Dice {summary['slice_dice_sam']:.3f} "
         f"(the box itself as a mask: {summary['slice_dice_box_as_mask']:.3f}) on {summary['provider']}")

@@ -11,18 +11,9 @@ from semisam_fast.metrics import binary_metrics
 from semisam_fast.models import Frame, load_model, masks_to_original, preprocess
 from semisam_fast.models.checkpoint import identify, read_state_dict
 from semisam_fast.samples import load_samples
-from semisam_fast.segment import segment_with_boxes
+from semisam_fast.segment import box_as_mask_dice, segment_with_boxes
 
 from .conftest import run_cli
-
-
-def _box_as_mask_dice(boxes, labels) -> float:
-    scores = []
-    for box, label in zip(boxes.numpy().astype(int), labels):
-        mask = np.zeros_like(label)
-        mask[box[1]:box[3] + 1, box[0]:box[2] + 1] = 1
-        scores.append(binary_metrics(mask, label)["dice"])
-    return float(np.mean(scores))
 
 
 def test_litemedsam_offline_beats_box_baseline_on_real_la(la_dir):
@@ -31,7 +22,7 @@ def test_litemedsam_offline_beats_box_baseline_on_real_la(la_dir):
     samples = load_samples(4, la_dir)
     logits, _ = segment_with_boxes(TorchBackend(model), samples.slices, samples.boxes)
     dice = np.mean([binary_metrics(m, l)["dice"] for m, l in zip((logits > 0).numpy(), samples.labels)])
-    baseline = _box_as_mask_dice(samples.boxes, samples.labels)
+    baseline = box_as_mask_dice(samples.boxes, samples.labels)
     assert dice > baseline + 0.1, (dice, baseline)
     assert dice > 0.75
 

@@ -74,8 +74,9 @@ def points_to_input(points: torch.Tensor, frame: Frame) -> torch.Tensor:
     return points * frame.scale
 
 
-def masks_to_original(low_res: torch.Tensor, frame: Frame) -> torch.Tensor:
-    """Low-res logits (..., 256, 256) covering the padded input -> logits (..., H, W) of the original slice."""
+def masks_to_original(low_res: torch.Tensor, frame: Frame, size: tuple[int, int] | None = None) -> torch.Tensor:
+    """Low-res logits (..., 256, 256) covering the padded input -> logits (..., H, W) of the original slice, or
+    stretched to `size` (a resized canvas of the whole slice, as the 2D student sees it)."""
     lead = low_res.shape[:-2]
     x = low_res.reshape(-1, 1, *low_res.shape[-2:]).float()
     # the low-res grid covers the whole padded square; crop to the part that holds the image first
@@ -83,5 +84,6 @@ def masks_to_original(low_res: torch.Tensor, frame: Frame) -> torch.Tensor:
     rh, rw = frame.resized
     ch, cw = max(1, int(round(rh * ratio))), max(1, int(round(rw * ratio)))
     x = x[..., :ch, :cw]
-    x = F.interpolate(x, size=(frame.height, frame.width), mode="bilinear", align_corners=False)
-    return x.reshape(*lead, frame.height, frame.width)
+    size = size or (frame.height, frame.width)
+    x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+    return x.reshape(*lead, *size)

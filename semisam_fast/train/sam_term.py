@@ -9,11 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from ..backends import Backend
 from ..cache import EmbeddingCache
-from ..models import get_spec, preprocess
+from ..models import Frame, get_spec, masks_to_original, preprocess
 from ..prompts import box_prompts, mask_to_points, masks_to_boxes, point_prompts
 from .augment import Geometry
 from .slices import SliceRef
@@ -65,13 +64,9 @@ class SamTeacher:
             coords, labels = box_prompts((boxes[index] * torch.cat([sx, sy, sx, sy], dim=1))[:, None])
         low_res, _ = self.backend.decode(self.embeddings([refs[i] for i in index]), coords, labels)
         low_res = low_res[:, 0, 0].float().cpu()
-        side = low_res.shape[-1]
         for row, i in enumerate(index):
-            # the low-res grid covers the padded square: keep the image part, stretch it onto the canvas
-            scale = side / max(refs[i].height, refs[i].width)
-            h, w = max(1, round(refs[i].height * scale)), max(1, round(refs[i].width * scale))
-            masks[i] = F.interpolate(low_res[row, :h, :w][None, None], size=(hc, wc), mode="bilinear",
-                                     align_corners=False)[0, 0] > 0
+            frame = Frame(refs[i].height, refs[i].width, self.spec.image_size)
+            masks[i] = masks_to_original(low_res[row], frame, size=(hc, wc)) > 0
         return masks, valid
 
     def targets(self, fg_prob: torch.Tensor, geometries: list[Geometry], refs: list[SliceRef],
