@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 from .errors import UserError
+from .fsutil import atomic_write
 
 ARTEFACT_SUFFIXES = (".onnx", ".engine")
 
@@ -16,11 +16,8 @@ def sidecar_path(artefact: str | Path) -> Path:
 
 
 def write_sidecar(artefact: str | Path, meta: dict[str, Any]) -> Path:
-    path = sidecar_path(artefact)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
-    return path
+    text = json.dumps(meta, indent=2, sort_keys=True) + "\n"
+    return atomic_write(sidecar_path(artefact), lambda tmp: tmp.write_text(text))
 
 
 def read_sidecar(artefact: str | Path) -> dict[str, Any]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ import numpy as np
 import torch
 
 from .errors import UserError
+from .fsutil import atomic_write, remove_stale_temps
 
 FORMAT_VERSION = 1
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]")
@@ -29,15 +29,6 @@ def fingerprint(model: str, checkpoint_sha256: str, image_size: int, normalizati
     return {"model": model, "checkpoint_sha256": checkpoint_sha256, "image_size": image_size,
             "normalization": normalization, "precision": precision, "store_dtype": "float16",
             "format": FORMAT_VERSION}
-
-
-def _atomic_bytes(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as handle:
-        write(handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 @dataclass
@@ -69,10 +60,12 @@ class EmbeddingCache:
         elif create and fingerprint is not None:
             self.shard_dir.mkdir(parents=True, exist_ok=True)
             self.meta = {"fingerprint": fingerprint, "embedding_shape": None}
-            _atomic_bytes(meta_path, lambda h: h.write(json.dumps(self.meta, indent=2).encode()))
+            self._write_meta()
         else:
             raise UserError(f"no embedding cache at {self.root}; build one with `semisam-fast embed --cache {root}`")
         self.shard_dir.mkdir(parents=True, exist_ok=True)
+        if create:
+            remove_stale_temps(self.shard_dir)  # what a killed build was writing; its shard is redone
         self._shards: dict[str, list[Shard]] = {}
         self._rows: dict[str, dict[int, tuple[Shard, int]]] = {}  # (case, slice) -> (shard, row)
         self._maps: dict[Path, np.ndarray] = {}
@@ -95,6 +88,9 @@ class EmbeddingCache:
         rows = self._rows.setdefault(shard.case_id, {})
         for row, z in enumerate(shard.slices):
             rows[z] = (shard, row)
+
+    def _write_meta(self) -> None:
+        atomic_write(self.root / "cache.json", lambda tmp: tmp.write_text(json.dumps(self.meta, indent=2)))
 
     @property
     def fingerprint(self) -> dict:
@@ -130,15 +126,15 @@ class EmbeddingCache:
                                      else embeddings, dtype=np.float16)
         if self.meta.get("embedding_shape") is None:
             self.meta["embedding_shape"] = list(array.shape[1:])
-            _atomic_bytes(self.root / "cache.json", lambda h: h.write(json.dumps(self.meta, indent=2).encode()))
+            self._write_meta()
         if len(slices) != len(array):
             raise ValueError(f"{len(slices)} slice indices for {len(array)} embeddings")
         stem = f"{_SAFE.sub('_', case_id)}.{slices[0]:05d}-{slices[-1]:05d}"
         npy = self.shard_dir / f"{stem}.npy"
-        _atomic_bytes(npy, lambda h: np.save(h, array))
+        atomic_write(npy, lambda tmp: np.save(tmp, array))
         info = {"case_id": case_id, "slices": [int(z) for z in slices], "height": height, "width": width,
                 "sha256": hashlib.sha256(array.tobytes()).hexdigest()}
-        _atomic_bytes(npy.with_suffix(".json"), lambda h: h.write(json.dumps(info).encode()))
+        atomic_write(npy.with_suffix(".json"), lambda tmp: tmp.write_text(json.dumps(info)))
         self._add(Shard(case_id, info["slices"], height, width, npy, info["sha256"]))
 
     # ---- reading -----------------------------------------------------------------------------------------------

@@ -126,14 +126,13 @@ def pseudo_label_cmd(
     """Prompts from masks -> SAM masks from cached embeddings, written in the input's format; Dice when labels exist."""
     from .backends import create_backend
     from .cache import EmbeddingCache
-    from .data import open_dataset, read_list
+    from .data import open_dataset
     from .pseudo_label import pseudo_label
 
     store = EmbeddingCache(cache)
     dataset = open_dataset(data, list_file)
-    case_ids = read_list(list_file) if list_file else [c for c in dataset.case_ids if c in set(store.case_ids)]
     runtime = create_backend(backend, store.fingerprint["model"], checkpoint, artefact)
-    report = pseudo_label(dataset, store, runtime, out, case_ids, prompt, masks, margin, batch)
+    report = pseudo_label(dataset, store, runtime, out, None, prompt, masks, margin, batch)
     print(report.table())
     _log(f"[green]wrote[/green] {len(report.outputs)} mask volumes to {out}")
 

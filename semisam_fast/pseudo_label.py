@@ -60,7 +60,8 @@ def pseudo_label(dataset: Dataset, cache: EmbeddingCache, backend: Backend, out:
                         f"than the decoder's ({backend.model})")
     spec = get_spec(backend.model)
     out = Path(out)
-    case_ids = case_ids if case_ids is not None else dataset.case_ids
+    if case_ids is None:  # default: the cases of the data set that are in the cache
+        case_ids = [c for c in dataset.case_ids if c in set(cache.case_ids)]
     report = PseudoLabelReport()
     for case_id in tqdm(case_ids, desc="pseudo-label", unit="case", disable=not progress, dynamic_ncols=True):
         case = dataset.load(case_id, with_label=dataset.has_labels)

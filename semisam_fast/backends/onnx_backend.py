@@ -56,6 +56,8 @@ class OnnxSession:
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.input_types = {i.name: i.type for i in self.session.get_inputs()}
         self.output_names = [o.name for o in self.session.get_outputs()]
+        self.output_dtypes = [torch.float16 if "float16" in o.type else torch.float32
+                              for o in self.session.get_outputs()]
 
     def _cast(self, name: str, tensor: torch.Tensor) -> torch.Tensor:
         kind = self.input_types[name]
@@ -78,9 +80,7 @@ class OnnxSession:
             feeds[name] = tensor  # keep alive until run returns
             binding.bind_input(name, "cuda", device_id, _NP[tensor.dtype], list(tensor.shape), tensor.data_ptr())
         outputs = []
-        for name, shape in zip(self.output_names, output_shapes):
-            kind = next(o.type for o in self.session.get_outputs() if o.name == name)
-            dtype = torch.float16 if "float16" in kind else torch.float32
+        for name, shape, dtype in zip(self.output_names, output_shapes, self.output_dtypes):
             out = torch.empty(shape, dtype=dtype, device=f"cuda:{device_id}")
             binding.bind_output(name, "cuda", device_id, _NP[dtype], list(shape), out.data_ptr())
             outputs.append(out)

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import contextlib
-import os
-import tempfile
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from semisam_fast.errors import UserError
+from semisam_fast.fsutil import atomic_write  # noqa: F401 (re-exported)
 
 from .splits import read_list
 
@@ -42,27 +41,6 @@ def reading(path: Path) -> Iterator[None]:
         raise
     except Exception as exc:  # h5py/nibabel/PIL/gzip/zlib raise a zoo of types
         raise UserError(f"cannot read {path}: {type(exc).__name__}: {exc}") from exc
-
-
-def atomic_write(path: Path, writer: Callable[[Path], None]) -> Path:
-    """Call `writer(tmp)` on a temp file next to `path` (same extension), fsync, then os.replace
-    it onto `path`, so readers only ever see the old file or the complete new one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = "".join(path.suffixes)
-    stem = path.name[: len(path.name) - len(suffix)] if suffix else path.name
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{stem}.tmp-", suffix=suffix, dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        writer(tmp)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
 
 
 def as_mask(mask: np.ndarray, shape: tuple[int, ...], case_id: str) -> np.ndarray:

@@ -10,6 +10,7 @@ import torch
 from ..artefact import read_sidecar, write_sidecar
 from ..backends.tensorrt_backend import import_tensorrt
 from ..errors import UserError
+from ..fsutil import atomic_write
 from ..models import LoadedModel
 from .onnx_export import artefact_stem, export_onnx
 
@@ -92,9 +93,8 @@ def build_engine(reference: LoadedModel, part: str, out: Path, precision: str = 
     from ..backends.tensorrt_backend import TensorRTBackend
 
     for fp32_norms in ((False, True) if precision == "fp16" else (False,)):
-        tmp = path.with_suffix(".engine.tmp")
-        tmp.write_bytes(_build(onnx_path, part, precision, profile, spec.image_size, fp32_norms))
-        tmp.replace(path)
+        engine = _build(onnx_path, part, precision, profile, spec.image_size, fp32_norms)
+        atomic_write(path, lambda tmp: tmp.write_bytes(engine))
         meta.update({"fp32_layernorm": fp32_norms, "model": spec.name, "part": part, "precision": precision,
                      "checkpoint_sha256": reference.checkpoint_sha256})
         write_sidecar(path, meta)

@@ -58,12 +58,14 @@ def build_trainer(config: TrainConfig, data: str | Path, list_file: str | Path |
 
 
 def _check_cache_covers(store, dataset, split, config: TrainConfig) -> None:
+    """2D: every unlabelled slice the loop can draw must be cached (3D patches skip uncached slices by design)."""
+    if config.student == "vnet":
+        return
     unlabelled = split.unlabeled[: config.unlabelled_cases] if config.unlabelled_cases else split.unlabeled
     for case_id in unlabelled:
         have = set(store.slices(case_id))
-        want = range(0, dataset.num_slices(case_id), config.unlabelled_every if config.student != "vnet" else 1)
-        missing = [z for z in want if z not in have]
-        if missing and config.student != "vnet":
+        missing = [z for z in range(0, dataset.num_slices(case_id), config.unlabelled_every) if z not in have]
+        if missing:
             raise UserError(f"cache lacks {len(missing)} slices of unlabelled case {case_id}; run `semisam-fast "
                             f"embed --every {config.unlabelled_every}` over the unlabelled cases first")
 

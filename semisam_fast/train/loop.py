@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import copy
-import os
 import time
 from pathlib import Path
 
@@ -12,18 +11,13 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ..data import Dataset, Split
+from ..fsutil import atomic_write
 from .batches import VolumeStore, draw_2d, draw_3d, sam_targets_3d
 from .config import TrainConfig
 from .losses import sam_loss, sigmoid_rampup, softmax_mse, supervised_loss, uamt_threshold, uncertainty_mask
 from .sam_term import SamTeacher
 from .slices import SliceStore
 from .students import build_student
-
-
-def _atomic_save(obj, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
@@ -96,7 +90,8 @@ class Trainer:
         folder = self.run_dir / "checkpoints"
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / (name or f"iter_{self.iteration:06d}.pt")
-        _atomic_save(self.state(), path)
+        state = self.state()
+        atomic_write(path, lambda tmp: torch.save(state, tmp))
         return path
 
     def load(self, path: Path) -> None:

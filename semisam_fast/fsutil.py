@@ -1,0 +1,36 @@
+"""The one way this project writes a file that others may read: temp file beside it, fsync, rename."""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+
+def atomic_write(path: str | Path, writer: Callable[[Path], None]) -> Path:
+    """Call `writer(tmp)` on a temp file next to `path` (same extension), fsync, then os.replace
+    it onto `path`, so readers only ever see the old file or the complete new one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = "".join(path.suffixes)
+    stem = path.name[: len(path.name) - len(suffix)] if suffix else path.name
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{stem}.tmp-", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        writer(tmp)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def remove_stale_temps(folder: Path) -> int:
+    """Temp files a killed writer (kill -9 skips the cleanup above) left behind; returns how many."""
+    stale = list(Path(folder).glob(".*.tmp-*"))
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return len(stale)
