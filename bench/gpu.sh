@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # The GPU suite in one command, for a machine with an NVIDIA GPU:
 #   bash bench/gpu.sh OUT_DIR
-# Installs the GPU extra when missing, then: doctor, the GPU tests, encoder throughput vs batch for litemedsam and
-# vit_b (random-init weights: timing only), torch fp32/fp16/bf16 vs onnxruntime CUDA (+ TensorRT when present),
-# decoder prompts/s. JSON into OUT_DIR, named after the card.
-set -euo pipefail
+# doctor, the GPU tests, then bench/gpu_suite.py: encoder throughput vs batch for litemedsam and vit_b (random-init
+# weights: timing only) over torch fp32/fp16/bf16 eager and compiled with CUDA graphs, onnxruntime CUDA and TensorRT
+# where they are really there; decoder prompts/s; the training iteration. Files go into OUT_DIR, named after the card.
+# Runs from a checkout without installing (PYTHONPATH), as long as the dependencies are importable.
+set -uo pipefail
 OUT=${1:?usage: bash bench/gpu.sh OUT_DIR}
 mkdir -p "$OUT"
-python -c "import onnxruntime as o, sys; sys.exit('CUDAExecutionProvider' not in o.get_available_providers())" \
-  || python -m pip install -q onnxruntime-gpu || true
-CARD=$(python -c "import torch; print(torch.cuda.get_device_name().replace(' ', '_'))")
-semisam-fast doctor | tee "$OUT/doctor_$CARD.txt"
-python -m pytest -q -m gpu tests/test_gpu_paths.py | tee "$OUT/gpu_tests_$CARD.txt" || true
-python bench/gpu_encoder.py --out "$OUT/gpu_$CARD.json"
+export PYTHONPATH="$(pwd)${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+PY=${PYTHON:-python3}
+CARD=$($PY -c "import torch; print(torch.cuda.get_device_name().replace(' ', '_'))") || exit 1
+$PY -m semisam_fast.cli doctor > "$OUT/doctor_$CARD.txt" 2>&1; cat "$OUT/doctor_$CARD.txt"
+timeout 240 $PY -m pytest -q -p no:cacheprovider -m gpu tests/test_gpu_paths.py > "$OUT/gpu_tests_$CARD.txt" 2>&1
+tail -5 "$OUT/gpu_tests_$CARD.txt"
+$PY bench/gpu_suite.py --out "$OUT/gpu_$CARD.json" 2>&1 | grep -v '^ \|^{\|^}' 

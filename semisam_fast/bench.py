@@ -105,9 +105,10 @@ def bench_encoder(model: str = "litemedsam", precisions: tuple[str, ...] = ("fp3
 
 
 def bench_decoder(model: str = "litemedsam", n_slices: int = 16, repeats: int = 3, engines: Path = Path("engines"),
-                  log=print) -> dict:
+                  log=print, device: str = "cpu") -> dict:
     """Batched decoding (one call, many slices) vs segment-anything's SamPredictor, one prompt at a time, on the
-    same cached embeddings; both return logits at the original slice size."""
+    same cached embeddings and device; both return logits at the original slice size. onnxruntime joins on the CPU
+    (on a GPU only when its CUDA provider is really there)."""
     from segment_anything import SamPredictor
     from segment_anything.modeling import Sam
 
@@ -120,22 +121,32 @@ def bench_decoder(model: str = "litemedsam", n_slices: int = 16, repeats: int = 
 
     loaded = load_model(model)
     samples = load_samples(n_slices)
+    labels = samples.labels
     frame = Frame(samples.slices.shape[1], samples.slices.shape[2], loaded.spec.image_size)
     with torch.inference_mode():
-        embeddings = torch.cat([loaded.encoder(loaded.preprocess(s[None])) for s in samples.slices])
-    decoder_path = engines / f"{model}_decoder_fp32.onnx"
-    if not decoder_path.is_file():
-        export(model, part="decoder", out=engines)
-    onnx = OnnxBackend(decoder=decoder_path)
-    torch_backend = TorchBackend(loaded)
+        embeddings = torch.cat([loaded.encoder(loaded.preprocess(s[None])) for s in samples.slices]).to(device)
+    torch_backend = TorchBackend(loaded, device=device)
+    candidates = {"batched_torch": lambda: decode_slices(torch_backend, embeddings, labels, frame)}
+    if device.startswith("cuda"):
+        half = TorchBackend(load_model(model), device=device, precision="fp16")
+        candidates["batched_torch_fp16"] = lambda: decode_slices(half, embeddings, labels, frame)
+    provider = "cuda" if device.startswith("cuda") else "cpu"
+    import onnxruntime as ort
+
+    if provider == "cpu" or "CUDAExecutionProvider" in ort.get_available_providers():
+        decoder_path = engines / f"{model}_decoder_fp32.onnx"
+        if not decoder_path.is_file():
+            export(model, part="decoder", out=engines)
+        onnx = OnnxBackend(decoder=decoder_path, provider=provider)
+        candidates["batched_onnxruntime"] = lambda: decode_slices(onnx, embeddings, labels, frame)
 
     sam = Sam(image_encoder=loaded.encoder, prompt_encoder=loaded.decoder.prompt_encoder,
-              mask_decoder=loaded.decoder.mask_decoder).eval()
+              mask_decoder=loaded.decoder.mask_decoder).to(device).eval()
     predictor = SamPredictor(sam)
     predictor.is_image_set = True
     predictor.original_size = (frame.height, frame.width)
     predictor.input_size = frame.resized
-    boxes_input = boxes_to_input(samples.boxes, frame)
+    boxes_input = boxes_to_input(samples.boxes, frame).to(device)
 
     def looped():
         with torch.inference_mode():
@@ -144,43 +155,44 @@ def bench_decoder(model: str = "litemedsam", n_slices: int = 16, repeats: int = 
                 predictor.predict_torch(None, None, boxes=boxes_input[i:i + 1], multimask_output=False,
                                         return_logits=True)
 
-    labels = samples.labels
-    candidates = {"sampredictor_loop": looped,
-                  "batched_torch": lambda: decode_slices(torch_backend, embeddings, labels, frame),
-                  "batched_onnxruntime": lambda: decode_slices(onnx, embeddings, labels, frame)}
+    candidates = {"sampredictor_loop": looped, **candidates}
     log(f"decoder {model}: {n_slices} box prompts, {', '.join(candidates)}")
     return {"decoder": summarise(interleaved(candidates, repeats), "sampredictor_loop", n_slices, "prompts"),
-            "prompts_per_call": n_slices}
+            "prompts_per_call": n_slices, "decoder_device": device}
 
 
-def bench_train(steps: int = 10, log=print, engines: Path = Path("engines"), workdir: Path | None = None) -> dict:
+def bench_train(steps: int = 10, log=print, engines: Path = Path("engines"), workdir: Path | None = None,
+                device: str = "cpu") -> dict:
     """One training iteration of mt, semisam on the cache, and semisam with the encoder online, same shapes
-    (la-cpu: 4 labelled + 4 unlabelled 80x80 crops), steps interleaved."""
+    (la-cpu: 4 labelled + 4 unlabelled 80x80 crops), steps interleaved. SAM runs in onnxruntime on the CPU and in
+    torch on a GPU."""
     import tempfile
 
-    from .backends import OnnxBackend
+    from .backends import OnnxBackend, TorchBackend
     from .data import make_phantom, open_dataset, split_cases
     from .embed import build_cache
     from .export import export
+    from .models import load_model
     from .train import build_trainer, preset
 
     work = Path(workdir or tempfile.mkdtemp(prefix="semisam-bench-"))
     root = make_phantom(work / "phantom", n_cases=8, shape=(128, 128, 16), seed=0) \
         if not (work / "phantom" / "train.list").is_file() else work / "phantom"
+    on_gpu = device.startswith("cuda")
     parts = {p: engines / f"litemedsam_{p}_fp32.onnx" for p in ("encoder", "decoder")}
-    if not all(p.is_file() for p in parts.values()):
+    if not on_gpu and not all(p.is_file() for p in parts.values()):
         export("litemedsam", out=engines)
     dataset = open_dataset(root)
     split = split_cases(dataset.case_ids, 2, 2)
-    build_cache(dataset, OnnxBackend(encoder=parts["encoder"]), work / "cache", case_ids=split.unlabeled,
-                progress=False)
+    encoder = TorchBackend(load_model("litemedsam"), device=device) if on_gpu else OnnxBackend(encoder=parts["encoder"])
+    build_cache(dataset, encoder, work / "cache", case_ids=split.unlabeled, progress=False)
     trainers = {}
     for name, method, online in (("mt", "mt", False), ("semisam_cached", "semisam", False),
                                  ("semisam_online", "semisam", True)):
         config = preset("la-cpu", method=method, iterations=1000, unlabelled_cases=None, unlabelled_every=1,
                         sam_online=online or None, sam_ramp="none", val_every=10**9, save_every=10**9)
-        trainer = build_trainer(config, root, None, 2, 2, work / name, cache=work / "cache",
-                                backend=str(parts["encoder"].parent), tensorboard=False)
+        trainer = build_trainer(config, root, None, 2, 2, work / name, cache=work / "cache", device=device,
+                                backend="torch" if on_gpu else str(parts["encoder"].parent), tensorboard=False)
         trainer.iteration = 400  # past the ramp's start so the student predicts foreground and SAM is prompted
         trainers[name] = trainer
     log(f"training iteration: {', '.join(trainers)} ({steps} interleaved steps)")
@@ -188,7 +200,8 @@ def bench_train(steps: int = 10, log=print, engines: Path = Path("engines"), wor
     p1 = result["semisam_cached"]["median_s"] / result["mt"]["median_s"]
     online = result["semisam_online"]["median_s"] / result["semisam_cached"]["median_s"]
     return {"train": result, "P1_semisam_cached_over_mt": p1, "online_over_cached": online,
-            "shapes": "4 labelled + 4 unlabelled 80x80 crops, 2D U-Net base 16, LiteMedSAM decoder (onnxruntime)"}
+            "shapes": "4 labelled + 4 unlabelled 80x80 crops, 2D U-Net base 16",
+            "sam": f"LiteMedSAM {'torch ' + device if on_gpu else 'onnxruntime CPU'}", "device": device}
 
 
 def plot(results: dict, path: Path) -> Path | None:
@@ -197,13 +210,20 @@ def plot(results: dict, path: Path) -> Path | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [(k, v) for k, v in (("encoder", results.get("encoder")), ("decoder", results.get("decoder")),
-                                  ("train", results.get("train"))) if v]
+    panels = []  # (kind, title, table); `bench` puts the tables at the top, the GPU suite one level down
+    for name, section in results.items():
+        if not isinstance(section, dict):
+            continue
+        kind = name if name in ("encoder", "decoder", "train") else "encoder"
+        table = section.get(kind) if isinstance(section.get(kind), dict) else section
+        if name in ("encoder", "decoder", "train") or isinstance(section.get("encoder"), dict):
+            if "error" not in section:
+                panels.append((kind, kind if kind == name else f"{name} encoder", table))
     if not panels:
         return None
-    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4))
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.5))
     axes = np.atleast_1d(axes)
-    for ax, (kind, data) in zip(axes, panels):
+    for ax, (kind, title, data) in zip(axes, panels):
         if kind == "encoder":
             for batch, rows in data.items():
                 names = list(rows)
@@ -214,7 +234,7 @@ def plot(results: dict, path: Path) -> Path | None:
             key = "prompts_per_s" if kind == "decoder" else "iterations_per_s"
             ax.bar(names, [data[n][key] for n in names])
             ax.set_ylabel(key.replace("_", " "))
-        ax.set_title(kind)
+        ax.set_title(title)
         ax.tick_params(axis="x", labelrotation=30, labelsize=7)
     fig.suptitle(results.get("machine", {}).get("gpu") or results.get("machine", {}).get("cpu", ""))
     fig.tight_layout()

@@ -24,8 +24,8 @@ PROMPTS = ("gt-box", "mask-box", "points")
 
 def decode_slices(backend: Backend, embeddings: torch.Tensor, source_masks: np.ndarray, frame: Frame,
                   prompt: str = "box", margin: float = 3.0) -> torch.Tensor:
-    """One prompt per slice from its mask (N,H,W) -> SAM logits (N,H,W) at slice size; one decoder call.
-    The caller passes only slices whose mask has foreground."""
+    """One prompt per slice from its mask (N,H,W) -> SAM logits (N,H,W) at slice size, on the backend's device;
+    one decoder call. The caller passes only slices whose mask has foreground."""
     masks = torch.from_numpy(source_masks.astype(bool))
     if prompt == "points":
         points, labels, _ = mask_to_points(masks.float(), n_positive=1, n_negative=1)
@@ -34,7 +34,7 @@ def decode_slices(backend: Backend, embeddings: torch.Tensor, source_masks: np.n
         boxes = torch.from_numpy(np.stack([mask_to_box(m, margin) for m in source_masks]))
         coords, labels = box_prompts(boxes_to_input(boxes, frame)[:, None])
     low_res, _ = backend.decode(embeddings, coords, labels)
-    return masks_to_original(low_res[:, 0, 0].cpu(), frame)
+    return masks_to_original(low_res[:, 0, 0], frame)
 
 
 @dataclass
@@ -76,7 +76,7 @@ def pseudo_label(dataset: Dataset, cache: EmbeddingCache, backend: Backend, out:
             zs = prompted[start:start + batch]
             logits = decode_slices(backend, cache.get(case_id, zs), source[:, :, zs].transpose(2, 0, 1), frame,
                                    "points" if prompt == "points" else "box", margin)
-            volume[:, :, zs] = (logits > 0).numpy().transpose(1, 2, 0)
+            volume[:, :, zs] = (logits > 0).cpu().numpy().transpose(1, 2, 0)
         report.outputs.append(str(dataset.write_mask(case_id, volume, out)))
         if case.label is not None:
             scored = sorted(cached) if cached else list(range(case.image.shape[2]))

@@ -4,6 +4,7 @@ from __future__ import annotations
 import importlib.util
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -82,3 +83,58 @@ def test_torch_cuda_half_precision_matches_fp32():
 def test_unknown_provider_is_a_user_error(tiny_artefacts):
     with pytest.raises(UserError, match="unknown onnxruntime provider"):
         OnnxBackend(encoder=tiny_artefacts["encoder"].path, provider="vulkan")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_compiled_cuda_graph_encoder_matches_eager_and_outputs_survive_the_next_call():
+    from semisam_fast.backends import TorchBackend
+    from semisam_fast.models import load_model
+
+    images = torch.randn(2, 3, 256, 256)
+    eager = TorchBackend(load_model("litemedsam"), device="cuda")
+    graphed = TorchBackend(load_model("litemedsam"), device="cuda", compile=True)
+    first = graphed.encode(images)
+    kept = first.clone()
+    graphed.encode(images.flip(-1))  # a replay writes into the graph's static output buffer
+    assert torch.equal(first, kept)
+    reference = eager.encode(images)
+    assert float((first - reference).norm() / reference.norm()) < 1e-2
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_batched_decoding_on_cuda_matches_the_cpu():
+    from semisam_fast.backends import TorchBackend
+    from semisam_fast.models import Frame, load_model
+    from semisam_fast.pseudo_label import decode_slices
+    from semisam_fast.samples import load_samples
+
+    samples = load_samples(4)
+    loaded = load_model("litemedsam")
+    cpu = TorchBackend(loaded)
+    embeddings = cpu.encode(loaded.preprocess(samples.slices))
+    frame = Frame(samples.slices.shape[1], samples.slices.shape[2], 256)
+    on_cpu = decode_slices(cpu, embeddings, samples.labels, frame)
+    on_gpu = decode_slices(TorchBackend(load_model("litemedsam"), device="cuda"), embeddings.cuda(), samples.labels,
+                           frame)
+    assert on_gpu.is_cuda
+    agree = ((on_gpu.cpu() > 0) == (on_cpu > 0)).float().mean()
+    assert agree > 0.999
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("method", ["mt", "uamt", "semisam"])
+def test_training_steps_run_on_cuda(tmp_path, method):
+    from semisam_fast.data import make_phantom
+    from semisam_fast.train import build_trainer, preset
+
+    root = make_phantom(tmp_path / "phantom", n_cases=6, shape=(96, 96, 8), seed=0)
+    config = preset("la-cpu", method=method, iterations=20, unlabelled_cases=None, unlabelled_every=1,
+                    sam_online=True if method == "semisam" else None, sam_ramp="none", uamt_samples=2)
+    trainer = build_trainer(config, root, None, 2, 1, tmp_path / method, device="cuda", tensorboard=False)
+    trainer.iteration = 400  # the student predicts foreground, so SAM is prompted
+    logs = [trainer.step() for _ in range(2)]
+    assert next(trainer.student.parameters()).is_cuda
+    assert all(np.isfinite(entry["loss"]) for entry in logs)

@@ -34,8 +34,12 @@ class TorchBackend(Backend):
 
     @torch.inference_mode()
     def encode(self, images: torch.Tensor) -> torch.Tensor:
+        graphed = self.compiled and self.device.startswith("cuda")
+        if graphed:  # a new CUDA-graph step: the previous replay's outputs may be overwritten from here on
+            torch.compiler.cudagraph_mark_step_begin()
         out = self._encode(images.to(device=self.device, dtype=self.dtype))
-        return out.float()
+        # a graph replay writes into the same static buffer every call: hand out a copy the caller may keep
+        return out.clone() if graphed and out.dtype == torch.float32 else out.float()
 
     @torch.inference_mode()
     def decode(self, embeddings, coords, labels, mask_input=None):

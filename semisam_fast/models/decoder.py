@@ -9,6 +9,8 @@ bottom-right. A box prompt is P=2 with labels (2, 3) and no padding point, exact
 """
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -30,7 +32,10 @@ class PromptDecoder(nn.Module):
         """coords (M,P,2) in the model input frame, labels (M,P) -> sparse embeddings (M,P,C)."""
         pe = self.prompt_encoder.pe_layer
         normalised = (coords + 0.5) / self.input_size_xy  # +0.5: pixel centre, as segment-anything
-        embedding = pe._pe_encoding(normalised)
+        # segment-anything's random-Fourier encoding, kept in fp32 in a half-precision decoder too: sin/cos of
+        # arguments of tens of radians lose too much in fp16
+        projected = 2 * math.pi * ((2 * normalised.float() - 1) @ pe.positional_encoding_gaussian_matrix.float())
+        embedding = torch.cat([torch.sin(projected), torch.cos(projected)], dim=-1)
         lab = labels.unsqueeze(-1)
         embedding = embedding * (lab != -1).to(embedding.dtype)
         embedding = embedding + self.prompt_encoder.not_a_point_embed.weight * (lab == -1).to(embedding.dtype)

@@ -130,12 +130,13 @@ class Trainer:
             n_lab = c.labelled_batch
             loss_sup = supervised_loss(logits[:n_lab], lab.labels.to(dev))
             student_u = logits[n_lab:]
+            unl_images = unl.images.to(dev)
             with torch.no_grad():
-                teacher_u = self.teacher(unl.images.to(dev) + self._noise(unl.images))
+                teacher_u = self.teacher(unl_images + self._noise(unl_images))
             weight = c.consistency * self.ramp("up")
             if c.method == "uamt":
                 with torch.no_grad():  # T noisy teacher passes -> predictive entropy -> keep the certain voxels
-                    passes = [F.softmax(self.teacher(unl.images.to(dev) + self._noise(unl.images)), dim=1)
+                    passes = [F.softmax(self.teacher(unl_images + self._noise(unl_images)), dim=1)
                               for _ in range(max(1, c.uamt_samples))]
                     mask, _ = uncertainty_mask(torch.stack(passes), uamt_threshold(self.iteration, c.iterations))
                 mse = softmax_mse(student_u, teacher_u, reduction="none")
