@@ -100,7 +100,7 @@ def main() -> None:
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--quick", action="store_true", help="small batches, no compile (smoke test)")
-    parser.add_argument("--only", default="litemedsam,vit_b,decoder,train", help="comma-separated sections")
+    parser.add_argument("--only", default="litemedsam,vit_b,decoder,train,train_3d", help="comma-separated sections")
     args = parser.parse_args()
     out = Path(args.out)
     work = Path(tempfile.mkdtemp(prefix="semisam-gpu-"))
@@ -131,6 +131,9 @@ def main() -> None:
                                                    engines=work / "engines", device=args.device))
     section("train", lambda: bench.bench_train(steps=3 if quick else 20, engines=work / "engines",
                                                workdir=work / "train", device=args.device))
+    section("train_3d", lambda: bench.bench_train(steps=2 if quick else 10, engines=work / "engines",
+                                                  workdir=work / "train_3d", device=args.device,
+                                                  preset_name="la-paper"))
     print(json.dumps(results, indent=2, default=str))
 
 

@@ -28,7 +28,7 @@ def export_cmd(
     part: str = typer.Option("all", help="encoder | decoder | all"),
     format: str = typer.Option("onnx", "--format", help="onnx | engine (TensorRT)"),
     precision: str = typer.Option("fp32", help="fp32 | fp16 | int8 (encoder; onnxruntime quantization)"),
-    int8_mode: str = typer.Option("static", help="int8: static (calibrated on real slices) | dynamic"),
+    int8_mode: str = typer.Option("dynamic", help="int8: dynamic (Linear layers) | static (calibrated QDQ)"),
     batch: Optional[str] = typer.Option(None, help="MIN,OPT,MAX batch (TensorRT profile; recorded for ONNX)"),
     opset: int = typer.Option(17, help="ONNX opset (>= 17)"),
     out: Path = typer.Option(Path("engines"), help="output folder"),

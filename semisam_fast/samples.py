@@ -43,8 +43,9 @@ def phantom_dir() -> Path:
     return root
 
 
-def load_samples(n: int = 4, data: str | Path | None = None, margin: float = 3.0) -> Samples:
-    """`n` labelled 2D slices with foreground, evenly spread over the first case, with their label boxes."""
+def load_samples(n: int = 4, data: str | Path | None = None, margin: float = 3.0, case: int = 0) -> Samples:
+    """`n` labelled 2D slices with foreground, evenly spread over one case (the first by default; the parity gate
+    uses it, so int8 calibration takes another), with their label boxes."""
     from .data import open_dataset
 
     root = Path(data) if data else default_la_dir()
@@ -52,7 +53,7 @@ def load_samples(n: int = 4, data: str | Path | None = None, margin: float = 3.0
     if root is None:
         root, source = phantom_dir(), "built-in synthetic phantom"
     dataset = open_dataset(root)
-    case = dataset.load(dataset.case_ids[0])
+    case = dataset.load(dataset.case_ids[case % len(dataset.case_ids)])
     label = case.label
     area = label.reshape(-1, label.shape[2]).sum(axis=0)
     candidates = np.flatnonzero(area >= max(20, 0.2 * area.max()))

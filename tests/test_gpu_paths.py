@@ -18,15 +18,20 @@ from .conftest import run_cli
 HAS_TRT = importlib.util.find_spec("tensorrt") is not None and torch.cuda.is_available()
 
 
-def test_int8_encoder_goes_through_the_gate(tmp_path):
+@pytest.mark.parametrize("mode", ["dynamic", "static"])
+def test_int8_encoder_goes_through_the_gate(tmp_path, mode):
     try:
-        results = export("tiny", part="encoder", precision="int8", out=tmp_path)
+        results = export("tiny", part="encoder", precision="int8", out=tmp_path, int8_mode=mode)
         report = results[0].report
     except ParityError as exc:
         assert "mask IoU" in str(exc)
         report = None
     meta = json.loads((tmp_path / "tiny_encoder_int8.json").read_text())
-    assert meta["precision"] == "int8" and meta["quantization"] == "static"
+    assert meta["precision"] == "int8" and meta["quantization"] == mode
+    if mode == "dynamic":  # the MLPs' second Linear reads a GELU output and stays fp32
+        assert meta["kept_fp32"] == 2
+        # run one image at a time, so an image's embedding does not depend on its batch neighbours
+        assert meta["per_image"] is True and meta["parity"]["batch_vs_single_rel_l2"] == 0
     assert meta["parity"]["threshold"] == 0.97
     assert meta["parity"]["passed"] is (report is not None)
 

@@ -119,6 +119,23 @@ def test_sam_targets_follow_the_augmentation(tmp_path):
     assert np.mean(dice) > 0.75, dice
 
 
+def test_resident_cache_gives_the_same_sam_targets(tmp_path):
+    """The GPU path keeps each case's embeddings in device memory (fp16, as stored): same targets, bit for bit."""
+    root = make_phantom(tmp_path / "p", n_cases=1, shape=(96, 80, 6), seed=3)
+    dataset = open_dataset(root)
+    backend = TorchBackend(load_model("litemedsam"))
+    build_cache(dataset, backend, tmp_path / "c", batch=6, progress=False)
+    store = SliceStore(dataset, dataset.case_ids, 96, labelled=True)
+    index = [i for i in range(len(store)) if store.labels[i].sum() > 50]
+    geometries = [random_geometry(96, 64, torch.Generator().manual_seed(i)) for i in index]
+    probs = torch.stack([g.apply(store.labels[i].float()) for g, i in zip(geometries, index)])
+    refs = [store.refs[i] for i in index]
+    results = [SamTeacher(backend, EmbeddingCache(tmp_path / "c"), margin=3, resident=resident)
+               .targets(probs, geometries, refs, 96) for resident in (False, True)]
+    assert torch.equal(results[0].masks, results[1].masks) and torch.equal(results[0].valid, results[1].valid)
+    assert bool(results[0].valid.any())
+
+
 def test_cli_train_and_evaluate(small, tmp_path):
     root, cache, _ = small
     out = tmp_path / "run"

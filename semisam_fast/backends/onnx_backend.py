@@ -110,9 +110,11 @@ class OnnxBackend(Backend):
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         if self.encoder is None:
             return super().encode(images)
-        n = images.shape[0]
         shape = tuple(self.encoder.meta.get("embedding_shape", [256, 64, 64]))
-        return self.encoder.run({self.encoder.input_names[0]: images}, [(n, *shape)])[0]
+        name = self.encoder.input_names[0]
+        if self.encoder.meta.get("per_image"):  # e.g. dynamic int8: one activation scale per batch would couple images
+            return torch.cat([self.encoder.run({name: image[None]}, [(1, *shape)])[0] for image in images])
+        return self.encoder.run({name: images}, [(images.shape[0], *shape)])[0]
 
     def decode(self, embeddings, coords, labels, mask_input=None):
         if self.decoder is None:

@@ -49,7 +49,7 @@ def _export_int8(reference, out: Path, opset: int, mode: str, data) -> tuple[Pat
 def export(model: str = "litemedsam", checkpoint: str | Path | None = None, part: str = "all",
            fmt: str = "onnx", precision: str = "fp32", opset: int = 17, batch: str | None = None,
            out: str | Path = "engines", threshold: float | None = None, data: str | Path | None = None,
-           progress=None, int8_mode: str = "static") -> list[ExportResult]:
+           progress=None, int8_mode: str = "dynamic") -> list[ExportResult]:
     """Export, gate, describe. Raises ParityError after writing the sidecar (with passed=false) when the gate fails."""
     if part not in (*PARTS, "all"):
         raise UserError(f"--part must be encoder, decoder or all, not {part!r}")

@@ -78,8 +78,8 @@ def sam_targets_3d(sam, fg_prob: torch.Tensor, refs: list) -> tuple[torch.Tensor
         if not zs:
             continue
         ph, pw = min(fg_prob.shape[1], h - y0), min(fg_prob.shape[2], w - x0)
-        canvas = torch.zeros(len(zs), h, w)
-        canvas[:, y0:y0 + ph, x0:x0 + pw] = fg_prob[b, :ph, :pw, zs].permute(2, 0, 1).float().cpu()
+        canvas = fg_prob.new_zeros(len(zs), h, w, dtype=torch.float32)
+        canvas[:, y0:y0 + ph, x0:x0 + pw] = fg_prob[b, :ph, :pw, zs].permute(2, 0, 1).float()
         slice_refs = [SliceRef(case_id, z0 + z, h, w) for z in zs]
         canvas_masks, ok = sam.canvas_masks(canvas, slice_refs)
         masks[b, :ph, :pw, zs] = canvas_masks[:, y0:y0 + ph, x0:x0 + pw].permute(1, 2, 0).to(masks)

@@ -28,9 +28,15 @@ class SamTeacher:
     """Frozen SAM decoder (any backend) over an embedding cache, or the encoder online (`online=True`)."""
 
     def __init__(self, backend: Backend, cache: EmbeddingCache | None, margin: float = 5.0,
-                 prompt: str | None = None, threshold: float = 0.5, online_images: dict | None = None) -> None:
+                 prompt: str | None = None, threshold: float = 0.5, online_images: dict | None = None,
+                 resident: bool | None = None) -> None:
         self.backend = backend
         self.cache = cache
+        # On a GPU, each case's cached embeddings move to GPU memory (fp16, ~2 MB a LiteMedSAM slice) the first time
+        # the case is drawn: a 3D step needs ~160 slices, and reading them from the memory-mapped shards through
+        # host memory every step cost more than the V-Net step itself (bench/results/gpu_*.json).
+        self.resident = getattr(backend, "device", "cpu").startswith("cuda") if resident is None else resident
+        self._resident: dict[str, tuple[torch.Tensor, dict[int, int]]] = {}
         self.spec = get_spec(backend.model)
         self.prompt = prompt or self.spec.prompt
         self.margin = margin
@@ -41,15 +47,29 @@ class SamTeacher:
         if self.online_images is not None:  # the official code's way: the encoder runs every step
             slices = torch.stack([torch.from_numpy(self.online_images[r.case_id][:, :, r.z]).float() for r in refs])
             return self.backend.encode(preprocess(slices, self.spec.image_size, self.spec.normalization))
-        return torch.cat([self.cache.get(r.case_id, [r.z]) for r in refs])
+        if not self.resident:
+            return torch.cat([self.cache.get(r.case_id, [r.z]) for r in refs])
+        rows = []
+        for ref in refs:
+            if ref.case_id not in self._resident:
+                zs = self.cache.slices(ref.case_id)
+                table = self.cache.get(ref.case_id, zs).to(device=getattr(self.backend, "device", "cpu"),
+                                                           dtype=torch.float16)
+                self._resident[ref.case_id] = (table, {z: row for row, z in enumerate(zs)})
+            table, where = self._resident[ref.case_id]
+            if ref.z not in where:  # the cache's own error message
+                self.cache.get(ref.case_id, [ref.z])
+            rows.append(table[where[ref.z]])
+        return torch.stack(rows).float()
 
     @torch.no_grad()
     def canvas_masks(self, canvas: torch.Tensor, refs: list[SliceRef]) -> tuple[torch.Tensor, torch.Tensor]:
         """Student probabilities on slice canvases (B,Hc,Wc) — each a (possibly stretched) image of the whole
-        original slice — -> SAM's binary masks on the same canvases, and which slices got a prompt."""
+        original slice — -> SAM's binary masks on the same canvases (same device), and which slices got a prompt."""
         b, hc, wc = canvas.shape
-        masks = torch.zeros(b, hc, wc)
+        masks = canvas.new_zeros(b, hc, wc)
         boxes, valid = masks_to_boxes(canvas > self.threshold, self.margin)
+        valid = valid.cpu()
         if not bool(valid.any()):
             return masks, valid
         index = valid.nonzero().flatten().tolist()
@@ -58,20 +78,23 @@ class SamTeacher:
         to_input = self.spec.image_size / hw.max(dim=1, keepdim=True).values
         sx, sy = hw[:, 1:2] / wc * to_input, hw[:, 0:1] / hc * to_input
         if self.prompt == "point":
-            points, labels, _ = mask_to_points(canvas[index], 1, 1, self.threshold)
+            points, labels, _ = mask_to_points(canvas[index].cpu(), 1, 1, self.threshold)
             coords, labels = point_prompts((points * torch.stack([sx, sy], dim=-1))[:, None], labels[:, None])
         else:
-            coords, labels = box_prompts((boxes[index] * torch.cat([sx, sy, sx, sy], dim=1))[:, None])
+            coords, labels = box_prompts((boxes[index].cpu() * torch.cat([sx, sy, sx, sy], dim=1))[:, None])
         low_res, _ = self.backend.decode(self.embeddings([refs[i] for i in index]), coords, labels)
-        low_res = low_res[:, 0, 0].float().cpu()
-        for row, i in enumerate(index):
-            frame = Frame(refs[i].height, refs[i].width, self.spec.image_size)
-            masks[i] = masks_to_original(low_res[row], frame, size=(hc, wc)) > 0
+        low_res = low_res[:, 0, 0].to(device=canvas.device, dtype=torch.float32)
+        # one resize per distinct slice size (a dataset's slices mostly share one)
+        sizes = [(refs[i].height, refs[i].width) for i in index]
+        for size in dict.fromkeys(sizes):
+            rows = [row for row, other in enumerate(sizes) if other == size]
+            resized = masks_to_original(low_res[rows], Frame(*size, self.spec.image_size), size=(hc, wc))
+            masks[[index[row] for row in rows]] = (resized > 0).to(masks.dtype)
         return masks, valid
 
     def targets(self, fg_prob: torch.Tensor, geometries: list[Geometry], refs: list[SliceRef],
                 canvas_size: int) -> SamTargets:
-        """2D: student probabilities on augmented crops -> SAM targets in the same crops."""
-        canvas = torch.stack([g.invert(p, canvas_size) for g, p in zip(geometries, fg_prob.detach().float().cpu())])
+        """2D: student probabilities on augmented crops -> SAM targets in the same crops, on the student's device."""
+        canvas = torch.stack([g.invert(p, canvas_size) for g, p in zip(geometries, fg_prob.detach().float())])
         masks, valid = self.canvas_masks(canvas, refs)
         return SamTargets(torch.stack([g.apply(m) for g, m in zip(geometries, masks)]), valid)
