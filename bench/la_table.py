@@ -1,4 +1,5 @@
-"""Collect <out>/l{N}_{method}_s{seed}/eval.json into a mean ± sd (over seeds) table; JSON copy in bench/results/."""
+"""Collect <out>/l{N}_{method}_s{seed}/eval.json into a mean ± sample sd (over seeds) table; JSON copy in
+bench/results/."""
 import json
 import re
 import sys
@@ -20,8 +21,10 @@ for (labeled, method), runs in sorted(results.items(), key=lambda kv: (kv[0][0],
     row = {"labeled": labeled, "method": method, "seeds": len(runs)}
     for key in ("dice", "jaccard", "hd95", "asd"):
         values = np.array([r[key] for r in runs], dtype=float)
-        row[key] = {"mean": float(np.nanmean(values)), "sd": float(np.nanstd(values))}
-        cells.append(f"{row[key]['mean']:.3f} ± {row[key]['sd']:.3f}")
+        # sample sd over seeds (ddof=1); none from a single seed
+        sd = float(np.nanstd(values, ddof=1)) if len(values) > 1 else None
+        row[key] = {"mean": float(np.nanmean(values)), "sd": sd}
+        cells.append(f"{row[key]['mean']:.3f} ± {sd:.3f}" if sd is not None else f"{row[key]['mean']:.3f} (1 seed)")
     rows.append(row)
     print(f"| {labeled} | {method} | {len(runs)} | " + " | ".join(cells) + " |")
 Path("bench/results").mkdir(parents=True, exist_ok=True)
