@@ -18,7 +18,8 @@ from pathlib import Path
 import torch
 
 from semisam_fast import bench
-from semisam_fast.backends import OnnxBackend, TorchBackend
+from semisam_fast.backends import OnnxBackend, TorchBackend, create_backend
+from semisam_fast.export import export
 from semisam_fast.models import load_model
 from semisam_fast.models.sam import build_vit
 
@@ -56,8 +57,6 @@ def encoder_section(model: str, device: str, batches: tuple[int, ...], repeats: 
         import onnxruntime as ort
 
         if "CUDAExecutionProvider" in ort.get_available_providers():
-            from semisam_fast.export import export
-
             export(model, checkpoint, part="encoder", out=work / model)
             ort_backend = OnnxBackend(encoder=work / model / f"{model}_encoder_fp32.onnx", provider="cuda")
             notes["onnxruntime"] = ort_backend.describe()["encoder"]
@@ -66,9 +65,6 @@ def encoder_section(model: str, device: str, batches: tuple[int, ...], repeats: 
         else:
             notes["onnxruntime"] = f"no CUDAExecutionProvider here ({ort.get_available_providers()}): not timed"
         try:
-            from semisam_fast.backends import create_backend
-            from semisam_fast.export import export
-
             export(model, checkpoint, part="encoder", fmt="engine", precision="fp16",
                    batch=f"1,{max(batches)},{max(batches)}", out=work / model)
             extra["tensorrt_fp16"] = create_backend(str(work / model), model, precision="fp16")

@@ -109,6 +109,7 @@ def bench_decoder(model: str = "litemedsam", n_slices: int = 16, repeats: int = 
     """Batched decoding (one call, many slices) vs segment-anything's SamPredictor, one prompt at a time, on the
     same cached embeddings and device; both return logits at the original slice size. onnxruntime joins on the CPU
     (on a GPU only when its CUDA provider is really there)."""
+    import onnxruntime as ort
     from segment_anything import SamPredictor
     from segment_anything.modeling import Sam
 
@@ -131,8 +132,6 @@ def bench_decoder(model: str = "litemedsam", n_slices: int = 16, repeats: int = 
         half = TorchBackend(load_model(model), device=device, precision="fp16")
         candidates["batched_torch_fp16"] = lambda: decode_slices(half, embeddings, labels, frame)
     provider = "cuda" if device.startswith("cuda") else "cpu"
-    import onnxruntime as ort
-
     if provider == "cpu" or "CUDAExecutionProvider" in ort.get_available_providers():
         decoder_path = engines / f"{model}_decoder_fp32.onnx"
         if not decoder_path.is_file():
@@ -219,22 +218,26 @@ def bench_train(steps: int = 10, log=print, engines: Path = Path("engines"), wor
             "sam": f"LiteMedSAM {'torch ' + device if on_gpu else 'onnxruntime CPU'}", "device": device}
 
 
+def _tables(results: dict):
+    """(kind, title, table) of every timing table: `bench` keeps them at the top ("encoder": {...}), the GPU suite
+    one level down ("vit_b": {"encoder": {...}}, "train_3d": {"train": {...}})."""
+    for name, section in results.items():
+        if not isinstance(section, dict) or "error" in section:
+            continue
+        for kind in ("encoder", "decoder", "train"):
+            if isinstance(section.get(kind), dict):
+                yield kind, name if name.startswith(kind) else f"{name} {kind}", section[kind]
+            elif name == kind:
+                yield kind, kind, section
+
+
 def plot(results: dict, path: Path) -> Path | None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = []  # (kind, title, table); `bench` puts the tables at the top, the GPU suite one level down
-    for name, section in results.items():
-        if not isinstance(section, dict):
-            continue
-        kind = next((k for k in ("encoder", "decoder", "train") if name.startswith(k)), "encoder")
-        table = section.get(kind) if isinstance(section.get(kind), dict) else section
-        if name.startswith(("encoder", "decoder", "train")) or isinstance(section.get("encoder"), dict):
-            if "error" not in section:
-                title = name if kind != "encoder" else "encoder" if name == kind else f"{name} encoder"
-                panels.append((kind, title, table))
+    panels = list(_tables(results))
     if not panels:
         return None
     fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.5))

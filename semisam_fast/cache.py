@@ -69,6 +69,7 @@ class EmbeddingCache:
         self._shards: dict[str, list[Shard]] = {}
         self._rows: dict[str, dict[int, tuple[Shard, int]]] = {}  # (case, slice) -> (shard, row)
         self._maps: dict[Path, np.ndarray] = {}
+        self._resident: dict[tuple[str, str], tuple[torch.Tensor, dict[int, int]]] = {}  # see gather()
         self._scan()
 
     # ---- index -------------------------------------------------------------------------------------------------
@@ -162,6 +163,40 @@ class EmbeddingCache:
             shard, row = index[z]
             rows.append(self._map(shard)[row])
         return torch.from_numpy(np.stack(rows).astype(np.float32))
+
+    def gather(self, keys: list[tuple[str, int]], device: str = "cpu", resident: bool | None = None) -> torch.Tensor:
+        """Embeddings (n, C, h, w) float32 on `device` of (case, slice) pairs from any cases, in order.
+
+        resident (default: on a GPU): each case's rows are copied to `device` once, as stored (fp16, ~2 MB a
+        LiteMedSAM slice), the first time the case is asked for. A 3D training step reads ~160 slices; through host
+        memory from the memory-mapped shards every step that cost more than the V-Net step itself
+        (bench/results/gpu_NVIDIA_H200_train.json)."""
+        if resident is None:
+            resident = device.startswith("cuda")
+        by_case: dict[str, list[int]] = {}
+        for position, (case_id, _) in enumerate(keys):
+            by_case.setdefault(case_id, []).append(position)
+        out: torch.Tensor | None = None
+        for case_id, positions in by_case.items():
+            zs = [keys[i][1] for i in positions]
+            if resident:
+                table, where = self._on_device(case_id, device)
+                if any(z not in where for z in zs):
+                    self.get(case_id, zs)  # raises the cache's own error
+                rows = table[[where[z] for z in zs]].float()
+            else:
+                rows = self.get(case_id, zs).to(device)
+            if out is None:
+                out = rows.new_empty(len(keys), *rows.shape[1:])
+            out[positions] = rows
+        return out if out is not None else torch.empty(0)
+
+    def _on_device(self, case_id: str, device: str) -> tuple[torch.Tensor, dict[int, int]]:
+        if (case_id, device) not in self._resident:
+            zs = self.slices(case_id)
+            table = self.get(case_id, zs).to(device=device, dtype=torch.float16)  # stored as fp16: lossless
+            self._resident[(case_id, device)] = (table, {z: row for row, z in enumerate(zs)})
+        return self._resident[(case_id, device)]
 
     def verify(self) -> list[str]:
         """Full check of every shard (sizes and checksums); returns the problems found."""

@@ -16,8 +16,9 @@ from scipy import ndimage
 from torch import nn
 from tqdm import tqdm
 
-from .data import Dataset, atomic_write, open_dataset
+from .data import Dataset, open_dataset
 from .errors import UserError
+from .fsutil import atomic_write
 from .inference import predict_case
 from .metrics import binary_metrics, summarize
 from .train.students import build_student

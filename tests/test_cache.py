@@ -83,6 +83,21 @@ def test_fingerprint_mismatch_and_corrupt_shards(phantom, tmp_path):
     assert result.returncode == 2 and "no embedding cache" in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("resident", [False, True])
+def test_gather_across_cases_keeps_order_and_values(phantom, tmp_path, resident):
+    dataset = open_dataset(phantom)
+    build_cache(dataset, TorchBackend(load_model("tiny")), tmp_path / "c", case_ids=dataset.case_ids[:2], batch=4,
+                progress=False)
+    cache = EmbeddingCache(tmp_path / "c")
+    a, b = dataset.case_ids[:2]
+    keys = [(b, 3), (a, 0), (b, 1), (a, 5), (a, 0)]
+    got = cache.gather(keys, "cpu", resident=resident)
+    expected = torch.cat([cache.get(case, [z]) for case, z in keys])
+    assert got.dtype == torch.float32 and torch.equal(got, expected)
+    with pytest.raises(UserError, match="not in the cache"):
+        cache.gather([(a, 10_000)], "cpu", resident=resident)
+
+
 def test_batched_decode_equals_one_prompt_at_a_time(phantom, tmp_path):
     dataset = open_dataset(phantom)
     case = dataset.load(dataset.case_ids[0])

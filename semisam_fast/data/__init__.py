@@ -7,7 +7,7 @@ from pathlib import Path
 
 from semisam_fast.errors import UserError
 
-from .base import Case, Dataset, atomic_write
+from .base import Case, Dataset
 from .la_h5 import LAH5Dataset, case_h5
 from .nifti import NiftiDataset
 from .phantom import make_phantom
@@ -16,7 +16,7 @@ from .splits import Split, read_list, split_cases
 
 __all__ = [
     "Case", "Dataset", "LAH5Dataset", "NiftiDataset", "PngDataset", "Split",
-    "atomic_write", "detect_format", "make_phantom", "open_dataset", "read_list", "split_cases",
+    "detect_format", "make_phantom", "open_dataset", "read_list", "split_cases",
 ]
 
 _LAYOUTS = (

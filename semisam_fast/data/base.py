@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 
 from semisam_fast.errors import UserError
-from semisam_fast.fsutil import atomic_write  # noqa: F401 (re-exported)
 
 from .splits import read_list
 

@@ -8,8 +8,9 @@ import h5py
 import numpy as np
 
 from semisam_fast.errors import UserError
+from semisam_fast.fsutil import atomic_write
 
-from .base import Case, Dataset, as_mask, atomic_write, reading
+from .base import Case, Dataset, as_mask, reading
 
 H5_NAME = "mri_norm2.h5"
 MASK_NAME = "mask.h5"

@@ -8,8 +8,9 @@ import nibabel as nib
 import numpy as np
 
 from semisam_fast.errors import UserError
+from semisam_fast.fsutil import atomic_write
 
-from .base import Case, Dataset, as_mask, atomic_write, reading
+from .base import Case, Dataset, as_mask, reading
 
 EXTS = (".nii.gz", ".nii")
 CHANNEL = "_0000"

@@ -15,7 +15,8 @@ import h5py
 import numpy as np
 from scipy import ndimage
 
-from .base import atomic_write
+from semisam_fast.fsutil import atomic_write
+
 from .la_h5 import H5_NAME
 
 

@@ -8,8 +8,9 @@ import numpy as np
 from PIL import Image
 
 from semisam_fast.errors import UserError
+from semisam_fast.fsutil import atomic_write
 
-from .base import Case, Dataset, as_mask, atomic_write, reading
+from .base import Case, Dataset, as_mask, reading
 
 
 def _gray(im: Image.Image) -> np.ndarray:

@@ -126,11 +126,11 @@ class Trainer:
         else:
             unl = self._draw(self.unlabelled, c.unlabelled_batch)
             assert unl.labels is None  # nothing of an unlabelled case's label exists in this process
-            logits = self.student(torch.cat([lab.images, unl.images]).to(dev))
+            unl_images = unl.images.to(dev)  # copied to the device once: student, teacher and UA-MT passes share it
+            logits = self.student(torch.cat([lab.images.to(dev), unl_images]))
             n_lab = c.labelled_batch
             loss_sup = supervised_loss(logits[:n_lab], lab.labels.to(dev))
             student_u = logits[n_lab:]
-            unl_images = unl.images.to(dev)
             with torch.no_grad():
                 teacher_u = self.teacher(unl_images + self._noise(unl_images))
             weight = c.consistency * self.ramp("up")

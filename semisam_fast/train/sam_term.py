@@ -32,11 +32,7 @@ class SamTeacher:
                  resident: bool | None = None) -> None:
         self.backend = backend
         self.cache = cache
-        # On a GPU, each case's cached embeddings move to GPU memory (fp16, ~2 MB a LiteMedSAM slice) the first time
-        # the case is drawn: a 3D step needs ~160 slices, and reading them from the memory-mapped shards through
-        # host memory every step cost more than the V-Net step itself (bench/results/gpu_*.json).
-        self.resident = getattr(backend, "device", "cpu").startswith("cuda") if resident is None else resident
-        self._resident: dict[str, tuple[torch.Tensor, dict[int, int]]] = {}
+        self.resident = resident  # cached embeddings kept on the backend's device (EmbeddingCache.gather)
         self.spec = get_spec(backend.model)
         self.prompt = prompt or self.spec.prompt
         self.margin = margin
@@ -47,20 +43,7 @@ class SamTeacher:
         if self.online_images is not None:  # the official code's way: the encoder runs every step
             slices = torch.stack([torch.from_numpy(self.online_images[r.case_id][:, :, r.z]).float() for r in refs])
             return self.backend.encode(preprocess(slices, self.spec.image_size, self.spec.normalization))
-        if not self.resident:
-            return torch.cat([self.cache.get(r.case_id, [r.z]) for r in refs])
-        rows = []
-        for ref in refs:
-            if ref.case_id not in self._resident:
-                zs = self.cache.slices(ref.case_id)
-                table = self.cache.get(ref.case_id, zs).to(device=getattr(self.backend, "device", "cpu"),
-                                                           dtype=torch.float16)
-                self._resident[ref.case_id] = (table, {z: row for row, z in enumerate(zs)})
-            table, where = self._resident[ref.case_id]
-            if ref.z not in where:  # the cache's own error message
-                self.cache.get(ref.case_id, [ref.z])
-            rows.append(table[where[ref.z]])
-        return torch.stack(rows).float()
+        return self.cache.gather([(r.case_id, r.z) for r in refs], self.backend.device, self.resident)
 
     @torch.no_grad()
     def canvas_masks(self, canvas: torch.Tensor, refs: list[SliceRef]) -> tuple[torch.Tensor, torch.Tensor]:
