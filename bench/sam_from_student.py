@@ -14,7 +14,7 @@ import torch
 from semisam_fast.backends import create_backend
 from semisam_fast.cache import EmbeddingCache
 from semisam_fast.data import open_dataset
-from semisam_fast.evaluate import load_student
+from semisam_fast.evaluate import largest_component, load_student
 from semisam_fast.inference import predict_volume_2d
 from semisam_fast.metrics import binary_metrics
 from semisam_fast.train.sam_term import SamTeacher
@@ -42,13 +42,8 @@ for run in args.runs:
         prob = predict_volume_2d(net, case.image, config["in_plane"])[:, :, zs]
         student = prob.copy()
         if args.largest:  # drop scattered false positives that stretch the box
-            from scipy import ndimage
-
             for k in range(prob.shape[2]):
-                components, count = ndimage.label(prob[:, :, k] > 0.5)
-                if count > 1:
-                    sizes = ndimage.sum(np.ones_like(components), components, range(1, count + 1))
-                    prob[:, :, k] *= components == (1 + int(np.argmax(sizes)))
+                prob[:, :, k] *= largest_component(prob[:, :, k] > 0.5)
         canvas = torch.from_numpy(np.ascontiguousarray(prob.transpose(2, 0, 1)))
         refs = [SliceRef(case_id, z, case.image.shape[0], case.image.shape[1]) for z in zs]
         masks, valid = sam.canvas_masks(canvas, refs)

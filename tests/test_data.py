@@ -12,10 +12,10 @@ import pytest
 from PIL import Image
 
 from semisam_fast.data import (
-    Case, LAH5Dataset, NiftiDataset, PngDataset, atomic_write, detect_format, make_phantom,
-    open_dataset, read_list, split_cases,
+    Case, LAH5Dataset, NiftiDataset, PngDataset, detect_format, make_phantom, open_dataset, read_list, split_cases,
 )
 from semisam_fast.errors import UserError
+from semisam_fast.fsutil import atomic_write
 
 # Real data: $SEMISAM_LA_DIR, else ../shared/data/la2018 next to the repo (read-only, never written).
 LA_DIR = Path(os.environ.get("SEMISAM_LA_DIR") or Path(__file__).resolve().parents[2] / "shared/data/la2018")
