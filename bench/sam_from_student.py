@@ -15,7 +15,7 @@ from semisam_fast.backends import create_backend
 from semisam_fast.cache import EmbeddingCache
 from semisam_fast.data import open_dataset
 from semisam_fast.evaluate import largest_component, load_student
-from semisam_fast.inference import predict_volume_2d
+from semisam_fast.inference import predict_case
 from semisam_fast.metrics import binary_metrics
 from semisam_fast.train.sam_term import SamTeacher
 from semisam_fast.train.slices import SliceRef
@@ -39,7 +39,7 @@ for run in args.runs:
     for case_id in cases:
         case = dataset.load(case_id)
         zs = cache.slices(case_id)
-        prob = predict_volume_2d(net, case.image, config["in_plane"])[:, :, zs]
+        prob = predict_case(net, case.image, config)[:, :, zs]
         student = prob.copy()
         if args.largest:  # drop scattered false positives that stretch the box
             for k in range(prob.shape[2]):

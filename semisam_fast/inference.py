@@ -1,7 +1,9 @@
 """Whole-volume inference for trained students: slice-by-slice (2D U-Net) or sliding window (3D V-Net).
 
-Both return the foreground probability volume, float32 (H, W, Z), in the image's own geometry.
-The network must already be on `device`; it is run in eval mode and its train/eval mode is restored after.
+`predict_case` is the entry point for a raw volume: it applies the run's `StudentInput` (the same normalisation
+and resizing training used, read from the checkpoint's config). `predict_volume_2d` / `predict_volume_3d` run a net
+on a volume that is already normalised. All return the foreground probability volume, float32 (H, W, Z), in the
+image's own geometry. The network must already be on `device`; it is run in eval mode and its mode restored after.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .data.student_input import StudentInput, resize_slices
 from .errors import UserError
 
 __all__ = ["predict_volume_2d", "predict_volume_3d", "predict_case", "foreground_prob"]
@@ -59,20 +62,18 @@ def _positive_ints(value: object, n: int, name: str) -> tuple[int, ...]:
 
 
 def predict_volume_2d(net: nn.Module, image: np.ndarray, size: int, batch: int = 16, device: str = "cpu") -> np.ndarray:
-    """Foreground probability (H, W, Z) float32 of a 2D net applied to every slice `image[:, :, z]`.
-
-    Each slice is resized bilinearly to (size, size), the logits resized back to (H, W) bilinearly, then softmaxed."""
+    """Foreground probability (H, W, Z) float32 of a 2D net applied to every slice `image[:, :, z]` of an already
+    normalised volume. Each slice is resized as in training (`resize_slices`), the logits resized back to (H, W)
+    bilinearly, then softmaxed."""
     image = _check_image(image)
     (size,) = _positive_ints([size], 1, "in-plane size")
     (batch,) = _positive_ints([batch], 1, "batch")
     H, W, Z = image.shape
     out = np.empty((H, W, Z), dtype=np.float32)
-    slices = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))  # (Z, H, W)
+    slices = resize_slices(image, size)  # (Z, size, size): the training canvas
     with _eval_mode(net):
         for start in range(0, Z, batch):
             x = slices[start:start + batch, None].to(device)
-            if (H, W) != (size, size):
-                x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
             logits = net(x).float()
             if logits.shape[-2:] != (H, W):
                 logits = F.interpolate(logits, size=(H, W), mode="bilinear", align_corners=False)
@@ -116,15 +117,16 @@ def predict_volume_3d(net: nn.Module, image: np.ndarray, patch: Sequence[int] = 
 
 
 def predict_case(net: nn.Module, image: np.ndarray, config: dict, device: str = "cpu") -> np.ndarray:
-    """Foreground probability of one volume, 2D or 3D inference chosen by `config["student"]`."""
+    """Foreground probability of one raw volume: the run's `StudentInput` (from `config`, as recorded in the
+    checkpoint), then 2D or 3D inference chosen by `config["student"]`."""
     student = str(config.get("student", "")).lower()
+    if student not in ("unet2d", "vnet"):
+        raise UserError(f"config names unknown student {config.get('student')!r}; expected 'unet2d' or 'vnet'")
+    student_input = StudentInput.from_config(config)
+    image = student_input.normalize(_check_image(image))
     if student == "unet2d":
-        if "in_plane" not in config:
-            raise UserError("config of a unet2d student has no 'in_plane' size")
-        return predict_volume_2d(net, image, int(config["in_plane"]), batch=int(config.get("eval_batch", 16)),
+        return predict_volume_2d(net, image, student_input.in_plane, batch=int(config.get("eval_batch", 16)),
                                  device=device)
-    if student == "vnet":
-        if "patch" not in config:
-            raise UserError("config of a vnet student has no 'patch' size")
-        return predict_volume_3d(net, image, config["patch"], config.get("stride", (18, 18, 4)), device=device)
-    raise UserError(f"config names unknown student {config.get('student')!r}; expected 'unet2d' or 'vnet'")
+    if "patch" not in config:
+        raise UserError("config of a vnet student has no 'patch' size")
+    return predict_volume_3d(net, image, config["patch"], config.get("stride", (18, 18, 4)), device=device)

@@ -18,6 +18,7 @@ from semisam_fast.models import load_model
 from semisam_fast.train import build_trainer, preset
 from semisam_fast.train.augment import Geometry, random_geometry
 from semisam_fast.train.sam_term import SamTeacher
+from semisam_fast.data.student_input import StudentInput
 from semisam_fast.train.slices import SliceStore
 
 from .conftest import run_cli
@@ -107,7 +108,7 @@ def test_sam_targets_follow_the_augmentation(tmp_path):
     dataset = open_dataset(root)
     backend = TorchBackend(load_model("litemedsam"))
     build_cache(dataset, backend, tmp_path / "c", batch=6, progress=False)
-    store = SliceStore(dataset, dataset.case_ids, 96, labelled=True)
+    store = SliceStore(dataset, dataset.case_ids, StudentInput(in_plane=96), labelled=True)
     sam = SamTeacher(backend, EmbeddingCache(tmp_path / "c"), margin=3)
     generator = torch.Generator().manual_seed(0)
     index = [i for i in range(len(store)) if store.labels[i].sum() > 50]
@@ -125,7 +126,7 @@ def test_resident_cache_gives_the_same_sam_targets(tmp_path):
     dataset = open_dataset(root)
     backend = TorchBackend(load_model("litemedsam"))
     build_cache(dataset, backend, tmp_path / "c", batch=6, progress=False)
-    store = SliceStore(dataset, dataset.case_ids, 96, labelled=True)
+    store = SliceStore(dataset, dataset.case_ids, StudentInput(in_plane=96), labelled=True)
     index = [i for i in range(len(store)) if store.labels[i].sum() > 50]
     geometries = [random_geometry(96, 64, torch.Generator().manual_seed(i)) for i in index]
     probs = torch.stack([g.apply(store.labels[i].float()) for g, i in zip(geometries, index)])

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..data.student_input import StudentInput
 from .augment import Geometry, random_geometry
 from .slices import SliceRef, SliceStore
 
@@ -31,15 +32,14 @@ def draw_2d(store: SliceStore, n: int, crop: int, generator: torch.Generator) ->
 
 
 class VolumeStore:
-    """Whole volumes (z-scored; labels only when labelled) for 3D patch sampling."""
+    """Whole volumes (through the run's `StudentInput`; labels only when labelled) for 3D patch sampling."""
 
-    def __init__(self, dataset, case_ids: list[str], labelled: bool) -> None:
+    def __init__(self, dataset, case_ids: list[str], student_input: StudentInput, labelled: bool) -> None:
         self.case_ids = list(case_ids)
         self.images, self.labels = [], []
         for case_id in case_ids:
             case = dataset.load(case_id, with_label=labelled)
-            image = (case.image - case.image.mean()) / max(float(case.image.std()), 1e-6)
-            self.images.append(torch.from_numpy(np.ascontiguousarray(image)).float())
+            self.images.append(student_input.volume(case.image))
             if labelled:
                 self.labels.append(torch.from_numpy(case.label.astype(np.int64)))
 

@@ -13,6 +13,7 @@ class TrainConfig:
     method: str = "semisam"
     student: str = "unet2d"
     student_kwargs: dict = field(default_factory=lambda: {"base": 16})
+    normalization: str = "zscore"  # the student's intensity normalisation (data/student_input.py), per volume
     in_plane: int = 96  # 2D: slices are resized to this canvas (aspect not kept; SAM sees the original slice)
     crop: int = 80  # 2D: random crop side inside the canvas
     patch: list | None = None  # 3D: patch size (V-Net)

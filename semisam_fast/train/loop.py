@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ..data import Dataset, Split
+from ..data.student_input import StudentInput
 from ..fsutil import atomic_write
 from .batches import VolumeStore, draw_2d, draw_3d, sam_targets_3d
 from .config import TrainConfig
@@ -38,6 +39,7 @@ class Trainer:
         torch.manual_seed(config.seed)
         self.generator = torch.Generator().manual_seed(config.seed)
         self.unlabelled_ids = split.unlabeled[: config.unlabelled_cases] if config.unlabelled_cases else split.unlabeled
+        self.student_input = StudentInput.from_config(self.checkpoint_config())
         self._load_data()
         self.student = build_student(config.student, **config.student_kwargs).to(device)
         self.teacher = None
@@ -62,16 +64,18 @@ class Trainer:
     def _load_data(self) -> None:
         c = self.config
         if self.three_d:
-            self.labelled = VolumeStore(self.dataset, self.split.labeled, labelled=True)
-            self.unlabelled = VolumeStore(self.dataset, self.unlabelled_ids, labelled=False) if c.method != "sup" else None
+            self.labelled = VolumeStore(self.dataset, self.split.labeled, self.student_input, labelled=True)
+            self.unlabelled = (VolumeStore(self.dataset, self.unlabelled_ids, self.student_input, labelled=False)
+                               if c.method != "sup" else None)
             return
-        self.labelled = SliceStore(self.dataset, self.split.labeled, c.in_plane, labelled=True, desc="labelled")
+        self.labelled = SliceStore(self.dataset, self.split.labeled, self.student_input, labelled=True,
+                                   desc="labelled")
         self.unlabelled = None
         if c.method != "sup":
             slices = {cid: list(range(0, self.dataset.num_slices(cid), c.unlabelled_every)) for cid in self.unlabelled_ids}
             # the unlabelled store never receives a label: with_label=False all the way down
-            self.unlabelled = SliceStore(self.dataset, self.unlabelled_ids, c.in_plane, labelled=False, slices=slices,
-                                         desc="unlabelled")
+            self.unlabelled = SliceStore(self.dataset, self.unlabelled_ids, self.student_input, labelled=False,
+                                         slices=slices, desc="unlabelled")
 
     def _draw(self, store, n: int):
         if self.three_d:
@@ -84,7 +88,7 @@ class Trainer:
                 "teacher": self.teacher.state_dict() if self.teacher is not None else None,
                 "optimizer": self.optimizer.state_dict(), "iteration": self.iteration,
                 "rng": {"torch": torch.get_rng_state(), "generator": self.generator.get_state()},
-                "config": self.config.as_dict(), "history": self.history}
+                "config": self.checkpoint_config(), "history": self.history}
 
     def save(self, name: str | None = None) -> Path:
         folder = self.run_dir / "checkpoints"
@@ -193,8 +197,9 @@ class Trainer:
         return float(np.mean([r["dice"] for r in rows]))
 
     def checkpoint_config(self) -> dict:
+        """The config every checkpoint records; `StudentInput.from_config` reads the student's preprocessing from it."""
         c = self.config
-        return {**c.as_dict(), "in_plane": c.in_plane if not self.three_d else None}
+        return {**c.as_dict(), "in_plane": c.in_plane if c.student == "unet2d" else None}
 
     def run(self, until: int | None = None, progress: bool = True) -> dict:
         """Train to `config.iterations` (or stop early at `until`, saving a checkpoint to resume from)."""

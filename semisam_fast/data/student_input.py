@@ -1,0 +1,86 @@
+"""How a volume becomes a student network's input: the one preprocessing contract.
+
+Training stores (2D slices, 3D volumes), validation, `evaluate`, `predict_case`, pseudo-label rounds and the bench
+scripts all go through `StudentInput`, built from the run's config (which every checkpoint records). A student fed
+at test time anything else than what it was trained on is the most expensive bug this project has had: LA's h5
+volumes were z-scored before cropping, so they are not unit-variance, and feeding them raw cost ~24 Dice points.
+
+SAM's own preprocessing (min-max, resize longest side, pad) is a different contract: `models/preprocess.py`.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from semisam_fast.errors import UserError
+
+NORMALIZATIONS = ("zscore", "none")
+
+
+def resize_slices(volume: np.ndarray | torch.Tensor, size: int, mode: str = "bilinear") -> torch.Tensor:
+    """(H, W, Z) -> (Z, size, size) float32; bilinear for images, nearest for masks (aspect not kept)."""
+    if isinstance(volume, np.ndarray):
+        volume = torch.from_numpy(np.ascontiguousarray(volume.transpose(2, 0, 1)))
+    else:
+        volume = volume.permute(2, 0, 1)
+    x = volume.float()[:, None]
+    if tuple(x.shape[-2:]) == (size, size):
+        return x[:, 0].contiguous()
+    kwargs = {"align_corners": False} if mode == "bilinear" else {}
+    return F.interpolate(x, size=(size, size), mode=mode, **kwargs)[:, 0]
+
+
+@dataclass(frozen=True)
+class StudentInput:
+    """normalization: "zscore" (per volume, over the whole volume) or "none"; in_plane: 2D students see every slice
+    resized to in_plane x in_plane, 3D students (in_plane None) the volume at its own size."""
+
+    normalization: str = "zscore"
+    in_plane: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.normalization not in NORMALIZATIONS:
+            raise UserError(f"unknown normalization {self.normalization!r}; choose one of {', '.join(NORMALIZATIONS)}")
+
+    @classmethod
+    def from_config(cls, config: dict) -> "StudentInput":
+        """From a run's / checkpoint's config. Checkpoints written before the field existed were trained z-scored."""
+        student = str(config.get("student", "")).lower()
+        in_plane = config.get("in_plane") if student == "unet2d" else None
+        if student == "unet2d" and not in_plane:
+            raise UserError("config of a unet2d student has no 'in_plane' size")
+        return cls(str(config.get("normalization", "zscore")), int(in_plane) if in_plane else None)
+
+    def normalize(self, volume: np.ndarray) -> np.ndarray:
+        """Intensity normalisation of a whole (H, W, Z) volume, float32."""
+        volume = np.asarray(volume, dtype=np.float32)
+        if self.normalization == "none":
+            return volume
+        return (volume - volume.mean()) / max(float(volume.std()), 1e-6)
+
+    def slices(self, volume: np.ndarray, keep: Sequence[int] | None = None) -> torch.Tensor:
+        """2D input: the normalised volume's slices `keep` (default all) as (Z, in_plane, in_plane)."""
+        x = self.normalize(volume)
+        if keep is not None:
+            x = x[:, :, list(keep)]
+        return resize_slices(x, self._size())
+
+    def mask_slices(self, mask: np.ndarray, keep: Sequence[int] | None = None) -> torch.Tensor:
+        """A label (or target) volume's slices on the same canvas as `slices`, nearest neighbour, uint8."""
+        m = np.asarray(mask)
+        if keep is not None:
+            m = m[:, :, list(keep)]
+        return resize_slices(m.astype(np.float32), self._size(), "nearest").to(torch.uint8)
+
+    def volume(self, volume: np.ndarray) -> torch.Tensor:
+        """3D input: the normalised volume (H, W, Z) as a float32 tensor."""
+        return torch.from_numpy(np.ascontiguousarray(self.normalize(volume)))
+
+    def _size(self) -> int:
+        if not self.in_plane:
+            raise ValueError("slices() is for 2D students (in_plane set)")
+        return int(self.in_plane)
