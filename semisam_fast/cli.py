@@ -114,25 +114,40 @@ def pseudo_label_cmd(
     cache: Path = typer.Option(..., help="cache folder built by embed"),
     data: Path = typer.Option(..., help="the data the cache was built from"),
     list_file: Optional[Path] = typer.Option(None, "--list", help="case list (default: the cached cases)"),
-    prompt: str = typer.Option("gt-box", help="gt-box | mask-box | points"),
+    prompt: str = typer.Option("gt-box", help="gt-box | mask-box | points | teacher (needs --run)"),
     masks: Optional[Path] = typer.Option(None, help="mask volumes for --prompt mask-box"),
-    margin: float = typer.Option(3.0, help="box margin in pixels"),
+    run: Optional[Path] = typer.Option(None, help="--prompt teacher: a training run folder or student checkpoint"),
+    margin: float = typer.Option(4.0, help="box margin in SAM-input pixels"),
+    min_iou_pred: float = typer.Option(0.0, help="--prompt teacher: keep SAM masks with predicted IoU >= this"),
+    min_agreement: float = typer.Option(0.0, help="--prompt teacher: keep SAM masks with IoU(SAM, teacher) >= this"),
+    largest_3d: bool = typer.Option(True, "--largest-3d/--no-largest-3d",
+                                    help="--prompt teacher: prompt from the largest 3D component"),
+    negatives: bool = typer.Option(True, "--negatives/--no-negatives",
+                                   help="--prompt teacher: empty targets outside the teacher's z-range"),
     checkpoint: Optional[Path] = typer.Option(None, help="weights (required for medsam / vit_*)"),
     backend: str = typer.Option("torch", help="decoder backend: torch | onnx | engine"),
     artefact: Optional[Path] = typer.Option(None, help="decoder .onnx/.engine or export folder"),
     batch: int = typer.Option(32, min=1, help="slices per decoder call"),
     out: Path = typer.Option(..., help="output folder for masks, report.json and overlays"),
 ) -> None:
-    """Prompts from masks -> SAM masks from cached embeddings, written in the input's format; Dice when labels exist."""
+    """Prompts from masks or a run's teacher -> SAM masks from cached embeddings, written in the input's format;
+    Dice (and, for --prompt teacher, precision and coverage) when labels exist."""
     from .backends import create_backend
     from .cache import EmbeddingCache
     from .data import open_dataset
-    from .pseudo_label import pseudo_label
+    from .pseudo_label import pseudo_label, teacher_pseudo_label
+    from .sam_targets import TargetOptions
 
+    if prompt == "teacher" and run is None:
+        raise UserError("--prompt teacher needs --run RUN (a training run folder or a student checkpoint)")
     store = EmbeddingCache(cache)
     dataset = open_dataset(data, list_file)
     runtime = create_backend(backend, store.fingerprint["model"], checkpoint, artefact)
-    report = pseudo_label(dataset, store, runtime, out, None, prompt, masks, margin, batch)
+    if prompt == "teacher":
+        options = TargetOptions(margin, largest_3d, min_iou_pred, min_agreement, negatives)
+        report = teacher_pseudo_label(dataset, store, runtime, run, out, None, options)
+    else:
+        report = pseudo_label(dataset, store, runtime, out, None, prompt, masks, margin, batch)
     print(report.table())
     _log(f"[green]wrote[/green] {len(report.outputs)} mask volumes to {out}")
 
@@ -152,7 +167,20 @@ def train(
     sam_weight: Optional[float] = typer.Option(None, help="SAM term weight (default 0.1)"),
     sam_ramp: Optional[str] = typer.Option(None, help="up | down | none (default up)"),
     sam_loss: Optional[str] = typer.Option(None, help="mse | dicece (default mse)"),
-    sam_prompt_from: Optional[str] = typer.Option(None, help="student | teacher (default student)"),
+    sam_prompt_from: Optional[str] = typer.Option(None, help="step mode: student | teacher (default student)"),
+    sam_mode: Optional[str] = typer.Option(None, help="rounds (stored targets, default) | step (decoder per step)"),
+    sam_round_every: Optional[int] = typer.Option(None, help="rounds: iterations between pseudo-label rounds"),
+    sam_margin: Optional[float] = typer.Option(None, help="box margin in SAM-input pixels (default 4)"),
+    sam_min_iou_pred: Optional[float] = typer.Option(None, help="rounds: gate on SAM's predicted IoU"),
+    sam_min_agreement: Optional[float] = typer.Option(None, help="rounds: gate on IoU(SAM mask, teacher mask)"),
+    sam_negatives: Optional[bool] = typer.Option(None, "--sam-negatives/--no-sam-negatives",
+                                                 help="rounds: empty targets outside the teacher's z-range"),
+    sam_largest_3d: Optional[bool] = typer.Option(None, "--sam-largest-3d/--no-sam-largest-3d",
+                                                  help="rounds: prompt from the teacher's largest 3D component"),
+    sam_pixels: Optional[str] = typer.Option(None, help="rounds: all | agree (pixels where SAM and teacher agree)"),
+    lr_schedule: Optional[str] = typer.Option(None, help="poly (default) | constant"),
+    intensity_aug: Optional[bool] = typer.Option(None, "--intensity-aug/--no-intensity-aug",
+                                                 help="random contrast/brightness of the student's input"),
     unlabelled_cases: Optional[int] = typer.Option(None, help="use only the first k unlabelled cases"),
     unlabelled_every: Optional[int] = typer.Option(None, help="use every k-th unlabelled slice"),
     backend: str = typer.Option("torch", help="SAM decoder backend: torch | onnx | engine"),
@@ -167,7 +195,11 @@ def train(
 
     config = make_preset(preset, method=method, iterations=iterations, seed=seed, sam_online=sam_online or None,
                          sam_weight=sam_weight, sam_ramp=sam_ramp, sam_loss=sam_loss, sam_prompt_from=sam_prompt_from,
-                         unlabelled_cases=unlabelled_cases, unlabelled_every=unlabelled_every)
+                         unlabelled_cases=unlabelled_cases, unlabelled_every=unlabelled_every, sam_mode=sam_mode,
+                         sam_round_every=sam_round_every, sam_margin=sam_margin, sam_min_iou_pred=sam_min_iou_pred,
+                         sam_min_agreement=sam_min_agreement, sam_negatives=sam_negatives,
+                         sam_largest_3d=sam_largest_3d, sam_pixels=sam_pixels, lr_schedule=lr_schedule,
+                         intensity_aug=intensity_aug)
     trainer = build_trainer(config, data, list_file, labeled, val, out, cache, backend, artefact, checkpoint, device)
     result = trainer.run()
     _log(f"[green]trained[/green] {method}: {result['iteration']} iterations, validation Dice "
@@ -182,6 +214,7 @@ def evaluate(
     list_file: Optional[Path] = typer.Option(None, "--list", help="cases to score (default: the run's validation)"),
     spacing: Optional[str] = typer.Option(None, help="voxel spacing in mm 'x,y,z' (default: voxel units)"),
     weights: str = typer.Option("student", help="student | teacher"),
+    largest: bool = typer.Option(False, "--largest", help="keep the largest connected component (as LA papers do)"),
     out: Optional[Path] = typer.Option(None, help="JSON output (a CSV is written beside it)"),
 ) -> None:
     """Per-volume Dice, Jaccard, 95% Hausdorff, ASD (medpy semantics), mean ± sd; JSON + CSV + table."""
@@ -192,11 +225,12 @@ def evaluate(
     spacing_mm = _parse_spacing(spacing)
     if run is not None:
         cases = read_list(list_file) if list_file else None
-        rows, summary = evaluate_run(run, data=data, cases=cases, spacing=spacing_mm, out=out, weights=weights)
+        rows, summary = evaluate_run(run, data=data, cases=cases, spacing=spacing_mm, out=out, weights=weights,
+                                     keep_largest=largest)
     elif checkpoint is not None and data is not None and out is not None:
         net, config = load_student(checkpoint, weights)
         dataset = open_dataset(data, list_file)
-        rows = evaluate_cases(net, config, dataset, dataset.case_ids, spacing=spacing_mm)
+        rows = evaluate_cases(net, config, dataset, dataset.case_ids, spacing=spacing_mm, keep_largest=largest)
         summary = write_results(rows, out)
     else:
         raise UserError("give --run RUN_DIR, or --checkpoint FILE with --data PATH and --out FILE.json")

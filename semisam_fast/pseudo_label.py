@@ -1,4 +1,5 @@
-"""`pseudo-label`: prompts from masks -> SAM's decoder on cached embeddings -> mask volumes in the input's format."""
+"""`pseudo-label`: prompts from masks (labels, mask volumes) or from a trained run's teacher -> SAM's decoder on
+cached embeddings -> mask volumes in the input's format, with a report and overlays."""
 from __future__ import annotations
 
 import json
@@ -13,26 +14,28 @@ from .backends import Backend
 from .cache import EmbeddingCache
 from .data import Dataset
 from .errors import UserError
+from .fsutil import atomic_write
 from .metrics import binary_metrics, format_table, summarize
 from .models import Frame, get_spec, masks_to_original
 from .models.preprocess import boxes_to_input, points_to_input
 from .overlay import overlay
 from .prompts import box_prompts, mask_to_box, mask_to_points, point_prompts
+from .sam_targets import TargetOptions, case_targets, score_targets
 
 PROMPTS = ("gt-box", "mask-box", "points")
 
 
 def decode_slices(backend: Backend, embeddings: torch.Tensor, source_masks: np.ndarray, frame: Frame,
-                  prompt: str = "box", margin: float = 3.0) -> torch.Tensor:
+                  prompt: str = "box", margin: float = 4.0) -> torch.Tensor:
     """One prompt per slice from its mask (N,H,W) -> SAM logits (N,H,W) at slice size, on the backend's device;
-    one decoder call. The caller passes only slices whose mask has foreground."""
+    one decoder call. The caller passes only slices whose mask has foreground. `margin`: SAM-input pixels."""
     masks = torch.from_numpy(source_masks.astype(bool))
     if prompt == "points":
         points, labels, _ = mask_to_points(masks.float(), n_positive=1, n_negative=1)
         coords, labels = point_prompts(points_to_input(points, frame)[:, None], labels[:, None])
     else:
-        boxes = torch.from_numpy(np.stack([mask_to_box(m, margin) for m in source_masks]))
-        coords, labels = box_prompts(boxes_to_input(boxes, frame)[:, None])
+        boxes = torch.from_numpy(np.stack([mask_to_box(m) for m in source_masks]))
+        coords, labels = box_prompts(boxes_to_input(boxes, frame, margin)[:, None])
     low_res, _ = backend.decode(embeddings, coords, labels)
     return masks_to_original(low_res[:, 0, 0], frame)
 
@@ -50,14 +53,12 @@ class PseudoLabelReport:
 
 def pseudo_label(dataset: Dataset, cache: EmbeddingCache, backend: Backend, out: str | Path,
                  case_ids: list[str] | None = None, prompt: str = "gt-box", masks_dir: str | Path | None = None,
-                 margin: float = 3.0, batch: int = 32, n_overlays: int = 4, progress: bool = True) -> PseudoLabelReport:
+                 margin: float = 4.0, batch: int = 32, n_overlays: int = 4, progress: bool = True) -> PseudoLabelReport:
     if prompt not in PROMPTS:
         raise UserError(f"--prompt must be one of {', '.join(PROMPTS)}, not {prompt!r}")
     if prompt == "mask-box" and masks_dir is None:
         raise UserError("--prompt mask-box needs --masks DIR (mask volumes laid out as pseudo-label writes them)")
-    if cache.fingerprint["model"] != backend.model or cache.fingerprint["checkpoint_sha256"] != backend.checkpoint_sha256:
-        raise UserError(f"cache {cache.root} holds {cache.fingerprint['model']} embeddings of another checkpoint "
-                        f"than the decoder's ({backend.model})")
+    _check_cache(cache, backend)
     spec = get_spec(backend.model)
     out = Path(out)
     if case_ids is None:  # default: the cases of the data set that are in the cache
@@ -85,7 +86,7 @@ def pseudo_label(dataset: Dataset, cache: EmbeddingCache, backend: Backend, out:
             report.rows.append(row)
             if len(report.overlays) < n_overlays and prompted:
                 z = prompted[len(prompted) // 2]
-                box = mask_to_box(source[:, :, z], margin)
+                box = boxes_to_input(torch.from_numpy(mask_to_box(source[:, :, z])), frame, margin) / frame.scale
                 report.overlays.append(str(overlay(case.image[:, :, z], out / "overlays" / f"{case_id}_z{z}.png",
                                                    volume[:, :, z], case.label[:, :, z], [box.tolist()])))
     if report.rows:
@@ -93,5 +94,67 @@ def pseudo_label(dataset: Dataset, cache: EmbeddingCache, backend: Backend, out:
         payload = {"prompt": prompt, "margin": margin, "model": backend.model, "cases": report.rows,
                    "summary": {k: {"mean": m, "sd": s} for k, (m, s) in report.summary.items()},
                    "overlays": report.overlays}
-        (out / "report.json").write_text(json.dumps(payload, indent=2))
+        _write_json(out / "report.json", payload)
+    return report
+
+
+def _write_json(path: Path, payload: dict) -> None:
+    text = json.dumps(payload, indent=2, default=float)
+    atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def _check_cache(cache: EmbeddingCache, backend: Backend) -> None:
+    if cache.fingerprint["model"] != backend.model or cache.fingerprint["checkpoint_sha256"] != backend.checkpoint_sha256:
+        raise UserError(f"cache {cache.root} holds {cache.fingerprint['model']} embeddings of another checkpoint "
+                        f"than the decoder's ({backend.model})")
+
+
+def teacher_pseudo_label(dataset: Dataset, cache: EmbeddingCache, backend: Backend, run: str | Path,
+                         out: str | Path, case_ids: list[str] | None = None,
+                         options: TargetOptions = TargetOptions(), weights: str = "teacher",
+                         n_overlays: int = 4, progress: bool = True) -> PseudoLabelReport:
+    """The SAM targets a training run's pseudo-label rounds make, for a person to inspect: a run's teacher (or
+    student) predicts each case, SAM is prompted from it and gated (`sam_targets.case_targets`), the targets are
+    written as mask volumes (zeros on slices without a target) with overlays; where labels exist they are read
+    AFTER the targets are made, for the report only (teacher vs target Dice, precision, coverage)."""
+    from .evaluate import find_checkpoint, load_student
+    from .inference import predict_case
+
+    _check_cache(cache, backend)
+    run = Path(run)
+    checkpoint = find_checkpoint(run) if run.is_dir() else run
+    try:
+        net, config = load_student(checkpoint, weights=weights)
+    except UserError:
+        if weights != "teacher":
+            raise
+        net, config = load_student(checkpoint, weights="student")  # a `sup` run has no teacher
+        weights = "student"
+    out = Path(out)
+    if case_ids is None:
+        case_ids = [c for c in dataset.case_ids if c in set(cache.case_ids)]
+    report = PseudoLabelReport()
+    for case_id in tqdm(case_ids, desc="pseudo-label", unit="case", disable=not progress, dynamic_ncols=True):
+        image = dataset.load(case_id, with_label=False).image
+        targets = case_targets(case_id, predict_case(net, image, config), cache, backend, options)
+        volume = np.zeros(image.shape, dtype=np.uint8)
+        volume[:, :, targets.slices] = targets.target()
+        report.outputs.append(str(dataset.write_mask(case_id, volume, out)))
+        label = dataset.load(case_id, with_label=True).label if dataset.has_labels else None
+        if label is None:
+            continue
+        report.rows.append(score_targets(targets, label))
+        kept = np.flatnonzero(targets.kept)
+        if len(report.overlays) < n_overlays and kept.size:
+            s = kept[kept.size // 2]
+            z = targets.slices[s]
+            report.overlays.append(str(overlay(image[:, :, z], out / "overlays" / f"{case_id}_z{z}.png",
+                                               targets.sam[:, :, s], label[:, :, z])))
+    payload = {"prompt": "teacher", "run": str(run), "checkpoint": str(checkpoint), "weights": weights,
+               "options": options.as_dict(), "model": backend.model, "cases": report.rows,
+               "overlays": report.overlays}
+    if report.rows:
+        report.summary = summarize(report.rows)
+        payload["summary"] = {k: {"mean": m, "sd": sd} for k, (m, sd) in report.summary.items()}
+    _write_json(out / "report.json", payload)
     return report

@@ -35,15 +35,16 @@ def small(tmp_path_factory):
     return root, cache, split
 
 
-def _config(method: str, iterations: int = 6):
+def _config(method: str, iterations: int = 6, **overrides):
+    # rounds every 2 iterations: a 6-iteration run makes two pseudo-label rounds (at 2 and 4)
     return preset("la-cpu", method=method, iterations=iterations, in_plane=64, crop=48, labelled_batch=2,
                   unlabelled_batch=2, val_every=3, save_every=3, unlabelled_cases=None, unlabelled_every=1,
-                  student_kwargs={"base": 8}, sam_ramp="none", sam_weight=1.0)
+                  student_kwargs={"base": 8}, sam_ramp="none", sam_weight=1.0, sam_round_every=2, **overrides)
 
 
-def _train(root, cache, out, method="semisam", until=None, iterations=6):
-    trainer = build_trainer(_config(method, iterations), root, None, labeled=2, val=1, run_dir=out, cache=cache,
-                            tensorboard=False)
+def _train(root, cache, out, method="semisam", until=None, iterations=6, **overrides):
+    trainer = build_trainer(_config(method, iterations, **overrides), root, None, labeled=2, val=1, run_dir=out,
+                            cache=cache, tensorboard=False)
     trainer.run(until=until, progress=False)
     return trainer
 
@@ -60,6 +61,9 @@ def test_unlabelled_labels_never_reach_training(small, tmp_path):
     a = _train(root, cache, tmp_path / "a")
     b = _train(scrambled, cache, tmp_path / "b")
     assert a.unlabelled.labels is None
+    assert a.sam_table is not None and bool(a.sam_table["valid"].any())  # the rounds did make SAM targets
+    for key, value in a.sam_table.items():
+        assert torch.equal(value, b.sam_table[key]), key
     assert a.history and any(k for k in a.history)
     for (name, pa), pb in zip(a.student.state_dict().items(), b.student.state_dict().values()):
         assert torch.equal(pa, pb), name
@@ -73,12 +77,16 @@ def test_unlabelled_labels_never_reach_training(small, tmp_path):
                                                          c.student.state_dict().values()))
 
 
-@pytest.mark.parametrize("method", ["semisam", "uamt"])
-def test_stopped_and_resumed_run_equals_uninterrupted(small, tmp_path, method):
+@pytest.mark.parametrize("method,mode", [("semisam", "rounds"), ("semisam", "step"), ("uamt", "rounds")])
+def test_stopped_and_resumed_run_equals_uninterrupted(small, tmp_path, method, mode):
     root, cache, _ = small
-    whole = _train(root, cache, tmp_path / "whole", method)
-    _train(root, cache, tmp_path / "split", method, until=3)
-    resumed = _train(root, cache, tmp_path / "split", method)
+    whole = _train(root, cache, tmp_path / "whole", method, sam_mode=mode)
+    _train(root, cache, tmp_path / "split", method, until=3, sam_mode=mode)
+    resumed = _train(root, cache, tmp_path / "split", method, sam_mode=mode)
+    if method == "semisam" and mode == "rounds":  # the round at 2 was stored in the checkpoint at 3
+        assert whole.sam_table is not None
+        for key, value in whole.sam_table.items():
+            assert torch.equal(value, resumed.sam_table[key]), key
     assert resumed.iteration == whole.iteration == 6
     for key in ("student", "teacher"):
         for (name, x), y in zip(whole.state()[key].items(), resumed.state()[key].values()):
@@ -156,16 +164,16 @@ def test_cli_train_and_evaluate(small, tmp_path):
     assert bad.returncode == 2 and "needs --cache" in bad.stderr and "Traceback" not in bad.stderr
 
 
-@pytest.mark.parametrize("method", ["uamt", "semisam"])
-def test_vnet_3d_path_runs_and_resumes(small, tmp_path, method):
+@pytest.mark.parametrize("method,mode", [("uamt", "rounds"), ("semisam", "rounds"), ("semisam", "step")])
+def test_vnet_3d_path_runs_and_resumes(small, tmp_path, method, mode):
     """la-paper's V-Net path (3D patches, per-slice SAM term) on a tiny volume: it trains, validates with the
     sliding window, and resumes exactly."""
     root, cache, _ = small
 
     def make(out):
-        config = preset("la-paper", method=method, iterations=2, patch=[32, 32, 16], labelled_batch=1,
-                        unlabelled_batch=1, student_kwargs={"n_filters": 4}, uamt_samples=2, val_every=2,
-                        save_every=1, sam_ramp="none", sam_weight=1.0)
+        config = preset("la-paper", method=method, iterations=3, patch=[32, 32, 16], labelled_batch=1,
+                        unlabelled_batch=1, student_kwargs={"n_filters": 4}, uamt_samples=2, val_every=3,
+                        save_every=1, sam_ramp="none", sam_weight=1.0, sam_mode=mode, sam_round_every=1)
         return build_trainer(config, root, None, labeled=2, val=1, run_dir=out, cache=cache, tensorboard=False)
 
     whole = make(tmp_path / "whole")
@@ -177,3 +185,5 @@ def test_vnet_3d_path_runs_and_resumes(small, tmp_path, method):
     resumed.run(progress=False)
     for x, y in zip(whole.state()["student"].values(), resumed.state()["student"].values()):
         assert torch.equal(x, y)
+    if mode == "rounds" and method == "semisam":
+        assert whole.sam_table is not None and any(k.startswith("valid/") for k in whole.sam_table)

@@ -64,9 +64,18 @@ def preprocess(slices: torch.Tensor, image_size: int, normalization: str) -> tor
     return F.pad(x, (0, image_size - rw, 0, image_size - rh))
 
 
-def boxes_to_input(boxes: torch.Tensor, frame: Frame) -> torch.Tensor:
-    """Boxes (..., 4) as (x0, y0, x1, y1) in original pixel coordinates -> model input frame."""
-    return boxes * frame.scale
+def boxes_to_input(boxes: torch.Tensor, frame: Frame, margin: float = 0.0) -> torch.Tensor:
+    """Boxes (..., 4) as (x0, y0, x1, y1) in original pixel coordinates -> model input frame, grown by `margin`
+    pixels OF THE MODEL INPUT (so a margin means the same to SAM whatever the slice size) and clipped to the image
+    part of the padded input."""
+    boxes = boxes * frame.scale
+    if not margin:
+        return boxes
+    rh, rw = frame.resized
+    grow = torch.tensor([-margin, -margin, margin, margin], dtype=boxes.dtype, device=boxes.device)
+    low = torch.zeros(4, dtype=boxes.dtype, device=boxes.device)
+    high = torch.tensor([rw - 1, rh - 1, rw - 1, rh - 1], dtype=boxes.dtype, device=boxes.device)
+    return torch.minimum(torch.maximum(boxes + grow, low), high)
 
 
 def points_to_input(points: torch.Tensor, frame: Frame) -> torch.Tensor:

@@ -17,18 +17,30 @@ from .slices import SliceRef, SliceStore
 class Batch:
     images: torch.Tensor  # (B,1,...) student input
     labels: torch.Tensor | None  # (B,...) long, labelled batches only
-    refs: list  # SliceRef per sample (2D) or (case_id, z0, y0, x0, H, W) per sample (3D)
+    refs: list  # SliceRef per sample (2D) or (case_id, z0, y0, x0, H, W, Z) per sample (3D)
     geometries: list[Geometry] | None = None
+    index: list[int] | None = None  # 2D: the store rows drawn (stored SAM targets are looked up by row)
 
 
-def draw_2d(store: SliceStore, n: int, crop: int, generator: torch.Generator) -> Batch:
+def intensity_jitter(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Random contrast (x0.8-1.2) and brightness (+-0.2 of the z-scored unit) per sample of a (B, 1, ...) batch:
+    the student's input only (SAM's targets come from the original slice)."""
+    shape = (images.shape[0],) + (1,) * (images.ndim - 1)
+    contrast = 0.8 + 0.4 * torch.rand(shape, generator=generator)
+    brightness = 0.4 * torch.rand(shape, generator=generator) - 0.2
+    return images * contrast + brightness
+
+
+def draw_2d(store: SliceStore, n: int, crop: int, generator: torch.Generator, intensity: bool = False) -> Batch:
     index = torch.randint(0, len(store), (n,), generator=generator).tolist()
     geometries = [random_geometry(store.size, crop, generator) for _ in index]
     images = torch.stack([g.apply(store.images[i]) for g, i in zip(geometries, index)])[:, None]
+    if intensity:
+        images = intensity_jitter(images, generator)
     labels = None
     if store.labels is not None:
         labels = torch.stack([g.apply(store.labels[i]) for g, i in zip(geometries, index)]).long()
-    return Batch(images.contiguous(), labels, [store.refs[i] for i in index], geometries)
+    return Batch(images.contiguous(), labels, [store.refs[i] for i in index], geometries, index)
 
 
 class VolumeStore:
@@ -44,27 +56,32 @@ class VolumeStore:
                 self.labels.append(torch.from_numpy(case.label.astype(np.int64)))
 
 
-def _pad_to(volume: torch.Tensor, patch: list[int]) -> torch.Tensor:
+def pad_to(volume: torch.Tensor, patch: list[int]) -> torch.Tensor:
+    """Zero-pad the leading dims of (H, W, Z[, ...]) at their end up to `patch` (patches of small volumes)."""
     pads = []
     for size, want in zip(reversed(volume.shape), reversed(patch)):
         pads += [0, max(want - size, 0)]
     return F.pad(volume, pads) if any(pads) else volume
 
 
-def draw_3d(store: VolumeStore, n: int, patch: list[int], generator: torch.Generator) -> Batch:
+def draw_3d(store: VolumeStore, n: int, patch: list[int], generator: torch.Generator,
+            intensity: bool = False) -> Batch:
     images, labels, refs = [], [], []
     for _ in range(n):
         i = int(torch.randint(0, len(store.images), (1,), generator=generator))
-        image = _pad_to(store.images[i], patch)
+        image = pad_to(store.images[i], patch)
         y0, x0, z0 = (int(torch.randint(0, s - p + 1, (1,), generator=generator))
                       for s, p in zip(image.shape, patch))
         window = (slice(y0, y0 + patch[0]), slice(x0, x0 + patch[1]), slice(z0, z0 + patch[2]))
         images.append(image[window])
         if store.labels:
-            labels.append(_pad_to(store.labels[i], patch)[window])
+            labels.append(pad_to(store.labels[i], patch)[window])
         h, w = store.images[i].shape[:2]
         refs.append((store.case_ids[i], z0, y0, x0, h, w, store.images[i].shape[2]))
-    return Batch(torch.stack(images)[:, None], torch.stack(labels) if labels else None, refs)
+    images = torch.stack(images)[:, None]
+    if intensity:
+        images = intensity_jitter(images, generator)
+    return Batch(images, torch.stack(labels) if labels else None, refs)
 
 
 def sam_targets_3d(sam, fg_prob: torch.Tensor, refs: list) -> tuple[torch.Tensor, torch.Tensor]:

@@ -22,6 +22,8 @@ class TrainConfig:
     unlabelled_batch: int = 4
     optimizer: str = "adam"
     lr: float = 1e-3
+    lr_schedule: str = "poly"  # poly: lr * (1 - t/T)^0.9 (UA-MT, SSL4MIS) | constant
+    intensity_aug: bool = True  # random contrast/brightness of the student's input (SAM never sees it)
     momentum: float = 0.9
     weight_decay: float = 1e-4
     ema_decay: float = 0.99
@@ -33,8 +35,18 @@ class TrainConfig:
     sam_weight: float = 0.1
     sam_ramp: str = "up"  # up | down | none
     sam_loss: str = "mse"  # mse | dicece
-    sam_margin: float = 5.0  # pixels of the original slice added around the predicted box
-    sam_prompt_from: str = "student"  # student | teacher
+    sam_margin: float = 4.0  # SAM-input pixels around the prompt box (~3 px of a 180 px LA slice)
+    sam_prompt_from: str = "student"  # per-step mode: student | teacher
+    # rounds: every sam_round_every iterations the EMA teacher predicts every unlabelled volume, SAM decodes all
+    # cached slices in large batches, the gated masks are stored and the step reads them through its geometry
+    # (sam_targets.py); step: the decoder runs inside every step on the augmented crop's prediction (the old way)
+    sam_mode: str = "rounds"  # rounds | step
+    sam_round_every: int = 200
+    sam_largest_3d: bool = True  # rounds: prompts from the teacher's largest 3D connected component
+    sam_min_iou_pred: float = 0.0  # rounds: gate on SAM's predicted IoU
+    sam_min_agreement: float = 0.0  # rounds: gate on IoU(SAM mask, teacher mask) per slice
+    sam_negatives: bool = True  # rounds: slices outside the teacher's z-range get an empty target
+    sam_pixels: str = "all"  # rounds: all | agree (train only on pixels where SAM and the teacher agree)
     sam_online: bool = False  # run the encoder every step (the official code's way; for benchmarks)
     unlabelled_every: int = 1  # use every k-th slice of the unlabelled cases (must match the cache's embed --every)
     unlabelled_cases: int | None = None  # use only the first k unlabelled cases (documented subsets)
@@ -49,6 +61,17 @@ class TrainConfig:
             raise UserError(f"--sam-ramp must be up, down or none, not {self.sam_ramp!r}")
         if self.sam_loss not in ("mse", "dicece"):
             raise UserError(f"--sam-loss must be mse or dicece, not {self.sam_loss!r}")
+        choices = {"sam_mode": ("rounds", "step"), "sam_pixels": ("all", "agree"), "lr_schedule": ("poly", "constant"),
+                   "optimizer": ("adam", "sgd"), "sam_prompt_from": ("student", "teacher"),
+                   "student": ("unet2d", "vnet"), "normalization": ("zscore", "none")}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise UserError(f"--{name.replace('_', '-')} must be one of {', '.join(allowed)}, "
+                                f"not {getattr(self, name)!r}")
+        if self.sam_round_every < 1 or self.unlabelled_every < 1:
+            raise UserError("--sam-round-every and --unlabelled-every must be at least 1")
+        if self.sam_online and self.sam_mode == "rounds":
+            raise UserError("--sam-online runs the encoder inside the step: use it with --sam-mode step")
         if self.student == "unet2d" and (self.crop % 16 or self.crop > self.in_plane):
             raise UserError(f"crop {self.crop} must be a multiple of 16 and at most in_plane {self.in_plane}")
         if self.iterations < 1:
@@ -78,4 +101,7 @@ PRESETS: dict[str, TrainConfig] = {
 def preset(name: str, **overrides) -> TrainConfig:
     if name not in PRESETS:
         raise UserError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
-    return replace(PRESETS[name], **{k: v for k, v in overrides.items() if v is not None}).check()
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    if overrides.get("sam_online") and "sam_mode" not in overrides:
+        overrides["sam_mode"] = "step"  # the encoder online only makes sense inside the step
+    return replace(PRESETS[name], **overrides).check()

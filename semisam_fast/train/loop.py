@@ -3,22 +3,39 @@ from __future__ import annotations
 
 import copy
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 from tqdm import tqdm
 
 from ..data import Dataset, Split
 from ..data.student_input import StudentInput
 from ..fsutil import atomic_write
+from ..sam_targets import TargetOptions
 from .batches import VolumeStore, draw_2d, draw_3d, sam_targets_3d
 from .config import TrainConfig
 from .losses import sam_loss, sigmoid_rampup, softmax_mse, supervised_loss, uamt_threshold, uncertainty_mask
+from .sam_rounds import make_round, round_summary, step_targets_2d, step_targets_3d, table_2d, table_3d
 from .sam_term import SamTeacher
 from .slices import SliceStore
 from .students import build_student
+
+
+@contextmanager
+def _dropout_on(net: nn.Module):
+    """Dropout layers in train mode (BatchNorm stays in eval): UA-MT's stochastic teacher passes."""
+    drops = [m for m in net.modules() if isinstance(m, nn.modules.dropout._DropoutNd)]
+    for m in drops:
+        m.train()
+    try:
+        yield
+    finally:
+        for m in drops:
+            m.eval()
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
@@ -54,6 +71,8 @@ class Trainer:
             self.optimizer = torch.optim.Adam(self.student.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         self.iteration = 0
         self.history: list[dict] = []
+        self.sam_table: dict[str, torch.Tensor] | None = None  # targets of the latest pseudo-label round
+        self.round_logs: dict = {}
         self.writer = None
         if log_tensorboard:
             from torch.utils.tensorboard import SummaryWriter
@@ -63,6 +82,10 @@ class Trainer:
     # ---- data ----------------------------------------------------------------------------------------------------
     def _load_data(self) -> None:
         c = self.config
+        self.unlabelled_volumes = {}
+        if self.rounds:  # the teacher predicts whole raw volumes in a round, as inference does (no labels loaded)
+            self.unlabelled_volumes = {cid: self.dataset.load(cid, with_label=False).image
+                                       for cid in self.unlabelled_ids}
         if self.three_d:
             self.labelled = VolumeStore(self.dataset, self.split.labeled, self.student_input, labelled=True)
             self.unlabelled = (VolumeStore(self.dataset, self.unlabelled_ids, self.student_input, labelled=False)
@@ -77,10 +100,14 @@ class Trainer:
             self.unlabelled = SliceStore(self.dataset, self.unlabelled_ids, self.student_input, labelled=False,
                                          slices=slices, desc="unlabelled")
 
+    @property
+    def rounds(self) -> bool:
+        return self.config.method == "semisam" and self.config.sam_mode == "rounds"
+
     def _draw(self, store, n: int):
         if self.three_d:
-            return draw_3d(store, n, self.config.patch, self.generator)
-        return draw_2d(store, n, self.config.crop, self.generator)
+            return draw_3d(store, n, self.config.patch, self.generator, self.config.intensity_aug)
+        return draw_2d(store, n, self.config.crop, self.generator, self.config.intensity_aug)
 
     # ---- state ---------------------------------------------------------------------------------------------------
     def state(self) -> dict:
@@ -88,7 +115,7 @@ class Trainer:
                 "teacher": self.teacher.state_dict() if self.teacher is not None else None,
                 "optimizer": self.optimizer.state_dict(), "iteration": self.iteration,
                 "rng": {"torch": torch.get_rng_state(), "generator": self.generator.get_state()},
-                "config": self.checkpoint_config(), "history": self.history}
+                "config": self.checkpoint_config(), "history": self.history, "sam_table": self.sam_table}
 
     def save(self, name: str | None = None) -> Path:
         folder = self.run_dir / "checkpoints"
@@ -106,6 +133,7 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.iteration = state["iteration"]
         self.history = state.get("history", [])
+        self.sam_table = state.get("sam_table")
         torch.set_rng_state(state["rng"]["torch"])
         self.generator.set_state(state["rng"]["generator"])
 
@@ -118,9 +146,16 @@ class Trainer:
     def _noise(self, x: torch.Tensor) -> torch.Tensor:
         return (torch.randn(x.shape, generator=self.generator) * 0.1).clamp(-0.2, 0.2).to(x.device)
 
+    def _set_lr(self) -> None:
+        c = self.config
+        lr = c.lr * (1 - self.iteration / c.iterations) ** 0.9 if c.lr_schedule == "poly" else c.lr
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
     def step(self) -> dict:
         c, dev = self.config, self.device
         self.student.train()
+        self._set_lr()
         lab = self._draw(self.labelled, c.labelled_batch)
         logs: dict = {}
         if c.method == "sup":
@@ -139,7 +174,8 @@ class Trainer:
                 teacher_u = self.teacher(unl_images + self._noise(unl_images))
             weight = c.consistency * self.ramp("up")
             if c.method == "uamt":
-                with torch.no_grad():  # T noisy teacher passes -> predictive entropy -> keep the certain voxels
+                with torch.no_grad(), _dropout_on(self.teacher):  # T stochastic teacher passes (noise and
+                    # dropout, as UA-MT) -> predictive entropy -> keep the certain voxels
                     passes = [F.softmax(self.teacher(unl_images + self._noise(unl_images)), dim=1)
                               for _ in range(max(1, c.uamt_samples))]
                     mask, _ = uncertainty_mask(torch.stack(passes), uamt_threshold(self.iteration, c.iterations))
@@ -161,11 +197,29 @@ class Trainer:
         if self.teacher is not None:
             self._ema()
         logs["loss"] = loss.item()
+        if self.rounds and self.iteration % c.sam_round_every == 0 and self.iteration < c.iterations:
+            self.sam_round()
+            logs.update(self.round_logs)
         return logs
+
+    def target_options(self) -> TargetOptions:
+        c = self.config
+        return TargetOptions(margin=c.sam_margin, largest_3d=c.sam_largest_3d, min_iou_pred=c.sam_min_iou_pred,
+                             min_agreement=c.sam_min_agreement, negatives=c.sam_negatives)
+
+    def sam_round(self) -> None:
+        """A pseudo-label round: the teacher's predictions -> gated SAM targets, stored for the next steps."""
+        rounds = make_round(self.teacher, self.unlabelled_volumes, self.checkpoint_config(), self.sam.cache,
+                            self.sam.backend, self.target_options(), self.device)
+        self.sam_table = (table_3d(rounds, self.unlabelled) if self.three_d
+                          else table_2d(rounds, self.unlabelled, self.student_input))
+        self.round_logs = round_summary(rounds)
 
     def _sam_term(self, student_u: torch.Tensor, teacher_u: torch.Tensor, unl) -> tuple[torch.Tensor, dict]:
         c = self.config
         prob = F.softmax(student_u, dim=1)[:, 1]
+        if self.rounds:
+            return self._stored_sam_term(prob, unl)
         source = prob if c.sam_prompt_from == "student" else F.softmax(teacher_u, dim=1)[:, 1]
         if self.three_d:
             masks, valid = sam_targets_3d(self.sam, source, unl.refs)
@@ -177,6 +231,22 @@ class Trainer:
             slices, targets, valid = prob, result.masks.to(prob.device), result.valid
         loss = sam_loss(slices, targets, valid.to(prob.device), kind=c.sam_loss)
         return loss, {"sam_prompted": float(valid.float().mean())}
+
+    def _stored_sam_term(self, prob: torch.Tensor, unl) -> tuple[torch.Tensor, dict]:
+        """The SAM term on the latest round's stored targets (none before the first round)."""
+        c = self.config
+        if self.sam_table is None:
+            return prob.sum() * 0.0, {"sam_valid": 0.0}
+        if self.three_d:
+            masks, valid, agree = step_targets_3d(self.sam_table, unl, c.patch)
+            per_slice = lambda x: x.permute(0, 3, 1, 2).reshape(-1, *x.shape[1:3])  # noqa: E731
+            prob, masks, agree, valid = per_slice(prob), per_slice(masks), per_slice(agree), valid.reshape(-1)
+        else:
+            masks, valid, agree = step_targets_2d(self.sam_table, unl)
+        dev = prob.device
+        weight = agree.to(dev) if c.sam_pixels == "agree" else None
+        loss = sam_loss(prob, masks.to(dev), valid.to(dev), kind=c.sam_loss, weight=weight)
+        return loss, {"sam_valid": float(valid.float().mean())}
 
     @torch.no_grad()
     def _ema(self) -> None:

@@ -103,10 +103,12 @@ def uncertainty_mask(teacher_probs_samples: Tensor, threshold: float = math.log(
     return mask, uncertainty
 
 
-def sam_loss(student_fg_prob: Tensor, sam_mask: Tensor, valid: Tensor, kind: str = "mse") -> Tensor:
+def sam_loss(student_fg_prob: Tensor, sam_mask: Tensor, valid: Tensor, kind: str = "mse",
+             weight: Tensor | None = None) -> Tensor:
     """Student foreground probability (B, ...) vs SAM binary mask (B, ...), over samples with valid[b] True.
 
     kind="mse": mean squared error; kind="dicece": 0.5 * BCE + 0.5 * (1 - soft Dice) over the valid samples.
+    weight (B, ...) in {0, 1}, optional: only those pixels count (e.g. where SAM and the teacher agree).
     With no valid sample returns a zero that is still attached to the graph, so backward() works.
     """
     if sam_mask.shape != student_fg_prob.shape:
@@ -121,9 +123,12 @@ def sam_loss(student_fg_prob: Tensor, sam_mask: Tensor, valid: Tensor, kind: str
         # sum of an empty selection: exactly 0, keeps the grad graph, never NaN
         return p.sum()
     m = sam_mask[valid.to(sam_mask.device)].to(p)
+    w = torch.ones_like(p) if weight is None else weight[valid.to(weight.device)].to(p)
+    total = w.sum().clamp_min(1.0)
     if kind == "mse":
-        return F.mse_loss(p, m)
+        return (w * (p - m) ** 2).sum() / total
     # BCE on probabilities is autocast-unsafe; compute it in float32
-    bce = F.binary_cross_entropy(p.float().clamp(1e-6, 1 - 1e-6), m.float())
-    dice = (2 * (p * m).sum() + 1e-5) / (p.sum() + m.sum() + 1e-5)
+    bce = F.binary_cross_entropy(p.float().clamp(1e-6, 1 - 1e-6), m.float(), reduction="none")
+    bce = (w.float() * bce).sum() / total
+    dice = (2 * (w * p * m).sum() + 1e-5) / ((w * p).sum() + (w * m).sum() + 1e-5)
     return 0.5 * bce + 0.5 * (1 - dice)

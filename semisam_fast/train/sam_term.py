@@ -27,7 +27,7 @@ class SamTargets:
 class SamTeacher:
     """Frozen SAM decoder (any backend) over an embedding cache, or the encoder online (`online=True`)."""
 
-    def __init__(self, backend: Backend, cache: EmbeddingCache | None, margin: float = 5.0,
+    def __init__(self, backend: Backend, cache: EmbeddingCache | None, margin: float = 4.0,
                  prompt: str | None = None, threshold: float = 0.5, online_images: dict | None = None,
                  resident: bool | None = None) -> None:
         self.backend = backend
@@ -51,7 +51,7 @@ class SamTeacher:
         original slice — -> SAM's binary masks on the same canvases (same device), and which slices got a prompt."""
         b, hc, wc = canvas.shape
         masks = canvas.new_zeros(b, hc, wc)
-        boxes, valid = masks_to_boxes(canvas > self.threshold, self.margin)
+        boxes, valid = masks_to_boxes(canvas > self.threshold)
         valid = valid.cpu()
         if not bool(valid.any()):
             return masks, valid
@@ -64,7 +64,11 @@ class SamTeacher:
             points, labels, _ = mask_to_points(canvas[index].cpu(), 1, 1, self.threshold)
             coords, labels = point_prompts((points * torch.stack([sx, sy], dim=-1))[:, None], labels[:, None])
         else:
-            coords, labels = box_prompts((boxes[index].cpu() * torch.cat([sx, sy, sx, sy], dim=1))[:, None])
+            # the margin is in SAM-input pixels, added after scaling, clipped to each slice's resized image
+            scaled = boxes[index].cpu() * torch.cat([sx, sy, sx, sy], dim=1)
+            grown = scaled + torch.tensor([-1.0, -1.0, 1.0, 1.0]) * self.margin
+            limit = (hw.flip(1) * to_input - 1).repeat(1, 2)
+            coords, labels = box_prompts(torch.minimum(grown.clamp(min=0), limit)[:, None])
         low_res, _ = self.backend.decode(self.embeddings([refs[i] for i in index]), coords, labels)
         low_res = low_res[:, 0, 0].to(device=canvas.device, dtype=torch.float32)
         # one resize per distinct slice size (a dataset's slices mostly share one)

@@ -1,0 +1,129 @@
+"""SAM targets for an unlabelled volume, prompted from a teacher's prediction and gated: the pseudo-label rounds of
+training, `pseudo-label --prompt teacher` and the offline target-quality bench all call `case_targets`.
+
+teacher probability (H, W, Z) -> mask (> threshold; optionally its largest 3D connected component) -> per cached
+slice the box of that mask (+ margin in SAM-input pixels) -> SAM's decoder on the cached embeddings, in large
+batches -> gates: SAM's own IoU prediction, and SAM's agreement (IoU) with the teacher's mask -> a target per slice.
+Cached slices outside the z-range of the teacher's mask get an EMPTY target (negatives): without them nothing ever
+tells the student that a slice holds no atrium, and a spurious blob, boxed, is filled by SAM and reinforced.
+
+No label is read here: the teacher's prediction is the only source of prompts.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+from .backends import Backend
+from .cache import EmbeddingCache
+from .models import Frame, get_spec, masks_to_original
+from .models.preprocess import boxes_to_input
+from .prompts import box_prompts, mask_to_box
+
+
+@dataclass(frozen=True)
+class TargetOptions:
+    margin: float = 4.0  # SAM-input pixels around the teacher's box (LA ceiling check: 3 px of a ~180 px slice)
+    largest_3d: bool = True  # prompt from the largest 3D connected component of the teacher's mask
+    min_iou_pred: float = 0.0  # keep SAM's mask only where SAM's own IoU prediction reaches this ...
+    min_agreement: float = 0.0  # ... and its IoU with the teacher's mask on that slice reaches this
+    negatives: bool = True  # cached slices outside the teacher's z-range: empty target
+    threshold: float = 0.5  # teacher probability -> mask
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class CaseTargets:
+    """Per cached slice s of one case (arrays are (H, W, S) or (S,))."""
+
+    case_id: str
+    slices: list[int]
+    teacher: np.ndarray  # bool, the teacher's mask that prompts came from
+    sam: np.ndarray  # bool, SAM's mask where prompted (zeros elsewhere)
+    prompted: np.ndarray  # bool, slice got a prompt
+    iou_pred: np.ndarray  # SAM's predicted IoU (nan where not prompted)
+    agreement: np.ndarray  # IoU(SAM, teacher) on the slice (nan where not prompted)
+    kept: np.ndarray  # bool, prompted and passed both gates
+    negative: np.ndarray  # bool, outside the teacher's z-range (empty target)
+
+    @property
+    def valid(self) -> np.ndarray:
+        """Slices that carry a target: a kept SAM mask, or a negative."""
+        return self.kept | self.negative
+
+    def target(self) -> np.ndarray:
+        """(H, W, S) uint8: SAM's mask on kept slices, zeros elsewhere (use with `valid`)."""
+        return (self.sam & self.kept[None, None, :]).astype(np.uint8)
+
+
+def teacher_mask(prob: np.ndarray, options: TargetOptions) -> np.ndarray:
+    from .evaluate import largest_component
+
+    mask = prob > options.threshold
+    return largest_component(mask) if options.largest_3d else mask
+
+
+def case_targets(case_id: str, prob: np.ndarray, cache: EmbeddingCache, backend: Backend,
+                 options: TargetOptions = TargetOptions(), batch: int = 64) -> CaseTargets:
+    """SAM targets for the cached slices of one case from the teacher's foreground probability (H, W, Z)."""
+    spec = get_spec(backend.model)
+    slices = cache.slices(case_id)
+    height, width = prob.shape[:2]
+    frame = Frame(height, width, spec.image_size)
+    teacher = teacher_mask(prob, options)[:, :, slices]
+    has_fg = teacher.any(axis=(0, 1))
+    n = len(slices)
+    sam = np.zeros_like(teacher)
+    iou_pred = np.full(n, np.nan, dtype=np.float32)
+    agreement = np.full(n, np.nan, dtype=np.float32)
+    prompted = np.flatnonzero(has_fg)
+    for start in range(0, len(prompted), batch):
+        rows = prompted[start:start + batch]
+        boxes = torch.from_numpy(np.stack([mask_to_box(teacher[:, :, r]) for r in rows]))
+        coords, labels = box_prompts(boxes_to_input(boxes, frame, options.margin)[:, None])
+        embeddings = cache.gather([(case_id, slices[r]) for r in rows], backend.device)
+        low_res, iou = backend.decode(embeddings, coords, labels)
+        masks = (masks_to_original(low_res[:, 0, 0], frame) > 0).cpu().numpy()
+        sam[:, :, rows] = masks.transpose(1, 2, 0)
+        iou_pred[rows] = iou[:, 0, 0].cpu().numpy()
+    for r in prompted:
+        inter = np.logical_and(sam[:, :, r], teacher[:, :, r]).sum()
+        union = np.logical_or(sam[:, :, r], teacher[:, :, r]).sum()
+        agreement[r] = inter / union if union else 0.0
+    kept = has_fg & (iou_pred >= options.min_iou_pred) & (agreement >= options.min_agreement)
+    negative = np.zeros(n, dtype=bool)
+    if options.negatives:
+        zs = np.asarray(slices)
+        if has_fg.any():
+            lo, hi = zs[has_fg].min(), zs[has_fg].max()
+            negative = (zs < lo) | (zs > hi)
+        # a volume where the teacher sees nothing: no negatives either (an unconfident teacher is no evidence)
+    return CaseTargets(case_id, list(slices), teacher, sam, has_fg, iou_pred, agreement, kept, negative)
+
+
+def score_targets(targets: CaseTargets, label: np.ndarray) -> dict:
+    """Offline quality of one case's targets against its label (labels read for scoring only, never in training):
+    Dice of the teacher's mask and of the target over the slices that carry one, and how many slices carry one."""
+    from .metrics import binary_metrics
+
+    label = np.asarray(label)[:, :, targets.slices] > 0
+    valid = targets.valid
+    on_valid = lambda volume: binary_metrics(volume[:, :, valid], label[:, :, valid])["dice"] if valid.any() else float("nan")  # noqa: E731
+    return {"case": targets.case_id,
+            "teacher_dice": binary_metrics(targets.teacher, label)["dice"],
+            "teacher_dice_on_valid": on_valid(targets.teacher),
+            "target_dice_on_valid": on_valid(targets.target().astype(bool)),
+            "target_precision": _precision(targets.target().astype(bool)[:, :, targets.kept], label[:, :, targets.kept]),
+            "coverage": float(valid.mean()), "kept": int(targets.kept.sum()), "negative": int(targets.negative.sum()),
+            "prompted": int(targets.prompted.sum()), "slices": len(targets.slices),
+            "label_slices": int(label.any(axis=(0, 1)).sum()),
+            "negatives_wrong": int((targets.negative & label.any(axis=(0, 1))).sum())}
+
+
+def _precision(pred: np.ndarray, label: np.ndarray) -> float:
+    positives = int(pred.sum())
+    return float(np.logical_and(pred, label).sum() / positives) if positives else float("nan")

@@ -1,0 +1,99 @@
+"""Pseudo-label rounds: SAM's targets for the unlabelled data are made every R iterations, not in every step.
+
+A round: the EMA teacher predicts every unlabelled volume whole (through the run's `StudentInput`, as inference
+does), `sam_targets.case_targets` prompts SAM from that prediction on the cached embeddings in large batches and
+gates the masks, and the targets are stored in the student's input frame. A training step then only looks them up
+through the batch's recorded geometry (2D: crop/flip/rot90 of the canvas; 3D: the patch window): no decoder call.
+The stored targets go into every checkpoint, so a resumed run continues bit for bit.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from ..backends import Backend
+from ..cache import EmbeddingCache
+from ..data.student_input import StudentInput
+from ..inference import predict_case
+from ..sam_targets import CaseTargets, TargetOptions, case_targets
+from .batches import Batch, VolumeStore, pad_to
+from .slices import SliceStore
+
+
+def make_round(teacher: nn.Module, volumes: dict[str, np.ndarray], config: dict, cache: EmbeddingCache,
+               backend: Backend, options: TargetOptions, device: str = "cpu") -> dict[str, CaseTargets]:
+    """Teacher prediction of each unlabelled volume -> gated SAM targets of its cached slices."""
+    out = {}
+    for case_id, image in tqdm(volumes.items(), desc="SAM round", unit="case", leave=False, dynamic_ncols=True):
+        prob = predict_case(teacher, image, config, device=device)
+        out[case_id] = case_targets(case_id, prob, cache, backend, options)
+    return out
+
+
+def _agree(targets: CaseTargets) -> np.ndarray:
+    return (targets.target().astype(bool) == targets.teacher).astype(np.uint8)
+
+
+def table_2d(rounds: dict[str, CaseTargets], store: SliceStore, student_input: StudentInput) -> dict[str, torch.Tensor]:
+    """Targets per row of the unlabelled slice store, on the student's canvas (resized as labels are)."""
+    n, size = len(store), store.size
+    table = {"masks": torch.zeros(n, size, size, dtype=torch.uint8), "valid": torch.zeros(n, dtype=torch.bool),
+             "agree": torch.zeros(n, size, size, dtype=torch.uint8)}
+    rows_of: dict[str, dict[int, int]] = {}
+    for row, ref in enumerate(store.refs):
+        rows_of.setdefault(ref.case_id, {})[ref.z] = row
+    for case_id, targets in rounds.items():
+        where = rows_of.get(case_id, {})
+        keep = [s for s, z in enumerate(targets.slices) if z in where]
+        if not keep:
+            continue
+        rows = [where[targets.slices[s]] for s in keep]
+        table["masks"][rows] = student_input.mask_slices(targets.target(), keep)
+        table["agree"][rows] = student_input.mask_slices(_agree(targets), keep)
+        table["valid"][rows] = torch.from_numpy(targets.valid[keep])
+    return table
+
+
+def table_3d(rounds: dict[str, CaseTargets], store: VolumeStore) -> dict[str, torch.Tensor]:
+    """Targets as whole volumes per case (zeros, invalid, on slices that are not cached), keyed 'masks/<case>' etc."""
+    table = {}
+    for case_id, targets in rounds.items():
+        shape = tuple(store.images[store.case_ids.index(case_id)].shape)
+        masks = torch.zeros(shape, dtype=torch.uint8)
+        agree = torch.zeros(shape, dtype=torch.uint8)
+        valid = torch.zeros(shape[2], dtype=torch.bool)
+        masks[:, :, targets.slices] = torch.from_numpy(targets.target())
+        agree[:, :, targets.slices] = torch.from_numpy(_agree(targets))
+        valid[targets.slices] = torch.from_numpy(targets.valid)
+        table.update({f"masks/{case_id}": masks, f"agree/{case_id}": agree, f"valid/{case_id}": valid})
+    return table
+
+
+def step_targets_2d(table: dict[str, torch.Tensor], batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The stored targets of the batch's rows, pushed through each sample's crop/flip/rot90: (B,c,c) x2 and (B,)."""
+    masks = torch.stack([g.apply(table["masks"][i]) for g, i in zip(batch.geometries, batch.index)])
+    agree = torch.stack([g.apply(table["agree"][i]) for g, i in zip(batch.geometries, batch.index)])
+    return masks, table["valid"][batch.index], agree
+
+
+def step_targets_3d(table: dict[str, torch.Tensor], batch: Batch,
+                    patch: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The stored targets inside each sample's patch window: masks and agreement (B,H,W,D), valid (B, D)."""
+    masks, agree, valid = [], [], []
+    for case_id, z0, y0, x0, *_ in batch.refs:
+        window = (slice(y0, y0 + patch[0]), slice(x0, x0 + patch[1]), slice(z0, z0 + patch[2]))
+        masks.append(pad_to(table[f"masks/{case_id}"], patch)[window])
+        agree.append(pad_to(table[f"agree/{case_id}"], patch)[window])
+        v = table[f"valid/{case_id}"]
+        valid.append(torch.cat([v, v.new_zeros(max(0, z0 + patch[2] - len(v)))])[z0:z0 + patch[2]])
+    return torch.stack(masks), torch.stack(valid), torch.stack(agree)
+
+
+def round_summary(rounds: dict[str, CaseTargets]) -> dict[str, float]:
+    """What a round produced, for the logs: share of slices with a target, kept SAM masks, negatives."""
+    slices = sum(len(t.slices) for t in rounds.values()) or 1
+    return {"sam_coverage": sum(int(t.valid.sum()) for t in rounds.values()) / slices,
+            "sam_kept": sum(int(t.kept.sum()) for t in rounds.values()) / slices,
+            "sam_negative": sum(int(t.negative.sum()) for t in rounds.values()) / slices}
