@@ -1,24 +1,37 @@
 #!/usr/bin/env bash
-# sup / mt / semisam at 2 and 4 labelled LA cases on the la-cpu preset, scored on the validation split
-# (the last 8 cases of train.list, never trained on). Usage: bash bench/la_experiment.sh [SEEDS] [OUT]
-#   SEEDS: space-separated list, default "0"; OUT: default runs/la-experiment
+# sup / mt / uamt / semisam at 2 and 4 labelled LA cases on the la-cpu preset, scored on the validation split
+# (the last 8 cases of train.list, never trained on), with and without the largest connected component; for
+# semisam runs also the gated SAM targets of the run's teacher on its unlabelled cases (labels for scoring only).
+# Usage: bash bench/la_experiment.sh [SEEDS] [OUT] [LABELS] [METHODS]
+#   defaults: "0 1 2", runs/la-experiment, "2 4", "sup mt uamt semisam". Extra train options: $TRAIN_ARGS.
 set -euo pipefail
-SEEDS=${1:-0}
+SEEDS=${1:-"0 1 2"}
 OUT=${2:-runs/la-experiment}
+LABELS=${3:-"2 4"}
+METHODS=${4:-"sup mt uamt semisam"}
 DATA=${SEMISAM_LA_DIR:-../shared/data/la2018}
+CACHE=${CACHE:-$OUT/cache}
 mkdir -p "$OUT"
 # one cache for every method and seed: the first 16 unlabelled cases of either setting (cases 3..20), every 2nd slice
 sed -n '3,20p' "$DATA/train.list" > "$OUT/unlabelled.list"
 [ -f engines/litemedsam_encoder_fp32.onnx ] || semisam-fast export --model litemedsam --out engines
 semisam-fast embed --data "$DATA" --list "$OUT/unlabelled.list" --backend onnx --artefact engines/litemedsam_encoder_fp32.onnx \
-  --every 2 --cache "$OUT/cache"
-for labeled in 2 4; do
+  --every 2 --cache "$CACHE"
+for labeled in $LABELS; do
   for seed in $SEEDS; do
-    for method in sup mt semisam; do
+    for method in $METHODS; do
       run="$OUT/l${labeled}_${method}_s${seed}"
+      [ -f "$run/eval_largest.json" ] && continue
+      # shellcheck disable=SC2086
       semisam-fast train --data "$DATA" --labeled "$labeled" --method "$method" --preset la-cpu --seed "$seed" \
-        --cache "$OUT/cache" --backend onnx --artefact engines/litemedsam_decoder_fp32.onnx --out "$run"
+        --cache "$CACHE" --backend onnx --artefact engines/litemedsam_decoder_fp32.onnx --out "$run" ${TRAIN_ARGS:-}
       semisam-fast evaluate --run "$run" > /dev/null
+      if [ "$method" = semisam ]; then
+        sed -n "$((labeled + 1)),$((labeled + 16))p" "$DATA/train.list" > "$run/unlabelled.list"
+        semisam-fast pseudo-label --cache "$CACHE" --data "$DATA" --list "$run/unlabelled.list" --prompt teacher \
+          --run "$run" --backend onnx --artefact engines/litemedsam_decoder_fp32.onnx --out "$run/targets" > /dev/null
+      fi
+      semisam-fast evaluate --run "$run" --largest --out "$run/eval_largest.json" > /dev/null
     done
   done
 done

@@ -195,7 +195,8 @@ def bench_train(steps: int = 10, log=print, engines: Path = Path("engines"), wor
     for name, method, online in (("mt", "mt", False), ("semisam_cached", "semisam", False),
                                  ("semisam_online", "semisam", True)):
         config = preset(preset_name, method=method, iterations=1000, unlabelled_cases=None, unlabelled_every=1,
-                        sam_online=online or None, sam_ramp="none", val_every=10**9, save_every=10**9)
+                        sam_online=online or None, sam_ramp="none", val_every=10**9, save_every=10**9,
+                        sam_mode="step")
         trainer = build_trainer(config, root, None, 2, 2, work / name, cache=work / "cache", device=device,
                                 backend="torch" if on_gpu else str(parts["encoder"].parent), tensorboard=False)
         trainer.iteration = 400  # past the ramp's start so the student predicts foreground and SAM is prompted

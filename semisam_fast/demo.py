@@ -18,6 +18,7 @@ from .data import open_dataset, split_cases
 from .embed import build_cache
 from .evaluate import evaluate_cases, write_results
 from .export import export
+from .fsutil import atomic_write
 from .metrics import binary_metrics
 from .overlay import overlay
 from .pseudo_label import pseudo_label
@@ -77,8 +78,10 @@ def run_demo(out: str | Path = "runs/demo", data: str | Path | None = None, labe
 
     results = {}
     for method in ("sup", "semisam"):
+        # three pseudo-label rounds in a short run (the preset's every-200 suits its 1000 iterations)
         config = replace(preset("la-cpu", method=method, iterations=iterations, unlabelled_cases=unlabelled,
-                                unlabelled_every=2), val_every=iterations, save_every=iterations)
+                                unlabelled_every=2, sam_round_every=max(1, iterations // 4)),
+                         val_every=iterations, save_every=iterations)
         log(f"training {method} for {iterations} iterations")
         trainer = build_trainer(config, root, None, labeled, val, out / f"run_{method}", cache=out / "cache",
                                 backend=str(parts["decoder"]))
@@ -92,7 +95,8 @@ def run_demo(out: str | Path = "runs/demo", data: str | Path | None = None, labe
                                                  for k in ("dice", "jaccard", "hd95", "asd")))
     table = "\n".join(lines)
     report["table"] = table
-    (out / "report.json").write_text(json.dumps(report, indent=2, default=str))
+    text = json.dumps(report, indent=2, default=str)
+    atomic_write(out / "report.json", lambda tmp: tmp.write_text(text))
     log(f"validation cases {split.val}:\n{table}")
     log(f"report: {out / 'report.json'}; overlays: {out / 'overlays'}; TensorBoard: {out}/run_*/tensorboard")
     return report
