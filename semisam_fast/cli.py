@@ -117,13 +117,13 @@ def pseudo_label_cmd(
     prompt: str = typer.Option("gt-box", help="gt-box | mask-box | points | teacher (needs --run)"),
     masks: Optional[Path] = typer.Option(None, help="mask volumes for --prompt mask-box"),
     run: Optional[Path] = typer.Option(None, help="--prompt teacher: a training run folder or student checkpoint"),
-    margin: float = typer.Option(4.0, help="box margin in SAM-input pixels"),
-    min_iou_pred: float = typer.Option(0.0, help="--prompt teacher: keep SAM masks with predicted IoU >= this"),
-    min_agreement: float = typer.Option(0.0, help="--prompt teacher: keep SAM masks with IoU(SAM, teacher) >= this"),
-    largest_3d: bool = typer.Option(True, "--largest-3d/--no-largest-3d",
-                                    help="--prompt teacher: prompt from the largest 3D component"),
-    negatives: bool = typer.Option(True, "--negatives/--no-negatives",
-                                   help="--prompt teacher: empty targets outside the teacher's z-range"),
+    margin: Optional[float] = typer.Option(None, help="box margin in SAM-input pixels (default 4; teacher: the run's)"),
+    min_iou_pred: Optional[float] = typer.Option(None, help="teacher: keep SAM masks with predicted IoU >= this"),
+    min_agreement: Optional[float] = typer.Option(None, help="teacher: keep SAM masks with IoU(SAM, teacher) >= this"),
+    largest_3d: Optional[bool] = typer.Option(None, "--largest-3d/--no-largest-3d",
+                                              help="teacher: prompt from the largest 3D component"),
+    negatives: Optional[bool] = typer.Option(None, "--negatives/--no-negatives",
+                                             help="teacher: empty targets outside the teacher's z-range"),
     checkpoint: Optional[Path] = typer.Option(None, help="weights (required for medsam / vit_*)"),
     backend: str = typer.Option("torch", help="decoder backend: torch | onnx | engine"),
     artefact: Optional[Path] = typer.Option(None, help="decoder .onnx/.engine or export folder"),
@@ -136,18 +136,19 @@ def pseudo_label_cmd(
     from .cache import EmbeddingCache
     from .data import open_dataset
     from .pseudo_label import pseudo_label, teacher_pseudo_label
-    from .sam_targets import TargetOptions
-
     if prompt == "teacher" and run is None:
         raise UserError("--prompt teacher needs --run RUN (a training run folder or a student checkpoint)")
     store = EmbeddingCache(cache)
     dataset = open_dataset(data, list_file)
     runtime = create_backend(backend, store.fingerprint["model"], checkpoint, artefact)
     if prompt == "teacher":
-        options = TargetOptions(margin, largest_3d, min_iou_pred, min_agreement, negatives)
-        report = teacher_pseudo_label(dataset, store, runtime, run, out, None, options)
+        # the run's own options (its config), unless given here
+        overrides = {"margin": margin, "largest_3d": largest_3d, "min_iou_pred": min_iou_pred,
+                     "min_agreement": min_agreement, "negatives": negatives}
+        report = teacher_pseudo_label(dataset, store, runtime, run, out, None, overrides)
     else:
-        report = pseudo_label(dataset, store, runtime, out, None, prompt, masks, margin, batch)
+        report = pseudo_label(dataset, store, runtime, out, None, prompt, masks, 4.0 if margin is None else margin,
+                              batch)
     print(report.table())
     _log(f"[green]wrote[/green] {len(report.outputs)} mask volumes to {out}")
 
@@ -166,19 +167,21 @@ def train(
     sam_online: bool = typer.Option(False, help="run SAM's encoder every step instead of the cache (benchmarks)"),
     sam_weight: Optional[float] = typer.Option(None, help="SAM term weight (default 0.1)"),
     sam_ramp: Optional[str] = typer.Option(None, help="up | down | none (default up)"),
-    sam_loss: Optional[str] = typer.Option(None, help="mse | dicece (default mse)"),
+    sam_loss: Optional[str] = typer.Option(None, help="dicece | mse (default dicece)"),
     sam_prompt_from: Optional[str] = typer.Option(None, help="step mode: student | teacher (default student)"),
     sam_mode: Optional[str] = typer.Option(None, help="rounds (stored targets, default) | step (decoder per step)"),
     sam_round_every: Optional[int] = typer.Option(None, help="rounds: iterations between pseudo-label rounds"),
     sam_margin: Optional[float] = typer.Option(None, help="box margin in SAM-input pixels (default 4)"),
     sam_min_iou_pred: Optional[float] = typer.Option(None, help="rounds: gate on SAM's predicted IoU"),
-    sam_min_agreement: Optional[float] = typer.Option(None, help="rounds: gate on IoU(SAM mask, teacher mask)"),
+    sam_min_agreement: Optional[float] = typer.Option(None, help="rounds: gate on IoU(SAM, teacher) (default 0.7)"),
     sam_negatives: Optional[bool] = typer.Option(None, "--sam-negatives/--no-sam-negatives",
                                                  help="rounds: empty targets outside the teacher's z-range"),
     sam_largest_3d: Optional[bool] = typer.Option(None, "--sam-largest-3d/--no-sam-largest-3d",
                                                   help="rounds: prompt from the teacher's largest 3D component"),
     sam_pixels: Optional[str] = typer.Option(None, help="rounds: all | agree (pixels where SAM and teacher agree)"),
     lr_schedule: Optional[str] = typer.Option(None, help="poly (default) | constant"),
+    teacher_mode: Optional[str] = typer.Option(None, help="teacher BatchNorm in consistency passes: eval | train"),
+    consistency: Optional[float] = typer.Option(None, help="consistency weight (default 0.1)"),
     intensity_aug: Optional[bool] = typer.Option(None, "--intensity-aug/--no-intensity-aug",
                                                  help="random contrast/brightness of the student's input"),
     unlabelled_cases: Optional[int] = typer.Option(None, help="use only the first k unlabelled cases"),
@@ -199,6 +202,7 @@ def train(
                          sam_round_every=sam_round_every, sam_margin=sam_margin, sam_min_iou_pred=sam_min_iou_pred,
                          sam_min_agreement=sam_min_agreement, sam_negatives=sam_negatives,
                          sam_largest_3d=sam_largest_3d, sam_pixels=sam_pixels, lr_schedule=lr_schedule,
+                         teacher_mode=teacher_mode, consistency=consistency,
                          intensity_aug=intensity_aug)
     trainer = build_trainer(config, data, list_file, labeled, val, out, cache, backend, artefact, checkpoint, device)
     result = trainer.run()

@@ -104,19 +104,21 @@ def _write_json(path: Path, payload: dict) -> None:
 
 
 def _check_cache(cache: EmbeddingCache, backend: Backend) -> None:
-    if cache.fingerprint["model"] != backend.model or cache.fingerprint["checkpoint_sha256"] != backend.checkpoint_sha256:
+    fp = cache.fingerprint
+    if fp["model"] != backend.model or fp["checkpoint_sha256"] != backend.checkpoint_sha256:
         raise UserError(f"cache {cache.root} holds {cache.fingerprint['model']} embeddings of another checkpoint "
                         f"than the decoder's ({backend.model})")
 
 
 def teacher_pseudo_label(dataset: Dataset, cache: EmbeddingCache, backend: Backend, run: str | Path,
                          out: str | Path, case_ids: list[str] | None = None,
-                         options: TargetOptions = TargetOptions(), weights: str = "teacher",
+                         options: TargetOptions | dict | None = None, weights: str = "teacher",
                          n_overlays: int = 4, progress: bool = True) -> PseudoLabelReport:
     """The SAM targets a training run's pseudo-label rounds make, for a person to inspect: a run's teacher (or
     student) predicts each case, SAM is prompted from it and gated (`sam_targets.case_targets`), the targets are
     written as mask volumes (zeros on slices without a target) with overlays; where labels exist they are read
-    AFTER the targets are made, for the report only (teacher vs target Dice, precision, coverage)."""
+    AFTER the targets are made, for the report only (teacher vs target Dice, precision, coverage).
+    options: the run's own (from its config), with a dict's non-None entries overriding them."""
     from .evaluate import find_checkpoint, load_student
     from .inference import predict_case
 
@@ -130,6 +132,8 @@ def teacher_pseudo_label(dataset: Dataset, cache: EmbeddingCache, backend: Backe
             raise
         net, config = load_student(checkpoint, weights="student")  # a `sup` run has no teacher
         weights = "student"
+    if not isinstance(options, TargetOptions):
+        options = TargetOptions.from_config(config, **(options or {}))
     out = Path(out)
     if case_ids is None:
         case_ids = [c for c in dataset.case_ids if c in set(cache.case_ids)]

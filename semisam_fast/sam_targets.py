@@ -35,6 +35,16 @@ class TargetOptions:
     def as_dict(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def from_config(cls, config: dict, **overrides) -> "TargetOptions":
+        """The options a training run's rounds use, from its config (as every checkpoint records it); `overrides`
+        that are not None win."""
+        keys = {"margin": "sam_margin", "largest_3d": "sam_largest_3d", "min_iou_pred": "sam_min_iou_pred",
+                "min_agreement": "sam_min_agreement", "negatives": "sam_negatives"}
+        values = {field: config[key] for field, key in keys.items() if key in config}
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
 
 @dataclass
 class CaseTargets:
@@ -112,12 +122,16 @@ def score_targets(targets: CaseTargets, label: np.ndarray) -> dict:
 
     label = np.asarray(label)[:, :, targets.slices] > 0
     valid = targets.valid
-    on_valid = lambda volume: binary_metrics(volume[:, :, valid], label[:, :, valid])["dice"] if valid.any() else float("nan")  # noqa: E731
+
+    def on_valid(volume: np.ndarray) -> float:
+        return binary_metrics(volume[:, :, valid], label[:, :, valid])["dice"] if valid.any() else float("nan")
+
+    target = targets.target().astype(bool)
     return {"case": targets.case_id,
             "teacher_dice": binary_metrics(targets.teacher, label)["dice"],
             "teacher_dice_on_valid": on_valid(targets.teacher),
-            "target_dice_on_valid": on_valid(targets.target().astype(bool)),
-            "target_precision": _precision(targets.target().astype(bool)[:, :, targets.kept], label[:, :, targets.kept]),
+            "target_dice_on_valid": on_valid(target),
+            "target_precision": _precision(target[:, :, targets.kept], label[:, :, targets.kept]),
             "coverage": float(valid.mean()), "kept": int(targets.kept.sum()), "negative": int(targets.negative.sum()),
             "prompted": int(targets.prompted.sum()), "slices": len(targets.slices),
             "label_slices": int(label.any(axis=(0, 1)).sum()),

@@ -38,6 +38,18 @@ def _dropout_on(net: nn.Module):
             m.eval()
 
 
+@contextmanager
+def _teacher_mode(net: nn.Module, mode: str):
+    """mode "train": the teacher's BatchNorm uses the batch's statistics (as UA-MT's and SSL4MIS's official code,
+    whose EMA model is never put in eval mode); "eval": the running statistics it copies from the student."""
+    if mode == "train":
+        net.train()
+    try:
+        yield
+    finally:
+        net.eval()
+
+
 def latest_checkpoint(run_dir: Path) -> Path | None:
     found = sorted((run_dir / "checkpoints").glob("iter_*.pt"))
     return found[-1] if found else None
@@ -170,12 +182,12 @@ class Trainer:
             n_lab = c.labelled_batch
             loss_sup = supervised_loss(logits[:n_lab], lab.labels.to(dev))
             student_u = logits[n_lab:]
-            with torch.no_grad():
+            with torch.no_grad(), _teacher_mode(self.teacher, c.teacher_mode):
                 teacher_u = self.teacher(unl_images + self._noise(unl_images))
             weight = c.consistency * self.ramp("up")
             if c.method == "uamt":
-                with torch.no_grad(), _dropout_on(self.teacher):  # T stochastic teacher passes (noise and
-                    # dropout, as UA-MT) -> predictive entropy -> keep the certain voxels
+                # T stochastic teacher passes (noise and dropout, as UA-MT) -> predictive entropy -> certain voxels
+                with torch.no_grad(), _teacher_mode(self.teacher, c.teacher_mode), _dropout_on(self.teacher):
                     passes = [F.softmax(self.teacher(unl_images + self._noise(unl_images)), dim=1)
                               for _ in range(max(1, c.uamt_samples))]
                     mask, _ = uncertainty_mask(torch.stack(passes), uamt_threshold(self.iteration, c.iterations))
@@ -203,9 +215,7 @@ class Trainer:
         return logs
 
     def target_options(self) -> TargetOptions:
-        c = self.config
-        return TargetOptions(margin=c.sam_margin, largest_3d=c.sam_largest_3d, min_iou_pred=c.sam_min_iou_pred,
-                             min_agreement=c.sam_min_agreement, negatives=c.sam_negatives)
+        return TargetOptions.from_config(self.config.as_dict())
 
     def sam_round(self) -> None:
         """A pseudo-label round: the teacher's predictions -> gated SAM targets, stored for the next steps."""
