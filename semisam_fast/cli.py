@@ -182,6 +182,7 @@ def train(
     lr_schedule: Optional[str] = typer.Option(None, help="poly (default) | constant"),
     teacher_mode: Optional[str] = typer.Option(None, help="teacher BatchNorm in consistency passes: eval | train"),
     consistency: Optional[float] = typer.Option(None, help="consistency weight (default 0.1)"),
+    student_batch: Optional[str] = typer.Option(None, help="joint (one forward, shared BatchNorm stats) | split"),
     intensity_aug: Optional[bool] = typer.Option(None, "--intensity-aug/--no-intensity-aug",
                                                  help="random contrast/brightness of the student's input"),
     unlabelled_cases: Optional[int] = typer.Option(None, help="use only the first k unlabelled cases"),
@@ -202,7 +203,7 @@ def train(
                          sam_round_every=sam_round_every, sam_margin=sam_margin, sam_min_iou_pred=sam_min_iou_pred,
                          sam_min_agreement=sam_min_agreement, sam_negatives=sam_negatives,
                          sam_largest_3d=sam_largest_3d, sam_pixels=sam_pixels, lr_schedule=lr_schedule,
-                         teacher_mode=teacher_mode, consistency=consistency,
+                         teacher_mode=teacher_mode, consistency=consistency, student_batch=student_batch,
                          intensity_aug=intensity_aug)
     trainer = build_trainer(config, data, list_file, labeled, val, out, cache, backend, artefact, checkpoint, device)
     result = trainer.run()

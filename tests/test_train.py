@@ -77,12 +77,15 @@ def test_unlabelled_labels_never_reach_training(small, tmp_path):
                                                          c.student.state_dict().values()))
 
 
-@pytest.mark.parametrize("method,mode", [("semisam", "rounds"), ("semisam", "step"), ("uamt", "rounds")])
-def test_stopped_and_resumed_run_equals_uninterrupted(small, tmp_path, method, mode):
+@pytest.mark.parametrize("method,mode,options", [
+    ("semisam", "rounds", {}), ("semisam", "step", {}),
+    ("uamt", "rounds", {"student_batch": "split", "teacher_mode": "train"}),
+])
+def test_stopped_and_resumed_run_equals_uninterrupted(small, tmp_path, method, mode, options):
     root, cache, _ = small
-    whole = _train(root, cache, tmp_path / "whole", method, sam_mode=mode)
-    _train(root, cache, tmp_path / "split", method, until=3, sam_mode=mode)
-    resumed = _train(root, cache, tmp_path / "split", method, sam_mode=mode)
+    whole = _train(root, cache, tmp_path / "whole", method, sam_mode=mode, **options)
+    _train(root, cache, tmp_path / "split", method, until=3, sam_mode=mode, **options)
+    resumed = _train(root, cache, tmp_path / "split", method, sam_mode=mode, **options)
     if method == "semisam" and mode == "rounds":  # the round at 2 was stored in the checkpoint at 3
         assert whole.sam_table is not None
         for key, value in whole.sam_table.items():

@@ -27,6 +27,7 @@ class TrainConfig:
     momentum: float = 0.9
     weight_decay: float = 1e-4
     ema_decay: float = 0.99
+    student_batch: str = "joint"  # joint: one student forward over labelled + unlabelled (official codes) | split
     teacher_mode: str = "eval"  # BatchNorm of the EMA teacher in the consistency passes: eval (running stats) | train
     consistency: float = 0.1
     consistency_rampup: float = 0.4  # fraction of the run over which the sigmoid ramp reaches 1
@@ -67,7 +68,7 @@ class TrainConfig:
         choices = {"sam_mode": ("rounds", "step"), "sam_pixels": ("all", "agree"), "lr_schedule": ("poly", "constant"),
                    "optimizer": ("adam", "sgd"), "sam_prompt_from": ("student", "teacher"),
                    "student": ("unet2d", "vnet"), "normalization": ("zscore", "none"),
-                   "teacher_mode": ("eval", "train")}
+                   "teacher_mode": ("eval", "train"), "student_batch": ("joint", "split")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise UserError(f"--{name.replace('_', '-')} must be one of {', '.join(allowed)}, "

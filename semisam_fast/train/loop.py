@@ -178,10 +178,13 @@ class Trainer:
             unl = self._draw(self.unlabelled, c.unlabelled_batch)
             assert unl.labels is None  # nothing of an unlabelled case's label exists in this process
             unl_images = unl.images.to(dev)  # copied to the device once: student, teacher and UA-MT passes share it
-            logits = self.student(torch.cat([lab.images.to(dev), unl_images]))
             n_lab = c.labelled_batch
-            loss_sup = supervised_loss(logits[:n_lab], lab.labels.to(dev))
-            student_u = logits[n_lab:]
+            if c.student_batch == "joint":  # one forward: BatchNorm statistics over labelled + unlabelled
+                logits = self.student(torch.cat([lab.images.to(dev), unl_images]))
+                logits_l, student_u = logits[:n_lab], logits[n_lab:]
+            else:  # "split": each group normalised by its own batch statistics
+                logits_l, student_u = self.student(lab.images.to(dev)), self.student(unl_images)
+            loss_sup = supervised_loss(logits_l, lab.labels.to(dev))
             with torch.no_grad(), _teacher_mode(self.teacher, c.teacher_mode):
                 teacher_u = self.teacher(unl_images + self._noise(unl_images))
             weight = c.consistency * self.ramp("up")
