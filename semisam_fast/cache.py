@@ -198,6 +198,13 @@ class EmbeddingCache:
             self._resident[(case_id, device)] = (table, {z: row for row, z in enumerate(zs)})
         return self._resident[(case_id, device)]
 
+    def check_decoder(self, backend: Any) -> None:
+        """Refuse a decoder backend of another model or checkpoint than the one these embeddings came from."""
+        fp = self.fingerprint
+        if fp["model"] != backend.model or fp["checkpoint_sha256"] != backend.checkpoint_sha256:
+            raise UserError(f"cache {self.root} holds {fp['model']} embeddings of another checkpoint than the "
+                            f"decoder's ({backend.model})")
+
     def verify(self) -> list[str]:
         """Full check of every shard (sizes and checksums); returns the problems found."""
         problems = []

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,7 +17,7 @@ from tqdm import tqdm
 
 from .data import Dataset, open_dataset
 from .errors import UserError
-from .fsutil import atomic_write
+from .fsutil import atomic_write, write_json
 from .inference import predict_case
 from .metrics import binary_metrics, summarize
 from .train.students import build_student
@@ -114,17 +113,6 @@ def evaluate_cases(net: nn.Module, config: dict, dataset: Dataset, case_ids: Seq
     return rows
 
 
-def _json_safe(value: object) -> object:
-    # JSON has no NaN; an undefined distance (one mask empty) is written as null
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
-
-
 def write_results(rows: list[dict], out: str | Path, meta: dict | None = None) -> dict[str, tuple[float, float]]:
     """Write `out` (JSON {"cases": rows, "summary": {metric: {"mean", "sd"}}, **meta}) and `out` with suffix .csv
     (one line per case), both atomically. Returns `metrics.summarize(rows)` ({metric: (mean, sd)}),
@@ -132,8 +120,7 @@ def write_results(rows: list[dict], out: str | Path, meta: dict | None = None) -
     out = Path(out)
     summary = summarize(rows)
     doc = {"cases": rows, "summary": {k: {"mean": m, "sd": s} for k, (m, s) in summary.items()}, **(meta or {})}
-    text = json.dumps(_json_safe(doc), indent=2, allow_nan=False) + "\n"
-    atomic_write(out, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    write_json(out, doc)
 
     columns: list[str] = []
     for row in rows:

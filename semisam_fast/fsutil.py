@@ -1,6 +1,8 @@
 """The one way this project writes a file that others may read: temp file beside it, fsync, rename."""
 from __future__ import annotations
 
+import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -34,3 +36,22 @@ def remove_stale_temps(folder: Path) -> int:
     for path in stale:
         path.unlink(missing_ok=True)
     return len(stale)
+
+
+def json_safe(value: object) -> object:
+    """JSON has no NaN: an undefined number (e.g. a distance to an empty mask) is written as null."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, (list, dict)):  # numpy scalars
+        return json_safe(value.item())
+    return value
+
+
+def write_json(path: str | Path, payload: object) -> Path:
+    """Strict JSON (NaN as null), written atomically."""
+    text = json.dumps(json_safe(payload), indent=2, allow_nan=False) + "\n"
+    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))

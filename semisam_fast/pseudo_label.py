@@ -2,7 +2,6 @@
 cached embeddings -> mask volumes in the input's format, with a report and overlays."""
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from .backends import Backend
 from .cache import EmbeddingCache
 from .data import Dataset
 from .errors import UserError
-from .fsutil import atomic_write
+from .fsutil import write_json
 from .metrics import binary_metrics, format_table, summarize
 from .models import Frame, get_spec, masks_to_original
 from .models.preprocess import boxes_to_input, points_to_input
@@ -58,7 +57,7 @@ def pseudo_label(dataset: Dataset, cache: EmbeddingCache, backend: Backend, out:
         raise UserError(f"--prompt must be one of {', '.join(PROMPTS)}, not {prompt!r}")
     if prompt == "mask-box" and masks_dir is None:
         raise UserError("--prompt mask-box needs --masks DIR (mask volumes laid out as pseudo-label writes them)")
-    _check_cache(cache, backend)
+    cache.check_decoder(backend)
     spec = get_spec(backend.model)
     out = Path(out)
     if case_ids is None:  # default: the cases of the data set that are in the cache
@@ -94,20 +93,8 @@ def pseudo_label(dataset: Dataset, cache: EmbeddingCache, backend: Backend, out:
         payload = {"prompt": prompt, "margin": margin, "model": backend.model, "cases": report.rows,
                    "summary": {k: {"mean": m, "sd": s} for k, (m, s) in report.summary.items()},
                    "overlays": report.overlays}
-        _write_json(out / "report.json", payload)
+        write_json(out / "report.json", payload)
     return report
-
-
-def _write_json(path: Path, payload: dict) -> None:
-    text = json.dumps(payload, indent=2, default=float)
-    atomic_write(path, lambda tmp: tmp.write_text(text))
-
-
-def _check_cache(cache: EmbeddingCache, backend: Backend) -> None:
-    fp = cache.fingerprint
-    if fp["model"] != backend.model or fp["checkpoint_sha256"] != backend.checkpoint_sha256:
-        raise UserError(f"cache {cache.root} holds {cache.fingerprint['model']} embeddings of another checkpoint "
-                        f"than the decoder's ({backend.model})")
 
 
 def teacher_pseudo_label(dataset: Dataset, cache: EmbeddingCache, backend: Backend, run: str | Path,
@@ -122,7 +109,7 @@ def teacher_pseudo_label(dataset: Dataset, cache: EmbeddingCache, backend: Backe
     from .evaluate import find_checkpoint, load_student
     from .inference import predict_case
 
-    _check_cache(cache, backend)
+    cache.check_decoder(backend)
     run = Path(run)
     checkpoint = find_checkpoint(run) if run.is_dir() else run
     try:
@@ -160,5 +147,5 @@ def teacher_pseudo_label(dataset: Dataset, cache: EmbeddingCache, backend: Backe
     if report.rows:
         report.summary = summarize(report.rows)
         payload["summary"] = {k: {"mean": m, "sd": sd} for k, (m, sd) in report.summary.items()}
-    _write_json(out / "report.json", payload)
+    write_json(out / "report.json", payload)
     return report

@@ -39,8 +39,7 @@ def build_trainer(config: TrainConfig, data: str | Path, list_file: str | Path |
                 raise UserError("--method semisam needs --cache DIR (from `semisam-fast embed`) or --sam-online")
             store = EmbeddingCache(cache)
             runtime = create_backend(backend, store.fingerprint["model"], checkpoint, artefact, device)
-            if runtime.checkpoint_sha256 != store.fingerprint["checkpoint_sha256"]:
-                raise UserError(f"cache {cache} was built from another checkpoint than the decoder's")
+            store.check_decoder(runtime)
             _check_cache_covers(store, dataset, split, config)
             sam = SamTeacher(runtime, store, config.sam_margin)
     run_dir.mkdir(parents=True, exist_ok=True)
