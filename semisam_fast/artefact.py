@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UserError
-from .fsutil import atomic_write
+from .fsutil import atomic_write, file_sha256
 
 ARTEFACT_SUFFIXES = (".onnx", ".engine")
 
@@ -15,12 +15,28 @@ def sidecar_path(artefact: str | Path) -> Path:
     return Path(artefact).with_suffix(".json")
 
 
+def artefact_files(artefact: str | Path) -> list[Path]:
+    """The artefact and, for > 2 GiB ONNX graphs, the one external-data file beside it."""
+    artefact = Path(artefact)
+    external = artefact.with_name(artefact.name + ".data")
+    return [artefact, external] if external.is_file() else [artefact]
+
+
+def artefact_sha256(artefact: str | Path) -> str:
+    """sha256 over the artefact's files (one digest per file, joined): what the sidecar vouches for."""
+    return ",".join(file_sha256(path) for path in artefact_files(artefact))
+
+
 def write_sidecar(artefact: str | Path, meta: dict[str, Any]) -> Path:
+    """Describe `artefact` (already written) in its sidecar, with the hash of its bytes as they are now."""
+    meta["artefact_sha256"] = artefact_sha256(artefact)
     text = json.dumps(meta, indent=2, sort_keys=True) + "\n"
     return atomic_write(sidecar_path(artefact), lambda tmp: tmp.write_text(text))
 
 
 def read_sidecar(artefact: str | Path) -> dict[str, Any]:
+    """The sidecar of `artefact`, after checking the artefact's bytes are the ones it describes (a file swapped or
+    damaged since export is refused before any runtime parses it)."""
     artefact = Path(artefact)
     if not artefact.is_file():
         raise UserError(f"artefact not found: {artefact}")
@@ -31,9 +47,17 @@ def read_sidecar(artefact: str | Path) -> dict[str, Any]:
         meta = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise UserError(f"sidecar {path} is unreadable: {exc}") from None
+    if not isinstance(meta, dict):
+        raise UserError(f"sidecar {path} does not hold a JSON object")
     for key in ("model", "part", "precision", "checkpoint_sha256"):
         if key not in meta:
             raise UserError(f"sidecar {path} lacks '{key}'")
+    if "artefact_sha256" not in meta:
+        raise UserError(f"sidecar {path} records no artefact hash (an older export); re-export {artefact.name} "
+                        "with `semisam-fast export`")
+    if artefact_sha256(artefact) != meta["artefact_sha256"]:
+        raise UserError(f"{artefact} is not the file its sidecar describes (sha256 differs): changed or damaged "
+                        "since export; re-export it with `semisam-fast export`")
     return meta
 
 

@@ -1,6 +1,7 @@
 """The one way this project writes a file that others may read: temp file beside it, fsync, rename."""
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -55,3 +56,11 @@ def write_json(path: str | Path, payload: object) -> Path:
     """Strict JSON (NaN as null), written atomically."""
     text = json.dumps(json_safe(payload), indent=2, allow_nan=False) + "\n"
     return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()

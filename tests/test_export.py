@@ -9,6 +9,7 @@ import pytest
 import torch
 from onnx import numpy_helper
 
+from semisam_fast.artefact import write_sidecar
 from semisam_fast.backends import OnnxBackend, TorchBackend, create_backend, open_artefact
 from semisam_fast.errors import UserError
 from semisam_fast.models import load_model
@@ -99,12 +100,37 @@ def test_gate_fails_on_a_damaged_artefact(tiny_artefacts, tmp_path):
                                                   init.name))
     damaged = tmp_path / source.name
     onnx.save(model, str(damaged))
+    # copied sidecar: it vouches for the original bytes, so the damaged file is refused before onnxruntime sees it
     damaged.with_suffix(".json").write_text(source.with_suffix(".json").read_text())
+    result = run_cli("verify", str(damaged))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "not the file its sidecar describes" in result.stderr
+    # re-described (a sidecar written for the damaged bytes): the parity gate is what catches it
+    write_sidecar(damaged, json.loads(source.with_suffix(".json").read_text()))
     result = run_cli("verify", str(damaged))
     assert result.returncode == 2
     assert "parity gate failed" in result.stderr and "short by" in result.stderr
     assert "Traceback" not in result.stderr
     assert run_cli("verify", str(source)).returncode == 0
+
+
+def test_artefact_hash_is_checked_before_use(tiny_artefacts, tmp_path):
+    """A swapped or appended-to .onnx, or a sidecar without a hash, is refused by every path that opens it."""
+    source = tiny_artefacts["decoder"].path
+    copy = tmp_path / source.name
+    copy.write_bytes(source.read_bytes())
+    sidecar = json.loads(source.with_suffix(".json").read_text())
+    copy.with_suffix(".json").write_text(json.dumps(sidecar))
+    OnnxBackend(decoder=copy)  # intact: opens
+    with open(copy, "ab") as handle:
+        handle.write(b"\0")
+    with pytest.raises(UserError, match="not the file its sidecar describes"):
+        OnnxBackend(decoder=copy)
+    copy.write_bytes(source.read_bytes())
+    del sidecar["artefact_sha256"]
+    copy.with_suffix(".json").write_text(json.dumps(sidecar))
+    with pytest.raises(UserError, match="records no artefact hash"):
+        OnnxBackend(decoder=copy)
 
 
 def test_external_data_layout_loads_by_path(tmp_path):

@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from ..errors import UserError
-from .checkpoint import file_sha256, load_into, read_state_dict
+from ..fsutil import file_sha256
+from .checkpoint import load_into, read_state_dict
 from .decoder import PromptDecoder
 from .litemedsam import bundled_checkpoint, bundled_checkpoint_sha256
 from .preprocess import Frame, masks_to_original, preprocess

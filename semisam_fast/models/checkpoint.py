@@ -1,7 +1,6 @@
 """Loading checkpoints safely and saying which model type a checkpoint fits."""
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import torch
@@ -9,14 +8,6 @@ import torch
 from ..errors import UserError
 
 _VIT_BY_DIM_DEPTH = {(768, 12): "vit_b (or medsam)", (1024, 24): "vit_l", (1280, 32): "vit_h", (32, 2): "tiny"}
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
