@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from semisam_fast import bench
+from semisam_fast.fsutil import write_json
 from semisam_fast.backends import OnnxBackend, TorchBackend, create_backend
 from semisam_fast.export import export
 from semisam_fast.models import load_model
@@ -113,7 +114,7 @@ def main() -> None:
         except Exception as exc:  # noqa: BLE001 - a failed section is reported, the rest still runs
             results[name] = {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()[-2000:]}
         results[name]["section_s"] = round(time.perf_counter() - start, 1)
-        out.write_text(json.dumps(results, indent=2, default=str))
+        write_json(out, results)
         print(f"[{name}] {results[name]['section_s']} s", flush=True)
 
     quick = args.quick

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from semisam_fast.fsutil import write_json
+
 ORDER = ["sup", "mt", "uamt", "semisam"]
 out = Path(sys.argv[1])
 json_out = Path(sys.argv[2]) if len(sys.argv) > 2 else Path("bench/results/la_cpu_experiment.json")
@@ -69,5 +71,4 @@ if targets:
         print(f"| {run} | {s['teacher_dice']:.3f} | {s['target_dice_on_valid']:.3f} | {s['teacher_dice_on_valid']:.3f} "
               f"| {s['coverage']:.2f} |")
 result["targets"] = targets
-json_out.parent.mkdir(parents=True, exist_ok=True)
-json_out.write_text(json.dumps(result, indent=2))
+write_json(json_out, result)

@@ -20,7 +20,9 @@ from tqdm import tqdm
 from semisam_fast.backends import create_backend
 from semisam_fast.cache import EmbeddingCache
 from semisam_fast.data import open_dataset, read_list
-from semisam_fast.evaluate import find_checkpoint, load_student
+from semisam_fast.evaluate import load_student
+from semisam_fast.fsutil import write_json
+from semisam_fast.train.checkpoints import find_checkpoint
 from semisam_fast.inference import predict_case
 from semisam_fast.sam_targets import TargetOptions, case_targets, score_targets
 
@@ -68,7 +70,7 @@ for name, case_rows in rows.items():
     print(f"| {name} | {mean['teacher_dice']:.3f} | {mean['teacher_dice_on_valid']:.3f} | "
           f"{mean['target_dice_on_valid']:.3f} | {mean['target_precision']:.3f} | {mean['coverage']:.2f} | "
           f"{sum(r['negatives_wrong'] for r in case_rows)} of {sum(r['negative'] for r in case_rows)} |")
-Path(args.out).write_text(json.dumps({
+write_json(args.out, {
     "command": "python bench/target_quality.py " + " ".join(f"--{k} {v}" for k, v in vars(args).items() if v),
     "machine": platform.processor() or platform.machine(), "checkpoint": str(find_checkpoint(args.run)),
-    "options": {name: o.as_dict() for name, o in VARIANTS.items()}, "summary": summary, "cases": rows}, indent=2))
+    "options": {name: o.as_dict() for name, o in VARIANTS.items()}, "summary": summary, "cases": rows})

@@ -4,7 +4,6 @@ Speed targets live here, never in tests. Every result records the machine and th
 """
 from __future__ import annotations
 
-import json
 import statistics
 import time
 from pathlib import Path
@@ -14,6 +13,7 @@ import numpy as np
 import torch
 
 from .doctor import allocator_setting, cpu_name
+from .fsutil import atomic_write, write_json
 
 
 def machine() -> dict:
@@ -259,7 +259,7 @@ def plot(results: dict, path: Path) -> Path | None:
     fig.suptitle(results.get("machine", {}).get("gpu") or results.get("machine", {}).get("cpu", ""))
     fig.tight_layout()
     path = Path(path)
-    fig.savefig(path, dpi=100)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100))
     plt.close(fig)
     return path
 
@@ -274,7 +274,6 @@ def run(what: str, out: Path, model: str = "litemedsam", precisions=("fp32", "in
     if what in ("train", "all"):
         results.update(bench_train(steps=max(5, repeats * 2), log=log, engines=engines))
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2, default=str))
+    write_json(out, results)
     plot(results, out.with_suffix(".png"))
     return results

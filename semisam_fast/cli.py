@@ -1,19 +1,29 @@
 """The `semisam-fast` command line: each command is a thin wrapper over the library."""
 from __future__ import annotations
 
+import errno
 import json
 import logging
+import os
 import sys
+import traceback
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 import typer
 from rich.console import Console
 
+from . import choices
 from .errors import UserError
 
+try:  # typer vendors its own copy of click since 0.2x; its exceptions are the ones raised
+    from typer._click import exceptions as click_errors
+except ImportError:  # older typer runs on click itself
+    from click import exceptions as click_errors
+NO_ARGS_IS_HELP = getattr(click_errors, "NoArgsIsHelpError", ())  # click >= 8.2
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="SemiSAM with an exported, batched, cached Segment Anything Model.")
+                  help="SemiSAM with an exported, batched, cached Segment Anything Model. Errors are one line (exit 2: fix the input; exit 1: a bug); add --debug anywhere for the traceback.")
 console = Console(stderr=True)
 
 
@@ -23,16 +33,19 @@ def _log(message: str) -> None:
 
 @app.command("export")
 def export_cmd(
-    model: str = typer.Option("litemedsam", help="litemedsam | medsam | vit_b | vit_l | vit_h | tiny"),
+    model: Literal[choices.MODELS] = typer.Option("litemedsam", help="SAM-family model"),
     checkpoint: Optional[Path] = typer.Option(None, help="weights file (required for medsam / vit_*)"),
-    part: str = typer.Option("all", help="encoder | decoder | all"),
-    format: str = typer.Option("onnx", "--format", help="onnx | engine (TensorRT)"),
-    precision: str = typer.Option("fp32", help="fp32 | fp16 | int8 (encoder; onnxruntime quantization)"),
-    int8_mode: str = typer.Option("dynamic", help="int8: dynamic (Linear layers) | static (calibrated QDQ)"),
+    part: Literal[choices.EXPORT_PARTS] = typer.Option("all", help="what to export"),
+    format: Literal[choices.EXPORT_FORMATS] = typer.Option("onnx", "--format",
+                                help="onnx, or engine (TensorRT)"),
+    precision: Literal[choices.EXPORT_PRECISIONS] = typer.Option("fp32",
+                                   help="int8: encoder only, onnxruntime quantization"),
+    int8_mode: Literal[choices.INT8_MODES] = typer.Option("dynamic",
+                                   help="int8: dynamic (Linear layers) or static (calibrated QDQ)"),
     batch: Optional[str] = typer.Option(None, help="MIN,OPT,MAX batch (TensorRT profile; recorded for ONNX)"),
-    opset: int = typer.Option(17, help="ONNX opset (>= 17)"),
+    opset: int = typer.Option(17, min=17, help="ONNX opset"),
     out: Path = typer.Option(Path("engines"), help="output folder"),
-    threshold: Optional[float] = typer.Option(None, help="parity gate mask IoU (default 0.99; 0.97 int8)"),
+    threshold: Optional[float] = typer.Option(None, min=0.0, max=1.0, help="parity gate mask IoU (default 0.99; 0.97 int8)"),
     data: Optional[Path] = typer.Option(None, help="images for the parity gate (default: LA if present, else phantom)"),
 ) -> None:
     """Export SAM's encoder / decoder, run the parity gate, write a JSON sidecar beside each file."""
@@ -47,7 +60,7 @@ def export_cmd(
 def verify(
     artefact: Path = typer.Argument(..., help=".onnx or .engine file with its sidecar"),
     checkpoint: Optional[Path] = typer.Option(None, help="reference weights (default: the one in the sidecar)"),
-    threshold: Optional[float] = typer.Option(None, help="mask IoU threshold"),
+    threshold: Optional[float] = typer.Option(None, min=0.0, max=1.0, help="mask IoU threshold"),
     data: Optional[Path] = typer.Option(None, help="images for the gate"),
 ) -> None:
     """Run the parity gate on an artefact against its torch reference; exit 2 when it fails."""
@@ -72,10 +85,10 @@ def doctor() -> None:
 def demo(
     out: Path = typer.Option(Path("runs/demo"), help="output folder"),
     data: Optional[Path] = typer.Option(None, help="LA / NIfTI / PNG folder instead of the built-in phantom"),
-    labeled: int = typer.Option(2, help="labelled cases (first N)"),
-    val: int = typer.Option(2, help="validation cases (last N)"),
-    unlabelled: int = typer.Option(4, help="unlabelled cases to embed and use"),
-    iterations: int = typer.Option(150, help="training iterations per method"),
+    labeled: int = typer.Option(2, min=1, help="labelled cases (first N)"),
+    val: int = typer.Option(2, min=0, help="validation cases (last N)"),
+    unlabelled: int = typer.Option(4, min=1, help="unlabelled cases to embed and use"),
+    iterations: int = typer.Option(150, min=1, help="training iterations per method"),
 ) -> None:
     """The whole job on the built-in default: export+verify LiteMedSAM, embed, pseudo-label, train sup and
     semisam, evaluate, report."""
@@ -88,12 +101,12 @@ def demo(
 def embed(
     data: Path = typer.Option(..., help="LA h5 / NIfTI / PNG folder"),
     list_file: Optional[Path] = typer.Option(None, "--list", help="case list (default: the folder's own)"),
-    model: str = typer.Option("litemedsam", help="registered model"),
+    model: Literal[choices.MODELS] = typer.Option("litemedsam", help="registered model"),
     checkpoint: Optional[Path] = typer.Option(None, help="weights (required for medsam / vit_*)"),
-    backend: str = typer.Option("torch", help="torch | onnx | engine"),
+    backend: Literal[choices.BACKENDS] = typer.Option("torch", help="encoder runtime"),
     artefact: Optional[Path] = typer.Option(None, help="encoder .onnx/.engine or export folder (default engines/)"),
-    precision: str = typer.Option("fp32", help="torch precision fp32 | fp16 | bf16"),
-    device: str = typer.Option("cpu", help="cpu | cuda"),
+    precision: Literal[choices.TORCH_PRECISIONS] = typer.Option("fp32", help="torch precision"),
+    device: Literal[choices.DEVICES] = typer.Option("cpu"),
     batch: int = typer.Option(8, min=1, help="slices per encoder call"),
     every: int = typer.Option(1, min=1, help="embed every k-th slice only (a documented subset)"),
     cache: Path = typer.Option(..., help="cache folder"),
@@ -114,18 +127,20 @@ def pseudo_label_cmd(
     cache: Path = typer.Option(..., help="cache folder built by embed"),
     data: Path = typer.Option(..., help="the data the cache was built from"),
     list_file: Optional[Path] = typer.Option(None, "--list", help="case list (default: the cached cases)"),
-    prompt: str = typer.Option("gt-box", help="gt-box | mask-box | points | teacher (needs --run)"),
+    prompt: Literal[choices.PROMPTS] = typer.Option("gt-box", help="teacher needs --run"),
     masks: Optional[Path] = typer.Option(None, help="mask volumes for --prompt mask-box"),
     run: Optional[Path] = typer.Option(None, help="--prompt teacher: a training run folder or student checkpoint"),
-    margin: Optional[float] = typer.Option(None, help="box margin in SAM-input pixels (default 4; teacher: the run's)"),
-    min_iou_pred: Optional[float] = typer.Option(None, help="teacher: keep SAM masks with predicted IoU >= this"),
-    min_agreement: Optional[float] = typer.Option(None, help="teacher: keep SAM masks with IoU(SAM, teacher) >= this"),
+    margin: Optional[float] = typer.Option(None, min=0.0, help="box margin in SAM-input pixels (default 4; teacher: the run's)"),
+    min_iou_pred: Optional[float] = typer.Option(None, min=0.0, max=1.0,
+                                                help="teacher: keep SAM masks with predicted IoU >= this"),
+    min_agreement: Optional[float] = typer.Option(None, min=0.0, max=1.0,
+                                                 help="teacher: keep SAM masks with IoU(SAM, teacher) >= this"),
     largest_3d: Optional[bool] = typer.Option(None, "--largest-3d/--no-largest-3d",
                                               help="teacher: prompt from the largest 3D component"),
     negatives: Optional[bool] = typer.Option(None, "--negatives/--no-negatives",
                                              help="teacher: empty targets outside the teacher's z-range"),
     checkpoint: Optional[Path] = typer.Option(None, help="weights (required for medsam / vit_*)"),
-    backend: str = typer.Option("torch", help="decoder backend: torch | onnx | engine"),
+    backend: Literal[choices.BACKENDS] = typer.Option("torch", help="decoder runtime"),
     artefact: Optional[Path] = typer.Option(None, help="decoder .onnx/.engine or export folder"),
     batch: int = typer.Option(32, min=1, help="slices per decoder call"),
     out: Path = typer.Option(..., help="output folder for masks, report.json and overlays"),
@@ -157,47 +172,58 @@ def pseudo_label_cmd(
 def train(
     data: Path = typer.Option(..., help="LA h5 / NIfTI / PNG folder"),
     list_file: Optional[Path] = typer.Option(None, "--list", help="case list; its first N cases are labelled"),
-    labeled: int = typer.Option(..., help="number of labelled cases (the first N of the list)"),
-    method: str = typer.Option("semisam", help="sup | mt | uamt | semisam"),
-    preset: str = typer.Option("la-cpu", help="la-cpu (2D U-Net, CPU) | la-paper (3D V-Net, GPU)"),
-    iterations: Optional[int] = typer.Option(None, help="override the preset's iterations"),
+    labeled: int = typer.Option(..., min=1, help="number of labelled cases (the first N of the list)"),
+    method: Literal[choices.TRAIN["method"]] = typer.Option("semisam"),
+    preset: Literal[choices.PRESETS] = typer.Option("la-cpu",
+                               help="la-cpu: 2D U-Net, CPU; la-paper: 3D V-Net, GPU"),
+    iterations: Optional[int] = typer.Option(None, min=1, help="override the preset's iterations"),
+    lr: Optional[float] = typer.Option(None, help="override the preset's learning rate"),
     seed: int = typer.Option(0, help="random seed"),
-    val: int = typer.Option(8, help="validation cases: the last N of the list, never trained on"),
+    val: int = typer.Option(8, min=0, help="validation cases: the last N of the list, never trained on"),
     cache: Optional[Path] = typer.Option(None, help="embedding cache (semisam)"),
     sam_online: bool = typer.Option(False, help="run SAM's encoder every step instead of the cache (benchmarks)"),
-    sam_weight: Optional[float] = typer.Option(None, help="SAM term weight (default 0.1)"),
-    sam_ramp: Optional[str] = typer.Option(None, help="up | down | none (default up)"),
-    sam_loss: Optional[str] = typer.Option(None, help="dicece | mse (default dicece)"),
-    sam_prompt_from: Optional[str] = typer.Option(None, help="step mode: student | teacher (default student)"),
-    sam_mode: Optional[str] = typer.Option(None, help="rounds (stored targets, default) | step (decoder per step)"),
-    sam_round_every: Optional[int] = typer.Option(None, help="rounds: iterations between pseudo-label rounds"),
-    sam_margin: Optional[float] = typer.Option(None, help="box margin in SAM-input pixels (default 4)"),
-    sam_min_iou_pred: Optional[float] = typer.Option(None, help="rounds: gate on SAM's predicted IoU"),
-    sam_min_agreement: Optional[float] = typer.Option(None, help="rounds: gate on IoU(SAM, teacher) (default 0.7)"),
+    sam_weight: Optional[float] = typer.Option(None, min=0.0, help="SAM term weight (default 0.1)"),
+    sam_ramp: Optional[Literal[choices.TRAIN["sam_ramp"]]] = typer.Option(None, help="default up"),
+    sam_loss: Optional[Literal[choices.TRAIN["sam_loss"]]] = typer.Option(None,
+                                           help="default dicece"),
+    sam_prompt_from: Optional[Literal[choices.TRAIN["sam_prompt_from"]]] = typer.Option(None,
+                                                  help="step mode: default student"),
+    sam_mode: Optional[Literal[choices.TRAIN["sam_mode"]]] = typer.Option(None,
+                                           help="rounds: stored targets (default); step: decoder per step"),
+    sam_round_every: Optional[int] = typer.Option(None, min=1, help="rounds: iterations between pseudo-label rounds"),
+    sam_margin: Optional[float] = typer.Option(None, min=0.0, help="box margin in SAM-input pixels (default 4)"),
+    sam_min_iou_pred: Optional[float] = typer.Option(None, min=0.0, max=1.0,
+                                                    help="rounds: gate on SAM's predicted IoU"),
+    sam_min_agreement: Optional[float] = typer.Option(None, min=0.0, max=1.0,
+                                                     help="rounds: gate on IoU(SAM, teacher) (default 0.7)"),
     sam_negatives: Optional[bool] = typer.Option(None, "--sam-negatives/--no-sam-negatives",
                                                  help="rounds: empty targets outside the teacher's z-range"),
     sam_largest_3d: Optional[bool] = typer.Option(None, "--sam-largest-3d/--no-sam-largest-3d",
                                                   help="rounds: prompt from the teacher's largest 3D component"),
-    sam_pixels: Optional[str] = typer.Option(None, help="rounds: all | agree (pixels where SAM and teacher agree)"),
-    lr_schedule: Optional[str] = typer.Option(None, help="poly (default) | constant"),
-    teacher_mode: Optional[str] = typer.Option(None, help="teacher BatchNorm in consistency passes: eval | train"),
-    consistency: Optional[float] = typer.Option(None, help="consistency weight (default 0.1)"),
-    student_batch: Optional[str] = typer.Option(None, help="joint (one forward, shared BatchNorm stats) | split"),
+    sam_pixels: Optional[Literal[choices.TRAIN["sam_pixels"]]] = typer.Option(None,
+                                             help="rounds: agree = only pixels where SAM and teacher agree"),
+    lr_schedule: Optional[Literal[choices.TRAIN["lr_schedule"]]] = typer.Option(None,
+                                              help="default poly"),
+    teacher_mode: Optional[Literal[choices.TRAIN["teacher_mode"]]] = typer.Option(None,
+                                               help="teacher BatchNorm in consistency passes (default eval)"),
+    consistency: Optional[float] = typer.Option(None, min=0.0, help="consistency weight (default 0.1)"),
+    student_batch: Optional[Literal[choices.TRAIN["student_batch"]]] = typer.Option(None,
+                                                help="joint: one forward, shared BatchNorm stats (default)"),
     intensity_aug: Optional[bool] = typer.Option(None, "--intensity-aug/--no-intensity-aug",
                                                  help="random contrast/brightness of the student's input"),
-    unlabelled_cases: Optional[int] = typer.Option(None, help="use only the first k unlabelled cases"),
-    unlabelled_every: Optional[int] = typer.Option(None, help="use every k-th unlabelled slice"),
-    backend: str = typer.Option("torch", help="SAM decoder backend: torch | onnx | engine"),
+    unlabelled_cases: Optional[int] = typer.Option(None, min=1, help="use only the first k unlabelled cases"),
+    unlabelled_every: Optional[int] = typer.Option(None, min=1, help="use every k-th unlabelled slice"),
+    backend: Literal[choices.BACKENDS] = typer.Option("torch", help="SAM decoder runtime"),
     artefact: Optional[Path] = typer.Option(None, help="decoder artefact or export folder"),
     checkpoint: Optional[Path] = typer.Option(None, help="SAM weights (medsam / vit_*)"),
-    device: str = typer.Option("cpu", help="cpu | cuda"),
+    device: Literal[choices.DEVICES] = typer.Option("cpu"),
     out: Path = typer.Option(..., help="run folder (rerun the same command to resume)"),
 ) -> None:
     """Train a student (sup, MT, UA-MT or SemiSAM); checkpoints resume exactly; TensorBoard logs in the run folder."""
     from .train import build_trainer
     from .train import preset as make_preset
 
-    config = make_preset(preset, method=method, iterations=iterations, seed=seed, sam_online=sam_online or None,
+    config = make_preset(preset, method=method, iterations=iterations, lr=lr, seed=seed, sam_online=sam_online or None,
                          sam_weight=sam_weight, sam_ramp=sam_ramp, sam_loss=sam_loss, sam_prompt_from=sam_prompt_from,
                          unlabelled_cases=unlabelled_cases, unlabelled_every=unlabelled_every, sam_mode=sam_mode,
                          sam_round_every=sam_round_every, sam_margin=sam_margin, sam_min_iou_pred=sam_min_iou_pred,
@@ -217,8 +243,8 @@ def evaluate(
     checkpoint: Optional[Path] = typer.Option(None, help="a student checkpoint instead of --run"),
     data: Optional[Path] = typer.Option(None, help="data folder (default: the run's)"),
     list_file: Optional[Path] = typer.Option(None, "--list", help="cases to score (default: the run's validation)"),
-    spacing: Optional[str] = typer.Option(None, help="voxel spacing in mm 'x,y,z' (default: voxel units)"),
-    weights: str = typer.Option("student", help="student | teacher"),
+    spacing: Optional[str] = typer.Option(None, help="spacing 'x,y,z' in mm (default: each case's header, else voxels)"),
+    weights: Literal[choices.WEIGHTS] = typer.Option("student", help="student or its EMA teacher"),
     largest: bool = typer.Option(False, "--largest", help="keep the largest connected component (as LA papers do)"),
     out: Optional[Path] = typer.Option(None, help="JSON output (a CSV is written beside it)"),
 ) -> None:
@@ -244,19 +270,17 @@ def evaluate(
 
 @app.command()
 def bench(
-    what: str = typer.Argument("all", help="encoder | decoder | train | all"),
-    model: str = typer.Option("litemedsam", help="model for encoder/decoder timings"),
+    what: Literal[choices.BENCH_PARTS] = typer.Argument("all"),
+    model: Literal[choices.MODELS] = typer.Option("litemedsam", help="model for the timings"),
     precisions: str = typer.Option("fp32,int8", help="onnxruntime encoder precisions, beside torch fp32"),
     batch: str = typer.Option("1,4", help="encoder batch sizes"),
-    repeats: int = typer.Option(5, help="interleaved rounds"),
+    repeats: int = typer.Option(5, min=1, help="interleaved rounds"),
     engines: Path = typer.Option(Path("engines"), help="where exported artefacts are (exported if missing)"),
     out: Path = typer.Option(Path("bench/results/cpu.json"), help="JSON (a PNG plot is written beside it)"),
 ) -> None:
     """Median/min/max latency and throughput, side by side and interleaved, as ratios to the reference."""
     from . import bench as bench_lib
 
-    if what not in ("encoder", "decoder", "train", "all"):
-        raise UserError(f"bench what must be encoder, decoder, train or all, not {what!r}")
     try:
         batches = tuple(int(b) for b in batch.split(","))
     except ValueError:
@@ -278,21 +302,88 @@ def _parse_spacing(text: Optional[str]) -> Optional[tuple]:
     return values
 
 
-def main() -> None:
+_USER_OS_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.EFBIG, errno.ENOENT,
+                   errno.EISDIR, errno.ENOTDIR}
+
+
+def _where(exc: BaseException) -> str:
+    """file:line of the innermost frame in this package (else the innermost frame): where a bug happened."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    ours = [f for f in frames if f"{os.sep}semisam_fast{os.sep}" in f.filename] or frames
+    if not ours:
+        return "?"
+    frame = ours[-1]
+    return f"{Path(frame.filename).name}:{frame.lineno} in {frame.name}"
+
+
+def _usage_error(exc: Exception) -> str:
+    ctx = getattr(exc, "ctx", None)
+    path = ctx.command_path.split(" ", 1) if ctx is not None else []
+    command = f" {path[1]}" if len(path) == 2 else ""
+    message = " ".join(exc.format_message().replace("Value error, ", "").split())
+    return f"error: {message} (see semisam-fast{command} --help)"
+
+
+def main(argv: Optional[list] = None) -> None:
+    """Run the CLI. Exit 0: done; 2: a problem with the input, told in one line; 1: a bug, told in one line with
+    where it happened; 130: interrupted. `--debug` anywhere on the line adds the traceback."""
     from .runtime import tune_allocator
 
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    args = [a for a in args if a != "--debug"]
     logging.basicConfig(level=logging.WARNING, format="warning: %(message)s")
     from . import doctor
 
     doctor.ALLOCATOR = tune_allocator()
+    code = 0
     try:
-        app()
+        result = typer.main.get_command(app).main(args=args, prog_name="semisam-fast", standalone_mode=False)
+        code = result if isinstance(result, int) else 0
+    except NO_ARGS_IS_HELP as exc:
+        print(exc.ctx.get_help() if getattr(exc, "ctx", None) is not None else str(exc))
+        code = 2
+    except click_errors.ClickException as exc:  # usage errors: unknown or missing option, a value out of its range
+        print(_usage_error(exc), file=sys.stderr)
+        code = exc.exit_code
+    except typer.Exit as exc:
+        code = exc.exit_code
+    except (typer.Abort, KeyboardInterrupt):
+        print("interrupted", file=sys.stderr)
+        code = 130
     except UserError as exc:
+        _debug(debug)
         print(f"error: {exc}", file=sys.stderr)  # one line, whatever the terminal width
-        sys.exit(2)
-    except KeyboardInterrupt:
-        console.print("interrupted", highlight=False)
-        sys.exit(130)
+        code = 2
+    except OSError as exc:
+        _debug(debug)
+        if exc.errno in _USER_OS_ERRORS:  # the disk or the file system said no; writes are atomic, so nothing
+            where = f": {exc.filename}" if exc.filename else ""  # half-written is left behind as if valid
+            print(f"error: {exc.strerror or exc}{where}", file=sys.stderr)
+            code = 2
+        else:
+            print(_bug(exc), file=sys.stderr)
+            code = 1
+    except MemoryError:
+        _debug(debug)
+        print("error: out of memory; use a smaller --batch or fewer cases", file=sys.stderr)
+        code = 1
+    except Exception as exc:  # anything else is a bug: say so, and where
+        _debug(debug)
+        print(_bug(exc), file=sys.stderr)
+        code = 1
+    sys.exit(code)
+
+
+def _bug(exc: BaseException) -> str:
+    message = " ".join(str(exc).split())[:300]
+    return (f"internal error (a bug in semisam-fast, please report it): {type(exc).__name__}: {message} "
+            f"at {_where(exc)}; rerun with --debug for the traceback")
+
+
+def _debug(debug: bool) -> None:
+    if debug:
+        traceback.print_exc()
 
 
 if __name__ == "__main__":

@@ -6,7 +6,6 @@ pseudo-label them (the SAM ceiling, scored against their labels for the report o
 """
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from .data import open_dataset, split_cases
 from .embed import build_cache
 from .evaluate import evaluate_cases, write_results
 from .export import export
-from .fsutil import atomic_write
+from .fsutil import write_json
 from .metrics import binary_metrics
 from .overlay import overlay
 from .pseudo_label import pseudo_label
@@ -95,8 +94,7 @@ def run_demo(out: str | Path = "runs/demo", data: str | Path | None = None, labe
                                                  for k in ("dice", "jaccard", "hd95", "asd")))
     table = "\n".join(lines)
     report["table"] = table
-    text = json.dumps(report, indent=2, default=str)
-    atomic_write(out / "report.json", lambda tmp: tmp.write_text(text))
+    write_json(out / "report.json", report)
     log(f"validation cases {split.val}:\n{table}")
     log(f"report: {out / 'report.json'}; overlays: {out / 'overlays'}; TensorBoard: {out}/run_*/tensorboard")
     return report

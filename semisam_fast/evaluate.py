@@ -5,12 +5,10 @@ from __future__ import annotations
 import csv
 import io
 import json
-import re
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import torch
 from scipy import ndimage
 from torch import nn
 from tqdm import tqdm
@@ -19,10 +17,11 @@ from .data import Dataset, open_dataset
 from .errors import UserError
 from .fsutil import atomic_write, write_json
 from .inference import predict_case
-from .metrics import binary_metrics, summarize
+from .metrics import binary_metrics, summarize, undefined_counts
+from .train.checkpoints import find_checkpoint, read_checkpoint
 from .train.students import build_student
 
-__all__ = ["load_student", "evaluate_cases", "write_results", "evaluate_run", "find_checkpoint", "largest_component"]
+__all__ = ["load_student", "evaluate_cases", "write_results", "evaluate_run", "largest_component"]
 
 _GEOMETRY_KEY = {"unet2d": "in_plane", "vnet": "patch"}
 # prefixes that torch.compile / DataParallel put in front of every parameter name
@@ -43,14 +42,7 @@ def load_student(checkpoint: str | Path, weights: str = "student", device: str =
     path = Path(checkpoint)
     if weights not in ("student", "teacher"):
         raise UserError(f"weights must be 'student' or 'teacher', not {weights!r}")
-    if not path.is_file():
-        raise UserError(f"checkpoint not found: {path}")
-    try:
-        ckpt = torch.load(path, map_location=device, weights_only=False)
-    except Exception as exc:  # pickle/zip/torch raise many types for a truncated or foreign file
-        raise UserError(f"cannot read checkpoint {path}: {type(exc).__name__}: {exc}") from exc
-    if not isinstance(ckpt, dict):
-        raise UserError(f"{path} is not a training checkpoint (holds a {type(ckpt).__name__}, not a dict)")
+    ckpt = read_checkpoint(path, device)
     missing = [k for k in ("config", weights) if k not in ckpt]
     if missing:
         raise UserError(f"checkpoint {path} lacks {', '.join(repr(k) for k in missing)}")
@@ -95,21 +87,23 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
 def evaluate_cases(net: nn.Module, config: dict, dataset: Dataset, case_ids: Sequence[str],
                    spacing: Sequence[float] | None = None, threshold: float = 0.5, device: str = "cpu",
                    progress: bool = True, keep_largest: bool = False) -> list[dict]:
-    """One row {"case", "dice", "jaccard", "hd95", "asd"} per case: prediction = probability > threshold,
-    optionally reduced to its largest connected component. Distances are in voxels unless `spacing` is given."""
+    """One row per case {"case", "spacing", "dice", "jaccard", "hd95", "asd", "hd95_diag", "asd_diag"} (see
+    metrics.py for undefined distances): prediction = probability > threshold, optionally reduced to its largest
+    connected component. Distances use `spacing` when given, else the case's own (a NIfTI header's, in mm), else
+    voxels; the row's "spacing" says which ("voxel" for voxel units)."""
     if not 0.0 <= float(threshold) < 1.0:
         raise UserError(f"threshold must be in [0, 1), got {threshold}")
     if not case_ids:
         raise UserError("no cases to evaluate")
     rows: list[dict] = []
     for case_id in tqdm(list(case_ids), desc="evaluate", unit="case", disable=not progress, dynamic_ncols=True):
-        case = dataset.load(case_id, with_label=True)
-        if case.label is None:
-            raise UserError(f"case {case_id} has no label to evaluate against")
+        case = dataset.load_labelled(case_id)
         pred = predict_case(net, case.image, config, device=device) > threshold
         if keep_largest:
             pred = largest_component(pred)
-        rows.append({"case": case_id, **binary_metrics(pred, case.label, spacing)})
+        used = tuple(spacing) if spacing is not None else case.spacing
+        where = ",".join(f"{s:g}" for s in used) if used is not None else "voxel"
+        rows.append({"case": case_id, "spacing": where, **binary_metrics(pred, case.label, used)})
     return rows
 
 
@@ -119,7 +113,10 @@ def write_results(rows: list[dict], out: str | Path, meta: dict | None = None) -
     the form `metrics.format_table` takes."""
     out = Path(out)
     summary = summarize(rows)
-    doc = {"cases": rows, "summary": {k: {"mean": m, "sd": s} for k, (m, s) in summary.items()}, **(meta or {})}
+    undefined = undefined_counts(rows)
+    doc = {"cases": rows, **(meta or {}),
+           "summary": {k: {"mean": m, "sd": s, "cases": len(rows), "undefined": undefined[k]}
+                       for k, (m, s) in summary.items()}}
     write_json(out, doc)
 
     columns: list[str] = []
@@ -132,23 +129,6 @@ def write_results(rows: list[dict], out: str | Path, meta: dict | None = None) -
     csv_path = out.with_suffix(".csv")
     atomic_write(csv_path, lambda tmp: tmp.write_text(buf.getvalue(), encoding="utf-8"))
     return summary
-
-
-def find_checkpoint(run_dir: str | Path) -> Path:
-    """`<run>/checkpoints/final.pt`, else the `iter_<N>.pt` with the highest N; UserError if none."""
-    ckpt_dir = Path(run_dir) / "checkpoints"
-    final = ckpt_dir / "final.pt"
-    if final.is_file():
-        return final
-    iters = []
-    if ckpt_dir.is_dir():
-        for p in ckpt_dir.glob("iter_*.pt"):
-            m = re.fullmatch(r"iter_(\d+)\.pt", p.name)
-            if m and p.is_file():
-                iters.append((int(m.group(1)), p))
-    if not iters:
-        raise UserError(f"no checkpoint in {ckpt_dir} (expected final.pt or iter_<N>.pt)")
-    return max(iters)[1]
 
 
 def _run_path(value: str | Path, run_dir: Path) -> Path:
@@ -197,6 +177,6 @@ def evaluate_run(run_dir: str | Path, data: str | Path | None = None, list_file:
     rows = evaluate_cases(net, config, dataset, cases, spacing=spacing, threshold=threshold, device=device,
                           progress=progress, keep_largest=keep_largest)
     meta = {"checkpoint": str(checkpoint), "weights": weights, "threshold": threshold, "keep_largest": keep_largest,
-            "spacing": list(spacing) if spacing is not None else None, "data": str(data)}
+            "spacing": list(spacing) if spacing is not None else "per case (header, else voxel)", "data": str(data)}
     summary = write_results(rows, Path(out) if out is not None else run_dir / "eval.json", meta=meta)
     return rows, summary

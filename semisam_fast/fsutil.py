@@ -53,8 +53,8 @@ def json_safe(value: object) -> object:
 
 
 def write_json(path: str | Path, payload: object) -> Path:
-    """Strict JSON (NaN as null), written atomically."""
-    text = json.dumps(json_safe(payload), indent=2, allow_nan=False) + "\n"
+    """Strict JSON (NaN as null; paths and other objects as their str), written atomically."""
+    text = json.dumps(json_safe(payload), indent=2, allow_nan=False, default=str) + "\n"
     return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 

@@ -3,6 +3,9 @@
 Conventions for empty masks (medpy raises on them):
   * pred and gt both empty -> dice 1, jaccard 1, hd95 0, asd 0 (a perfect "nothing there" answer);
   * exactly one empty      -> dice 0, jaccard 0, hd95 nan, asd nan (a distance to nothing is undefined).
+A mean over the defined distances alone would make a student that misses a structure look better, so every row also
+has `hd95_diag` / `asd_diag`: the same distance, with an undefined one scored as the volume's diagonal (the largest
+distance inside it, as several challenges do), and `undefined_counts` says how many rows each mean left out.
 Distances are in voxel units when spacing is None, else in the units of spacing (one value per axis).
 `asd` is medpy's one-sided average surface distance from pred's surface to gt's surface, as in UA-MT/SemiSAM.
 """
@@ -15,9 +18,9 @@ from typing import Sequence
 import numpy as np
 from medpy.metric import binary as mb
 
-__all__ = ["METRIC_KEYS", "binary_metrics", "summarize", "format_table"]
+__all__ = ["METRIC_KEYS", "binary_metrics", "summarize", "undefined_counts", "format_table"]
 
-METRIC_KEYS = ("dice", "jaccard", "hd95", "asd")
+METRIC_KEYS = ("dice", "jaccard", "hd95", "asd", "hd95_diag", "asd_diag")
 
 
 def binary_metrics(pred: np.ndarray, gt: np.ndarray, spacing: Sequence[float] | None = None) -> dict[str, float]:
@@ -30,15 +33,21 @@ def binary_metrics(pred: np.ndarray, gt: np.ndarray, spacing: Sequence[float] | 
         raise ValueError(f"spacing {tuple(spacing)} has {len(spacing)} entries for a {pred.ndim}-D mask")
     p_any, g_any = bool(pred.any()), bool(gt.any())
     if not p_any and not g_any:
-        return {"dice": 1.0, "jaccard": 1.0, "hd95": 0.0, "asd": 0.0}
+        return {"dice": 1.0, "jaccard": 1.0, "hd95": 0.0, "asd": 0.0, "hd95_diag": 0.0, "asd_diag": 0.0}
     if not p_any or not g_any:
-        return {"dice": 0.0, "jaccard": 0.0, "hd95": math.nan, "asd": math.nan}
-    return {
-        "dice": float(mb.dc(pred, gt)),
-        "jaccard": float(mb.jc(pred, gt)),
-        "hd95": float(mb.hd95(pred, gt, voxelspacing=spacing)),
-        "asd": float(mb.asd(pred, gt, voxelspacing=spacing)),
-    }
+        diagonal = volume_diagonal(pred.shape, spacing)
+        return {"dice": 0.0, "jaccard": 0.0, "hd95": math.nan, "asd": math.nan, "hd95_diag": diagonal,
+                "asd_diag": diagonal}
+    hd95 = float(mb.hd95(pred, gt, voxelspacing=spacing))
+    asd = float(mb.asd(pred, gt, voxelspacing=spacing))
+    return {"dice": float(mb.dc(pred, gt)), "jaccard": float(mb.jc(pred, gt)), "hd95": hd95, "asd": asd,
+            "hd95_diag": hd95, "asd_diag": asd}
+
+
+def volume_diagonal(shape: Sequence[int], spacing: Sequence[float] | None = None) -> float:
+    """The largest distance between two voxels of a volume, in the units of `spacing` (voxels when None)."""
+    steps = spacing if spacing is not None else (1.0,) * len(shape)
+    return float(math.sqrt(sum(((n - 1) * s) ** 2 for n, s in zip(shape, steps))))
 
 
 def _is_number(v: object) -> bool:
@@ -62,8 +71,15 @@ def summarize(rows: list[dict]) -> dict[str, tuple[float, float]]:
     return out
 
 
+def undefined_counts(rows: list[dict]) -> dict[str, int]:
+    """How many rows have an undefined (nan) value, per numeric key: the rows each mean of `summarize` leaves out."""
+    keys = summarize(rows)
+    return {k: sum(1 for r in rows if _is_number(r.get(k)) and math.isnan(float(r[k]))) for k in keys}
+
+
 def format_table(rows: list[dict], summary: dict[str, tuple[float, float]]) -> str:
-    """Plain-text table: one line per row (non-numeric fields such as a case id first), then mean ± sd."""
+    """Plain-text table: one line per row (non-numeric fields such as a case id first), then mean ± sd, then, when
+    any value is undefined, how many rows each mean left out."""
     metric_cols = list(summary)
     label_cols: list[str] = []
     for row in rows:
@@ -79,9 +95,14 @@ def format_table(rows: list[dict], summary: dict[str, tuple[float, float]]) -> s
     header = label_cols + metric_cols
     body = [[str(r.get(k, "")) for k in label_cols] + [fmt(r[k]) if k in r else "" for k in metric_cols] for r in rows]
     foot = ["mean ± sd"] + [""] * (len(label_cols) - 1) + [f"{m:.4f} ± {s:.4f}" for m, s in summary.values()]
-    table = [header] + body + [foot]
+    undefined = undefined_counts(rows)
+    feet = [foot]
+    if any(undefined.get(k, 0) for k in metric_cols):
+        feet.append(["left out (undefined)"] + [""] * (len(label_cols) - 1)
+                    + [f"{undefined.get(k, 0)} of {len(rows)}" for k in metric_cols])
+    table = [header] + body + feet
     widths = [max(len(line[i]) for line in table) for i in range(len(header))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in table]
     lines.insert(1, "-" * len(lines[0]))
-    lines.insert(len(lines) - 1, "-" * len(lines[0]))
+    lines.insert(len(lines) - len(feet), "-" * len(lines[0]))
     return "\n".join(lines)

@@ -6,6 +6,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from .fsutil import atomic_write
+
 
 def to_uint8(image: np.ndarray) -> np.ndarray:
     lo, hi = np.percentile(image, [0.5, 99.5])
@@ -35,6 +37,5 @@ def overlay(image: np.ndarray, path: str | Path, prediction: np.ndarray | None =
         x0, y0, x1, y1 = (float(v) * scale for v in box)
         draw.rectangle([x0, y0, x1, y1], outline=(255, 220, 0), width=2)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    picture.save(path)
+    atomic_write(path, lambda tmp: picture.save(tmp, format="PNG"))
     return path

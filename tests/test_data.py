@@ -76,7 +76,7 @@ def test_la_roundtrip(tmp_path: Path) -> None:
         np.testing.assert_array_equal(f["mask"][()], mask)
     ds.write_mask("c0", mask.astype(bool), out)  # overwrite in place, bool accepted
     assert not _leftovers(out)
-    with pytest.raises(ValueError):
+    with pytest.raises(UserError, match="has shape"):
         ds.write_mask("c0", mask[:, :, :3], out)
 
 

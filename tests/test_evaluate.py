@@ -143,24 +143,27 @@ def test_evaluate_cases_and_write_results(phantom2, tmp_path):
     cfg = {"student": "unet2d", "in_plane": 64}
     rows = evaluate_cases(IntensityNet(2, k=20.0, t=1.5), cfg, ds, ds.case_ids, progress=False)
     assert [r["case"] for r in rows] == ds.case_ids
-    assert all(set(r) == {"case", *METRIC_KEYS} for r in rows)
+    assert all(set(r) == {"case", "spacing", *METRIC_KEYS} for r in rows)
+    assert all(r["spacing"] == "voxel" for r in rows)  # LA h5 records no spacing
     assert all(r["dice"] > 0.5 for r in rows)  # the phantom's target is the brightest structure
     lcc = evaluate_cases(IntensityNet(2, k=20.0, t=1.5), cfg, ds, ds.case_ids[:1], progress=False, keep_largest=True)
-    assert set(lcc[0]) == {"case", *METRIC_KEYS}
+    assert set(lcc[0]) == {"case", "spacing", *METRIC_KEYS}
 
-    rows.append({"case": "empty_pred", "dice": 0.0, "jaccard": 0.0, "hd95": math.nan, "asd": math.nan})
+    rows.append({"case": "empty_pred", "spacing": "voxel", "dice": 0.0, "jaccard": 0.0, "hd95": math.nan,
+                 "asd": math.nan, "hd95_diag": 100.0, "asd_diag": 100.0})
     out = tmp_path / "res" / "eval.json"
     summary = write_results(rows, out)
     assert summary == summarize(rows)
     doc = json.loads(out.read_text(), parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}"))
     assert set(doc) == {"cases", "summary"}
     assert set(doc["summary"]) == set(METRIC_KEYS)
-    assert all(set(v) == {"mean", "sd"} for v in doc["summary"].values())
+    assert all(set(v) == {"mean", "sd", "cases", "undefined"} for v in doc["summary"].values())
+    assert doc["summary"]["hd95"]["undefined"] == 1 and doc["summary"]["hd95_diag"]["undefined"] == 0
     assert doc["summary"]["hd95"]["mean"] == pytest.approx(summary["hd95"][0])
     assert doc["cases"][-1]["hd95"] is None
     with open(out.with_suffix(".csv"), newline="") as fh:
         reader = csv.DictReader(fh)
-        assert reader.fieldnames == ["case", *METRIC_KEYS]
+        assert reader.fieldnames == ["case", "spacing", *METRIC_KEYS]
         table = list(reader)
     assert [r["case"] for r in table] == [r["case"] for r in rows]
     assert float(table[0]["dice"]) == pytest.approx(rows[0]["dice"])

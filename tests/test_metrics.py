@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from semisam_fast.metrics import binary_metrics, format_table, summarize
+from semisam_fast.metrics import binary_metrics, format_table, summarize, undefined_counts
 
 
 @pytest.mark.parametrize("k", [1, 3, 5])
@@ -55,18 +55,40 @@ def test_cube_shifted_by_one():
 def test_identical_masks():
     gt = np.zeros((8, 8, 8), bool)
     gt[2:6, 1:5, 3:7] = True
-    assert binary_metrics(gt, gt.copy()) == {"dice": 1.0, "jaccard": 1.0, "hd95": 0.0, "asd": 0.0}
+    assert binary_metrics(gt, gt.copy()) == {"dice": 1.0, "jaccard": 1.0, "hd95": 0.0, "asd": 0.0,
+                                             "hd95_diag": 0.0, "asd_diag": 0.0}
 
 
 def test_empty_cases():
     empty = np.zeros((6, 6, 6), bool)
     full = empty.copy()
     full[2:4, 2:4, 2:4] = True
-    assert binary_metrics(empty, empty) == {"dice": 1.0, "jaccard": 1.0, "hd95": 0.0, "asd": 0.0}
+    assert binary_metrics(empty, empty) == {"dice": 1.0, "jaccard": 1.0, "hd95": 0.0, "asd": 0.0,
+                                            "hd95_diag": 0.0, "asd_diag": 0.0}
     for pred, gt in ((empty, full), (full, empty)):
         m = binary_metrics(pred, gt)
         assert m["dice"] == 0.0 and m["jaccard"] == 0.0
         assert math.isnan(m["hd95"]) and math.isnan(m["asd"])
+        # the explicit column: an undefined distance scored as the volume's diagonal (5 voxels per axis here)
+        assert m["hd95_diag"] == m["asd_diag"] == pytest.approx(math.sqrt(3 * 25))
+        assert binary_metrics(pred, gt, spacing=(1.0, 1.0, 2.0))["hd95_diag"] == pytest.approx(math.sqrt(50 + 100))
+
+
+def test_a_missed_case_is_counted_and_scored_not_hidden():
+    """An empty prediction drops out of the hd95 mean (undefined) but is counted beside it, and the _diag column
+    gives it the worst value, so a student that misses a structure cannot look better on distances."""
+    gt = np.zeros((10, 10, 10), bool)
+    gt[3:7, 3:7, 3:7] = True
+    near = np.zeros_like(gt)
+    near[3:7, 3:7, 4:8] = True
+    rows = [{"case": "hit", **binary_metrics(near, gt)}, {"case": "miss", **binary_metrics(np.zeros_like(gt), gt)}]
+    summary = summarize(rows)
+    assert summary["hd95"][0] == pytest.approx(rows[0]["hd95"])  # the mean alone hides the miss...
+    assert undefined_counts(rows)["hd95"] == 1 and undefined_counts(rows)["dice"] == 0  # ...so it is counted
+    assert summary["hd95_diag"][0] == pytest.approx((rows[0]["hd95"] + math.sqrt(3 * 81)) / 2)
+    text = format_table(rows, summary)
+    assert text.splitlines()[-1].split()[:3] == ["left", "out", "(undefined)"]
+    assert "1 of 2" in text.splitlines()[-1]
 
 
 def test_shape_and_spacing_checks():
@@ -92,4 +114,4 @@ def test_summarize_population_sd_ignoring_nan():
     text = format_table(rows, s)
     assert "0.8000 ± 0.1633" in text and "3.0000 ± 1.0000" in text
     assert text.splitlines()[0].split() == ["case", "dice", "hd95"]
-    assert len(text.splitlines()) == 1 + 1 + 3 + 1 + 1
+    assert len(text.splitlines()) == 1 + 1 + 3 + 1 + 1 + 1  # header, rule, rows, rule, mean, left out

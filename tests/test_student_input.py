@@ -72,7 +72,7 @@ def test_the_checkpoint_config_names_the_preprocessing(tmp_path):
                     student_kwargs={"base": 4})
     trainer = build_trainer(config, root, None, labeled=1, val=1, run_dir=tmp_path / "run", tensorboard=False)
     trainer.run(progress=False)
-    saved = torch.load(tmp_path / "run" / "checkpoints" / "final.pt", weights_only=False)["config"]
+    saved = torch.load(tmp_path / "run" / "checkpoints" / "final.pt", weights_only=True)["config"]
     assert StudentInput.from_config(saved) == StudentInput("zscore", 32) == trainer.student_input
     case = open_dataset(root).load(split_cases(open_dataset(root).case_ids, 1, 1).labeled[0])
     torch.testing.assert_close(trainer.labelled.images, trainer.student_input.slices(case.image))

@@ -68,7 +68,9 @@ class TrtEngine:
             outputs.append(out)
         stream = torch.cuda.current_stream()
         if not self.context.execute_async_v3(stream.cuda_stream):
-            raise RuntimeError(f"TensorRT execution failed for {self.path.name}")
+            shapes = {name: tuple(feeds[name].shape) for name in self.inputs}
+            raise UserError(f"TensorRT could not run {self.path.name} on inputs {shapes}: outside the engine's batch "
+                            "profile, or the GPU is out of memory (re-export with another --batch)")
         stream.synchronize()
         return [o.float() for o in outputs]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -13,6 +14,8 @@ import numpy as np
 from semisam_fast.errors import UserError
 
 from .splits import read_list
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -46,11 +49,11 @@ def as_mask(mask: np.ndarray, shape: tuple[int, ...], case_id: str) -> np.ndarra
     """Check `mask` matches the case's image shape and return it as uint8."""
     mask = np.asarray(mask)
     if tuple(mask.shape) != tuple(shape):
-        raise ValueError(f"mask for {case_id} has shape {mask.shape}, image has {tuple(shape)}")
+        raise UserError(f"mask for {case_id} has shape {mask.shape}, image has {tuple(shape)}")
     if mask.dtype == np.bool_:
         return mask.astype(np.uint8)
     if mask.size and (mask.min() < 0 or mask.max() > 255):
-        raise ValueError(f"mask for {case_id} has values outside 0..255")
+        raise UserError(f"mask for {case_id} has values outside 0..255")
     return mask.astype(np.uint8, copy=False)
 
 
@@ -118,7 +121,20 @@ class Dataset(ABC):
     def load(self, case_id: str, with_label: bool = True) -> Case:
         """Read one case. with_label=False never opens/reads the label (no ground-truth leak)."""
         self._known(case_id)
-        return self._load(case_id, with_label)
+        case = self._load(case_id, with_label)
+        bad = int(np.size(case.image) - np.count_nonzero(np.isfinite(case.image)))
+        if bad:  # a NaN voxel would turn a whole z-scored volume, and then the loss, into NaN
+            raise UserError(f"case {case_id}: {bad} image voxels are NaN or infinite; fix the file or leave it out")
+        return case
+
+    def load_labelled(self, case_id: str) -> Case:
+        """Read a case that must carry a label (training's labelled cases, evaluation)."""
+        case = self.load(case_id, with_label=True)
+        if case.label is None:
+            raise UserError(f"case {case_id} has no label, but is used as a labelled case")
+        if not case.label.any():
+            log.warning("case %s has an empty label (no foreground voxel)", case_id)
+        return case
 
     def num_slices(self, case_id: str) -> int:
         """Number of 2D slices (Z) of the case, from the header."""

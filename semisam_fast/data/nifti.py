@@ -1,4 +1,8 @@
-"""nnU-Net style NIfTI layout: `imagesTr/<case>_0000.nii.gz` (+ optional `labelsTr/<case>.nii.gz`)."""
+"""nnU-Net style NIfTI layout: `imagesTr/<case>_0000.nii.gz` (+ optional `labelsTr/<case>.nii.gz`).
+
+Volumes are read in the closest canonical (RAS+) orientation, as nibabel's `as_closest_canonical` gives, so that
+slices are axial whatever order the scanner wrote the axes in; masks are written back in the file's own orientation
+with its affine, so they overlay the image in any viewer."""
 
 from __future__ import annotations
 
@@ -16,15 +20,38 @@ EXTS = (".nii.gz", ".nii")
 CHANNEL = "_0000"
 
 
-def _to3d(arr: np.ndarray, path: Path) -> np.ndarray:
+def _orientation(img: nib.spatialimages.SpatialImage) -> np.ndarray:
+    """How the file's array axes map onto RAS+ (nibabel's orientation array: output axis and flip per axis); the
+    identity for an affine that names no direction (all-zero columns), which has no closest canonical."""
+    ornt = nib.orientations.io_orientation(img.affine)
+    if np.isnan(ornt).any():
+        return nib.orientations.axcodes2ornt("RAS")
+    return ornt
+
+
+def _to_canonical(arr: np.ndarray, img: nib.spatialimages.SpatialImage) -> np.ndarray:
+    return np.ascontiguousarray(nib.orientations.apply_orientation(arr, _orientation(img)))
+
+
+def _from_canonical(arr: np.ndarray, img: nib.spatialimages.SpatialImage) -> np.ndarray:
+    back = nib.orientations.ornt_transform(nib.orientations.axcodes2ornt("RAS"), _orientation(img))
+    return np.ascontiguousarray(nib.orientations.apply_orientation(arr, back))
+
+
+def _shape3d(shape: tuple[int, ...], path: Path) -> tuple[int, int, int]:
     """(H, W) -> (H, W, 1); (H, W, Z, 1) -> (H, W, Z); anything else non-3D is an error."""
-    if arr.ndim == 2:
-        return arr[:, :, None]
-    while arr.ndim > 3 and arr.shape[-1] == 1:
-        arr = arr[..., 0]
-    if arr.ndim != 3:
-        raise UserError(f"{path}: expected a 3D volume, got shape {arr.shape}")
-    return arr
+    s = tuple(int(x) for x in shape)
+    if len(s) == 2:
+        s = (s[0], s[1], 1)
+    while len(s) > 3 and s[-1] == 1:
+        s = s[:-1]
+    if len(s) != 3:
+        raise UserError(f"{path}: expected a 3D volume, got shape {tuple(shape)}")
+    return s  # type: ignore[return-value]
+
+
+def _to3d(arr: np.ndarray, path: Path) -> np.ndarray:
+    return arr.reshape(_shape3d(arr.shape, path))
 
 
 class NiftiDataset(Dataset):
@@ -72,42 +99,46 @@ class NiftiDataset(Dataset):
         ip = self.image_path(case_id)
         with reading(ip):
             img = nib.load(ip)
-            image = _to3d(np.asarray(img.dataobj, dtype=np.float32), ip)
-            zooms = tuple(float(z) for z in img.header.get_zooms()[:3])
-        spacing = (zooms + (1.0, 1.0, 1.0))[:3] if zooms else None
+            image = _to_canonical(_to3d(np.asarray(img.dataobj, dtype=np.float32), ip), img)
+            zooms = np.array((tuple(float(z) for z in img.header.get_zooms()[:3]) + (1.0, 1.0, 1.0))[:3])
+        spacing = tuple(float(z) for z in zooms[np.argsort(_orientation(img)[:, 0])])  # zooms of canonical axes
         label = None
         lp = self.label_path(case_id) if with_label else None
         if lp is not None:
             with reading(lp):
-                lab = _to3d(np.asarray(nib.load(lp).dataobj), lp)
-            if lab.shape != image.shape:
-                raise UserError(f"{lp}: label shape {lab.shape} != image shape {image.shape}")
-            label = (lab > 0).astype(np.uint8)
+                lab_img = nib.load(lp)
+                lab = _to3d(np.asarray(lab_img.dataobj), lp)
+            if lab.shape != _shape3d(img.shape, ip):
+                raise UserError(f"{lp}: label shape {lab.shape} != image shape {img.shape}")
+            label = (_to_canonical(lab, img) > 0).astype(np.uint8)  # the image's orientation: voxels stay paired
         return Case(case_id=case_id, image=image, label=label, spacing=spacing)  # type: ignore[arg-type]
 
     def _case_has_label(self, case_id: str) -> bool:
         return self.label_path(case_id) is not None
 
     def shape(self, case_id: str) -> tuple[int, int, int]:
+        """(H, W, Z) of the canonical volume, from the header only."""
         ip = self.image_path(case_id)
         with reading(ip):
-            s = tuple(int(x) for x in nib.load(ip).shape)  # header only
-        if len(s) == 2:
-            return (s[0], s[1], 1)
-        while len(s) > 3 and s[-1] == 1:
-            s = s[:-1]
-        if len(s) != 3:
-            raise UserError(f"{ip}: expected a 3D volume, got shape {s}")
-        return s  # type: ignore[return-value]
+            img = nib.load(ip)  # header only
+        s = _shape3d(img.shape, ip)
+        canonical = [0, 0, 0]
+        for axis, (target, _) in enumerate(_orientation(img)):
+            canonical[int(target)] = s[axis]
+        return tuple(canonical)  # type: ignore[return-value]
 
     def read_mask(self, case_id: str, masks_dir: Path) -> np.ndarray:
         for name in (f"{case_id}.nii.gz", f"{case_id}.nii"):
             path = Path(masks_dir) / name
-            if path.is_file():
+            if path.is_file():  # laid out as the image file (what write_mask writes): brought to canonical with it
+                with reading(self.image_path(case_id)):
+                    ref = nib.load(self.image_path(case_id))
                 with reading(path):
-                    data = np.asarray(nib.load(path).dataobj)
-                data = data.reshape(self.shape(case_id)) if data.size == int(np.prod(self.shape(case_id))) else data
-                return as_mask((data > 0).astype(np.uint8), self.shape(case_id), case_id)
+                    data = _to3d(np.asarray(nib.load(path).dataobj), path)
+                file_shape = _shape3d(ref.shape, path)
+                if data.shape != file_shape:
+                    raise UserError(f"{path}: mask shape {data.shape} != image shape {file_shape}")
+                return as_mask((_to_canonical(data, ref) > 0).astype(np.uint8), self.shape(case_id), case_id)
         raise UserError(f"no mask for case {case_id} in {masks_dir} ({case_id}.nii.gz)")
 
     def write_mask(self, case_id: str, mask: np.ndarray, out_dir: Path) -> Path:
@@ -116,7 +147,7 @@ class NiftiDataset(Dataset):
         ip = self.image_path(case_id)
         with reading(ip):
             ref = nib.load(ip)
-        m = as_mask(mask, self.shape(case_id), case_id)
+        m = _from_canonical(as_mask(mask, self.shape(case_id), case_id), ref)  # back to the file's own axes
         m = m.reshape(ref.shape) if m.size == int(np.prod(ref.shape)) else m
         header = ref.header.copy()
         header.set_data_dtype(np.uint8)

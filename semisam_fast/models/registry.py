@@ -7,6 +7,8 @@ from typing import Callable
 
 from torch import nn
 
+from .. import choices
+
 from .litemedsam import build_litemedsam
 from .sam import build_tiny, build_vit
 
@@ -40,3 +42,6 @@ MODELS: dict[str, ModelSpec] = {
     )
 }
 DEFAULT_MODEL = "litemedsam"
+
+
+assert tuple(MODELS) == choices.MODELS, "choices.MODELS must list the registry's models"

@@ -5,8 +5,10 @@ import json
 from pathlib import Path
 
 from ..errors import UserError
+from ..fsutil import json_safe, write_json
 from .config import METHODS, PRESETS, TrainConfig, preset
-from .loop import Trainer, latest_checkpoint
+from .checkpoints import latest_checkpoint
+from .loop import Trainer
 
 __all__ = ["METHODS", "PRESETS", "TrainConfig", "Trainer", "build_trainer", "latest_checkpoint", "preset", "train"]
 
@@ -48,11 +50,15 @@ def build_trainer(config: TrainConfig, data: str | Path, list_file: str | Path |
               "val_cases": split.val, "cache": str(cache) if cache else None, "config": config.as_dict()}
     previous = run_dir / "run.json"
     if previous.is_file():
-        old = json.loads(previous.read_text())
-        if old.get("config") != record["config"] or old.get("labeled_cases") != record["labeled_cases"]:
+        try:
+            old = json.loads(previous.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise UserError(f"cannot read {previous}: {exc}; it is not a run's record (use another --out)") from None
+        if not isinstance(old, dict) or old.get("config") != json_safe(record["config"]) \
+                or old.get("labeled_cases") != record["labeled_cases"]:
             raise UserError(f"{run_dir} holds a run with other settings; resume it with the same options or use "
                             "another --out")
-    previous.write_text(json.dumps(record, indent=2))
+    write_json(previous, record)
     return Trainer(config, dataset, split, run_dir, sam, device, tensorboard)
 
 

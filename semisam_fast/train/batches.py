@@ -50,7 +50,7 @@ class VolumeStore:
         self.case_ids = list(case_ids)
         self.images, self.labels = [], []
         for case_id in case_ids:
-            case = dataset.load(case_id, with_label=labelled)
+            case = dataset.load_labelled(case_id) if labelled else dataset.load(case_id, with_label=False)
             self.images.append(student_input.volume(case.image))
             if labelled:
                 self.labels.append(torch.from_numpy(case.label.astype(np.int64)))

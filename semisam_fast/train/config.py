@@ -3,9 +3,10 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields, replace
 
+from .. import choices
 from ..errors import UserError
 
-METHODS = ("sup", "mt", "uamt", "semisam")
+METHODS = choices.TRAIN["method"]
 
 
 @dataclass
@@ -59,28 +60,31 @@ class TrainConfig:
     seed: int = 0
 
     def check(self) -> "TrainConfig":
-        if self.method not in METHODS:
-            raise UserError(f"--method must be one of {', '.join(METHODS)}, not {self.method!r}")
-        if self.sam_ramp not in ("up", "down", "none"):
-            raise UserError(f"--sam-ramp must be up, down or none, not {self.sam_ramp!r}")
-        if self.sam_loss not in ("mse", "dicece"):
-            raise UserError(f"--sam-loss must be mse or dicece, not {self.sam_loss!r}")
-        choices = {"sam_mode": ("rounds", "step"), "sam_pixels": ("all", "agree"), "lr_schedule": ("poly", "constant"),
-                   "optimizer": ("adam", "sgd"), "sam_prompt_from": ("student", "teacher"),
-                   "student": ("unet2d", "vnet"), "normalization": ("zscore", "none"),
-                   "teacher_mode": ("eval", "train"), "student_batch": ("joint", "split")}
-        for name, allowed in choices.items():
+        for name, allowed in choices.TRAIN.items():
             if getattr(self, name) not in allowed:
                 raise UserError(f"--{name.replace('_', '-')} must be one of {', '.join(allowed)}, "
                                 f"not {getattr(self, name)!r}")
-        if self.sam_round_every < 1 or self.unlabelled_every < 1:
-            raise UserError("--sam-round-every and --unlabelled-every must be at least 1")
+        positive = {"iterations": self.iterations, "labelled_batch": self.labelled_batch,
+                    "unlabelled_batch": self.unlabelled_batch, "val_every": self.val_every,
+                    "save_every": self.save_every, "sam_round_every": self.sam_round_every,
+                    "unlabelled_every": self.unlabelled_every, "uamt_samples": self.uamt_samples}
+        if self.unlabelled_cases is not None:
+            positive["unlabelled_cases"] = self.unlabelled_cases
+        for name, value in positive.items():
+            if int(value) < 1:
+                raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+        if not self.lr > 0:
+            raise UserError(f"--lr must be positive, got {self.lr}")
+        for name in ("consistency", "sam_weight", "sam_margin", "weight_decay"):
+            if not getattr(self, name) >= 0:
+                raise UserError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
+        for name in ("ema_decay", "sam_min_iou_pred", "sam_min_agreement", "momentum"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise UserError(f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(self, name)}")
         if self.sam_online and self.sam_mode == "rounds":
             raise UserError("--sam-online runs the encoder inside the step: use it with --sam-mode step")
         if self.student == "unet2d" and (self.crop % 16 or self.crop > self.in_plane):
             raise UserError(f"crop {self.crop} must be a multiple of 16 and at most in_plane {self.in_plane}")
-        if self.iterations < 1:
-            raise UserError("--iterations must be at least 1")
         return self
 
     def as_dict(self) -> dict:
@@ -110,3 +114,6 @@ def preset(name: str, **overrides) -> TrainConfig:
     if overrides.get("sam_online") and "sam_mode" not in overrides:
         overrides["sam_mode"] = "step"  # the encoder online only makes sense inside the step
     return replace(PRESETS[name], **overrides).check()
+
+
+assert tuple(PRESETS) == choices.PRESETS, "choices.PRESETS must list train.config.PRESETS"

@@ -14,8 +14,10 @@ from tqdm import tqdm
 
 from ..data import Dataset, Split
 from ..data.student_input import StudentInput
-from ..fsutil import atomic_write
+from ..errors import UserError
+from ..fsutil import remove_stale_temps
 from ..sam_targets import TargetOptions
+from .checkpoints import checkpoint_path, latest_checkpoint, read_checkpoint, save_checkpoint
 from .batches import VolumeStore, draw_2d, draw_3d, sam_targets_3d
 from .config import TrainConfig
 from .losses import sam_loss, sigmoid_rampup, softmax_mse, supervised_loss, uamt_threshold, uncertainty_mask
@@ -50,11 +52,6 @@ def _teacher_mode(net: nn.Module, mode: str):
         net.eval()
 
 
-def latest_checkpoint(run_dir: Path) -> Path | None:
-    found = sorted((run_dir / "checkpoints").glob("iter_*.pt"))
-    return found[-1] if found else None
-
-
 class Trainer:
     def __init__(self, config: TrainConfig, dataset: Dataset, split: Split, run_dir: str | Path,
                  sam: SamTeacher | None = None, device: str = "cpu", log_tensorboard: bool = True) -> None:
@@ -63,7 +60,7 @@ class Trainer:
         self.run_dir = Path(run_dir)
         self.sam = sam
         if config.method == "semisam" and sam is None:
-            raise ValueError("semisam needs a SamTeacher (an embedding cache or --sam-online)")
+            raise UserError("--method semisam needs SAM: an embedding cache (--cache) or --sam-online")
         self.three_d = config.student == "vnet"
         torch.manual_seed(config.seed)
         self.generator = torch.Generator().manual_seed(config.seed)
@@ -129,16 +126,15 @@ class Trainer:
                 "rng": {"torch": torch.get_rng_state(), "generator": self.generator.get_state()},
                 "config": self.checkpoint_config(), "history": self.history, "sam_table": self.sam_table}
 
-    def save(self, name: str | None = None) -> Path:
-        folder = self.run_dir / "checkpoints"
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / (name or f"iter_{self.iteration:06d}.pt")
-        state = self.state()
-        atomic_write(path, lambda tmp: torch.save(state, tmp))
-        return path
+    def save(self, final: bool = False) -> Path:
+        return save_checkpoint(checkpoint_path(self.run_dir, None if final else self.iteration), self.state())
 
     def load(self, path: Path) -> None:
-        state = torch.load(path, map_location=self.device, weights_only=False)
+        state = read_checkpoint(path, self.device)
+        missing = [k for k in ("student", "teacher", "optimizer", "iteration", "rng") if k not in state]
+        if missing:
+            raise UserError(f"{path} is not a checkpoint of this trainer (lacks {', '.join(missing)}); "
+                            "move it away to start over")
         self.student.load_state_dict(state["student"])
         if self.teacher is not None and state["teacher"] is not None:
             self.teacher.load_state_dict(state["teacher"])
@@ -176,7 +172,8 @@ class Trainer:
             logs["loss_sup"] = loss.item()
         else:
             unl = self._draw(self.unlabelled, c.unlabelled_batch)
-            assert unl.labels is None  # nothing of an unlabelled case's label exists in this process
+            if unl.labels is not None:  # nothing of an unlabelled case's label exists in this process
+                raise RuntimeError("an unlabelled batch carries labels")
             unl_images = unl.images.to(dev)  # copied to the device once: student, teacher and UA-MT passes share it
             n_lab = c.labelled_batch
             if c.student_batch == "joint":  # one forward: BatchNorm statistics over labelled + unlabelled
@@ -205,6 +202,12 @@ class Trainer:
                 w_sam = c.sam_weight * self.ramp(c.sam_ramp)
                 loss = loss + w_sam * loss_sam
                 logs.update(loss_sam=loss_sam.item(), w_sam=w_sam, **sam_logs)
+        if not torch.isfinite(loss):
+            terms = ", ".join(f"{k} {v:.4g}" for k, v in logs.items() if k.startswith("loss"))
+            last = latest_checkpoint(self.run_dir)
+            kept = f"the last good checkpoint, {last.name}, is kept" if last else "no checkpoint was written yet"
+            raise UserError(f"the loss became {loss.item()} at iteration {self.iteration + 1} ({terms}); training "
+                            f"stopped and {kept}: lower --lr or check the data, then rerun to resume")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
@@ -286,6 +289,7 @@ class Trainer:
 
     def run(self, until: int | None = None, progress: bool = True) -> dict:
         """Train to `config.iterations` (or stop early at `until`, saving a checkpoint to resume from)."""
+        remove_stale_temps(checkpoint_path(self.run_dir).parent)  # half-written by a killed run; never valid
         last = latest_checkpoint(self.run_dir)
         if last is not None:
             self.load(last)
@@ -318,5 +322,5 @@ class Trainer:
                 self.writer.flush()
         self.save()
         if self.iteration >= self.config.iterations:
-            self.save("final.pt")
+            self.save(final=True)
         return {"iteration": self.iteration, "val_dice": val_dice, "seconds": time.perf_counter() - start}

@@ -41,8 +41,10 @@ class SamTeacher:
 
     def embeddings(self, refs: list[SliceRef]) -> torch.Tensor:
         if self.online_images is not None:  # the official code's way: the encoder runs every step
-            slices = torch.stack([torch.from_numpy(self.online_images[r.case_id][:, :, r.z]).float() for r in refs])
-            return self.backend.encode(preprocess(slices, self.spec.image_size, self.spec.normalization))
+            # one slice at a time into the model's square input: cases (so slices) differ in size
+            inputs = [preprocess(torch.from_numpy(self.online_images[r.case_id][:, :, r.z]).float()[None],
+                                 self.spec.image_size, self.spec.normalization) for r in refs]
+            return self.backend.encode(torch.cat(inputs))
         return self.cache.gather([(r.case_id, r.z) for r in refs], self.backend.device, self.resident)
 
     @torch.no_grad()

@@ -31,7 +31,7 @@ class SliceStore:
         size = int(student_input.in_plane)
         images, labels, refs = [], [], []
         for case_id in tqdm(case_ids, desc=desc, unit="case", leave=False, dynamic_ncols=True):
-            case = dataset.load(case_id, with_label=labelled)
+            case = dataset.load_labelled(case_id) if labelled else dataset.load(case_id, with_label=False)
             keep = slices[case_id] if slices is not None else list(range(case.image.shape[2]))
             images.append(student_input.slices(case.image, keep))
             if labelled:

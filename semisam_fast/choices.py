@@ -1,0 +1,32 @@
+"""Every enumerated option in one place, free of heavy imports: the library validates against these tuples and the
+CLI offers them as typed choices (a typo is refused with the allowed values, never read as a default)."""
+from __future__ import annotations
+
+MODELS = ("litemedsam", "medsam", "vit_b", "vit_l", "vit_h", "tiny")  # models.registry.MODELS is checked against it
+BACKENDS = ("torch", "onnx", "engine")
+DEVICES = ("cpu", "cuda")
+EXPORT_PARTS = ("encoder", "decoder", "all")
+EXPORT_FORMATS = ("onnx", "engine")
+EXPORT_PRECISIONS = ("fp32", "fp16", "int8")
+INT8_MODES = ("dynamic", "static")
+TORCH_PRECISIONS = ("fp32", "fp16", "bf16")
+PROMPTS = ("gt-box", "mask-box", "points", "teacher")
+WEIGHTS = ("student", "teacher")
+BENCH_PARTS = ("encoder", "decoder", "train", "all")
+PRESETS = ("la-cpu", "la-paper")  # train.config.PRESETS is checked against it
+
+# TrainConfig fields with a fixed set of values (TrainConfig.check enforces them)
+TRAIN = {
+    "method": ("sup", "mt", "uamt", "semisam"),
+    "student": ("unet2d", "vnet"),
+    "optimizer": ("adam", "sgd"),
+    "normalization": ("zscore", "none"),
+    "lr_schedule": ("poly", "constant"),
+    "sam_ramp": ("up", "down", "none"),
+    "sam_loss": ("dicece", "mse"),
+    "sam_prompt_from": ("student", "teacher"),
+    "sam_mode": ("rounds", "step"),
+    "sam_pixels": ("all", "agree"),
+    "teacher_mode": ("eval", "train"),
+    "student_batch": ("joint", "split"),
+}

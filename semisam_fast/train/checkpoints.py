@@ -1,0 +1,76 @@
+"""Run checkpoints: written atomically, read without running pickled code, found by name."""
+from __future__ import annotations
+
+import pickle
+import re
+import warnings
+from pathlib import Path
+
+import torch
+
+from ..errors import UserError
+from ..fsutil import atomic_write
+
+FOLDER = "checkpoints"
+FINAL = "final.pt"
+_ITER = re.compile(r"iter_(\d+)\.pt")
+
+
+def checkpoint_path(run_dir: str | Path, iteration: int | None = None) -> Path:
+    """`<run>/checkpoints/iter_<N>.pt`, or `final.pt` when iteration is None."""
+    name = FINAL if iteration is None else f"iter_{iteration:06d}.pt"
+    return Path(run_dir) / FOLDER / name
+
+
+def save_checkpoint(path: str | Path, state: dict) -> Path:
+    """torch.save into a temp file beside `path`, then rename: a crash leaves the old file or the new one."""
+    return atomic_write(path, lambda tmp: torch.save(state, tmp))
+
+
+def read_checkpoint(path: str | Path, device: str = "cpu") -> dict:
+    """A checkpoint's dict, loaded with weights_only=True: tensors, numbers, strings and containers only, so a
+    crafted file cannot run code. Anything else is a UserError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint not found: {path}")
+    try:
+        with warnings.catch_warnings():  # torch warns about the pickle protocol of foreign files
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"GLOBAL (\S+)", str(exc))
+        if found:  # the file asks the unpickler for a function or class: a crafted file, never one of ours
+            raise UserError(f"refused {path}: it names {found.group(1)}, which only a crafted or foreign file does "
+                            "(checkpoints are read as tensors and plain data, never unpickled as code)") from None
+        raise UserError(f"cannot read checkpoint {path}: truncated, not a PyTorch file, or holding objects other "
+                        "than tensors and plain data") from None
+    except Exception as exc:  # zip/torch raise many types for a truncated or foreign file
+        raise UserError(f"cannot read checkpoint {path}: truncated or not a PyTorch file "
+                        f"({type(exc).__name__})") from None
+    if not isinstance(state, dict):
+        raise UserError(f"{path} is not a training checkpoint (holds a {type(state).__name__}, not a dict)")
+    return state
+
+
+def iteration_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
+    """(iteration, path) of every `iter_<N>.pt` of a run, oldest first."""
+    folder = Path(run_dir) / FOLDER
+    found = [(int(m.group(1)), p) for p in folder.glob("iter_*.pt") if (m := _ITER.fullmatch(p.name)) and p.is_file()]
+    return sorted(found)
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    """The newest `iter_<N>.pt` (what training resumes from), or None."""
+    found = iteration_checkpoints(run_dir)
+    return found[-1][1] if found else None
+
+
+def find_checkpoint(run_dir: str | Path) -> Path:
+    """What a finished or stopped run is evaluated with: `final.pt`, else the newest `iter_<N>.pt`."""
+    final = checkpoint_path(run_dir)
+    if final.is_file():
+        return final
+    latest = latest_checkpoint(run_dir)
+    if latest is None:
+        raise UserError(f"no checkpoint in {Path(run_dir) / FOLDER} (expected {FINAL} or iter_<N>.pt)")
+    return latest
