@@ -178,6 +178,7 @@ def train(
                                help="la-cpu: 2D U-Net, CPU; la-paper: 3D V-Net, GPU"),
     iterations: Optional[int] = typer.Option(None, min=1, help="override the preset's iterations"),
     lr: Optional[float] = typer.Option(None, help="override the preset's learning rate"),
+    save_every: Optional[int] = typer.Option(None, min=1, help="iterations between checkpoints (resume points)"),
     seed: int = typer.Option(0, help="random seed"),
     val: int = typer.Option(8, min=0, help="validation cases: the last N of the list, never trained on"),
     cache: Optional[Path] = typer.Option(None, help="embedding cache (semisam)"),
@@ -223,7 +224,7 @@ def train(
     from .train import build_trainer
     from .train import preset as make_preset
 
-    config = make_preset(preset, method=method, iterations=iterations, lr=lr, seed=seed, sam_online=sam_online or None,
+    config = make_preset(preset, method=method, iterations=iterations, lr=lr, save_every=save_every, seed=seed, sam_online=sam_online or None,
                          sam_weight=sam_weight, sam_ramp=sam_ramp, sam_loss=sam_loss, sam_prompt_from=sam_prompt_from,
                          unlabelled_cases=unlabelled_cases, unlabelled_every=unlabelled_every, sam_mode=sam_mode,
                          sam_round_every=sam_round_every, sam_margin=sam_margin, sam_min_iou_pred=sam_min_iou_pred,

@@ -9,6 +9,8 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
+from .errors import UserError
+
 
 def atomic_write(path: str | Path, writer: Callable[[Path], None]) -> Path:
     """Call `writer(tmp)` on a temp file next to `path` (same extension), fsync, then os.replace
@@ -25,10 +27,24 @@ def atomic_write(path: str | Path, writer: Callable[[Path], None]) -> Path:
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        reason = _write_failure(exc)
+        if reason is not None:
+            raise UserError(f"could not write {path}: {reason}; nothing was written there (an older file, if any, "
+                            "is unchanged)") from exc
         raise
     return path
+
+
+def _write_failure(exc: BaseException) -> str | None:
+    """Why a writer failed, when the file system refused it (disk full, size limit, permissions); None otherwise.
+    torch.save's C++ writer reports a short write as a RuntimeError from its zip container."""
+    if isinstance(exc, OSError):
+        return exc.strerror or str(exc)
+    if isinstance(exc, RuntimeError) and ("inline_container" in str(exc) or "PytorchStreamWriter" in str(exc)):
+        return "the file system stopped the write part-way (disk full or file size limit)"
+    return None
 
 
 def remove_stale_temps(folder: Path) -> int:

@@ -95,5 +95,5 @@ def test_cli_bad_checkpoints(tmp_path):
                                    "--out", str(tmp_path)), "truncated")
     _assert_one_line_error(run_cli("export", "--model", "tiny", "--checkpoint", str(garbage), "--out", str(tmp_path)),
                            "not a PyTorch weights file")
-    _assert_one_line_error(run_cli("export", "--model", "sam_xxl", "--out", str(tmp_path)), "unknown model")
+    _assert_one_line_error(run_cli("export", "--model", "sam_xxl", "--out", str(tmp_path)), "is not one of 'litemedsam'")
     assert not list(tmp_path.glob("*.onnx"))  # nothing half-written

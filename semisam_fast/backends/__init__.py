@@ -48,10 +48,17 @@ def create_backend(name: str = "torch", model: str = "litemedsam", checkpoint: s
     from ..models import load_model
 
     if name == "torch":
+        if artefact is not None:
+            raise UserError(f"--artefact {artefact} is for the onnx and engine backends; the torch backend runs the "
+                            "checkpoint (drop --artefact, or pass --backend onnx / engine)")
         return TorchBackend(loaded or load_model(model, checkpoint), device=device, precision=precision)
     target = Path(artefact or (name if name not in ("onnx", "onnxruntime", "engine", "tensorrt") else "engines"))
     if target.is_file():
-        return open_artefact(target, provider="cuda" if device.startswith("cuda") else "cpu")
+        wanted = {"onnx": ".onnx", "onnxruntime": ".onnx", "engine": ".engine", "tensorrt": ".engine"}.get(name)
+        if wanted is not None and target.suffix != wanted:
+            raise UserError(f"--backend {name} needs a {wanted} file, got {target.name}")
+        # the artefact must be the model asked for: a tiny encoder must not fill a litemedsam cache
+        return open_artefact(target, provider="cuda" if device.startswith("cuda") else "cpu", model=model)
     if not target.is_dir():
         raise UserError(f"no artefact at {target}; export one with `semisam-fast export --model {model}`")
     parts = find_artefacts(target, model, None if precision == "fp32" else precision)

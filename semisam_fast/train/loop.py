@@ -207,7 +207,7 @@ class Trainer:
             last = latest_checkpoint(self.run_dir)
             kept = f"the last good checkpoint, {last.name}, is kept" if last else "no checkpoint was written yet"
             raise UserError(f"the loss became {loss.item()} at iteration {self.iteration + 1} ({terms}); training "
-                            f"stopped and {kept}: lower --lr or check the data, then rerun to resume")
+                            f"stopped and {kept}: check the data, or train with a lower --lr into a new --out")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
