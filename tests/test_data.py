@@ -162,6 +162,35 @@ def test_nifti_roundtrip(tmp_path: Path) -> None:
     assert not _leftovers(out)
 
 
+def test_nifti_reoriented_to_canonical_and_written_back(tmp_path: Path) -> None:
+    """A non-RAS volume (x flipped, y and z swapped) is read as nibabel's closest canonical, with the zooms of the
+    canonical axes; its label stays paired voxel for voxel; a mask is written back in the file's own orientation."""
+    root = tmp_path / "lpi"
+    (root / "imagesTr").mkdir(parents=True)
+    (root / "labelsTr").mkdir()
+    rng = np.random.default_rng(0)
+    image = rng.normal(size=(10, 12, 7)).astype(np.float32)
+    label = (image > 1).astype(np.uint8)
+    affine = np.array([[-0.5, 0, 0, 10], [0, 0, 2.5, 0], [0, 0.8, 0, 0], [0, 0, 0, 1]], float)
+    assert nib.aff2axcodes(affine) == ("L", "S", "A")
+    nib.save(nib.Nifti1Image(image, affine), root / "imagesTr" / "c_0000.nii.gz")
+    nib.save(nib.Nifti1Image(label, affine), root / "labelsTr" / "c.nii.gz")
+
+    ds = open_dataset(root)
+    case = ds.load("c")
+    canonical = nib.as_closest_canonical(nib.load(root / "imagesTr" / "c_0000.nii.gz"))
+    np.testing.assert_array_equal(case.image, canonical.get_fdata(dtype=np.float32))
+    assert case.image.shape == ds.shape("c") == (10, 7, 12)  # the header-only shape agrees
+    assert case.spacing == pytest.approx(tuple(float(z) for z in canonical.header.get_zooms()))
+    assert case.spacing == pytest.approx((0.5, 2.5, 0.8))
+    np.testing.assert_array_equal(case.label > 0, case.image > 1)  # label reoriented with its image
+
+    written = nib.load(ds.write_mask("c", case.label, tmp_path / "out"))
+    np.testing.assert_array_equal(np.asarray(written.dataobj), label)  # the file's own axes again
+    np.testing.assert_allclose(written.affine, affine)
+    np.testing.assert_array_equal(ds.read_mask("c", tmp_path / "out"), case.label)
+
+
 def test_nifti_labels_optional_and_not_read(tmp_path: Path) -> None:
     root = _nifti(tmp_path, with_labels=False)
     ds = open_dataset(root)

@@ -1,6 +1,7 @@
 """Training: no label of an unlabelled case reaches training, exact resume, SAM-term geometry, the CLI."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 
@@ -192,3 +193,20 @@ def test_vnet_3d_path_runs_and_resumes(small, tmp_path, method, mode):
         assert torch.equal(x, y)
     if mode == "rounds" and method == "semisam":
         assert whole.sam_table is not None and any(k.startswith("valid/") for k in whole.sam_table)
+
+
+def test_sam_online_on_volumes_of_different_sizes(tmp_path):
+    """--sam-online encodes slices of several cases in one call; LA volumes differ in size (it used to fail on LA
+    with 'stack expects each tensor to be equal size' while passing on same-sized phantoms)."""
+    mixed = tmp_path / "mixed"
+    for name, shape, seed in (("a", (64, 64, 6), 1), ("b", (80, 72, 6), 2)):
+        made = make_phantom(tmp_path / name, n_cases=3, shape=shape, seed=seed)
+        for i in range(3):
+            shutil.copytree(made / f"phantom_{i:02d}", mixed / f"{name}{i}")
+    (mixed / "train.list").write_text("a0\na1\na2\nb0\nb1\n")  # labelled a0 a1; unlabelled a2 b0; validation b1
+    config = dataclasses.replace(_config("semisam", 3, sam_online=True, sam_mode="step"), unlabelled_batch=4)
+    trainer = build_trainer(config, mixed, None, labeled=2, val=1, run_dir=tmp_path / "run", tensorboard=False)
+    sizes = {(ref.height, ref.width) for ref in trainer.unlabelled.refs}
+    assert sizes == {(64, 64), (80, 72)}
+    result = trainer.run(progress=False)
+    assert result["iteration"] == 3 and np.isfinite(result["val_dice"])
