@@ -10,7 +10,7 @@ import torch
 from semisam_fast.data import open_dataset
 from semisam_fast.data.student_input import StudentInput
 from semisam_fast.evaluate import evaluate_cases, load_student
-from semisam_fast.train.checkpoints import find_checkpoint
+from semisam_fast.checkpoints import find_checkpoint
 from semisam_fast.train.slices import SliceStore
 
 run = sys.argv[1]

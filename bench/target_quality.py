@@ -22,7 +22,7 @@ from semisam_fast.cache import EmbeddingCache
 from semisam_fast.data import open_dataset, read_list
 from semisam_fast.evaluate import load_student
 from semisam_fast.fsutil import write_json
-from semisam_fast.train.checkpoints import find_checkpoint
+from semisam_fast.checkpoints import find_checkpoint
 from semisam_fast.inference import predict_case
 from semisam_fast.sam_targets import TargetOptions, case_targets, score_targets
 

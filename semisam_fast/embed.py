@@ -11,18 +11,13 @@ from tqdm import tqdm
 
 from .backends import Backend
 from .cache import EmbeddingCache, fingerprint
-from .data import Dataset
+from .data import Dataset, every_kth
 from .models import get_spec, preprocess
 
 
 def backend_fingerprint(backend: Backend) -> dict:
     spec = get_spec(backend.model)
     return fingerprint(spec.name, backend.checkpoint_sha256, spec.image_size, spec.normalization, backend.precision)
-
-
-def selected_slices(num_slices: int, every: int = 1) -> list[int]:
-    """Slice indices to embed: all, or every k-th (a documented subset for CPU presets)."""
-    return list(range(0, num_slices, max(1, every)))
 
 
 @dataclass
@@ -51,7 +46,7 @@ def build_cache(dataset: Dataset, backend: Backend, cache_dir: str | Path, case_
     todo: dict[str, list[list[int]]] = {}
     total = 0
     for case_id in case_ids:
-        wanted = selected_slices(dataset.num_slices(case_id), every)
+        wanted = every_kth(dataset.num_slices(case_id), every)
         total += len(wanted)
         done = set(cache.slices(case_id))
         # fixed batch groups: a resumed build recomputes exactly the groups an uninterrupted one would have,

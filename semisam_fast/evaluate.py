@@ -13,13 +13,13 @@ from scipy import ndimage
 from torch import nn
 from tqdm import tqdm
 
+from .checkpoints import find_checkpoint, read_checkpoint
 from .data import Dataset, open_dataset
 from .errors import UserError
 from .fsutil import atomic_write, write_json
 from .inference import predict_case
 from .metrics import binary_metrics, summarize, undefined_counts
-from .train.checkpoints import find_checkpoint, read_checkpoint
-from .train.students import build_student
+from .nets import build_student
 
 __all__ = ["load_student", "evaluate_cases", "write_results", "evaluate_run", "largest_component"]
 

@@ -106,8 +106,8 @@ def teacher_pseudo_label(dataset: Dataset, cache: EmbeddingCache, backend: Backe
     written as mask volumes (zeros on slices without a target) with overlays; where labels exist they are read
     AFTER the targets are made, for the report only (teacher vs target Dice, precision, coverage).
     options: the run's own (from its config), with a dict's non-None entries overriding them."""
+    from .checkpoints import find_checkpoint
     from .evaluate import load_student
-    from .train.checkpoints import find_checkpoint
     from .inference import predict_case
 
     cache.check_decoder(backend)

@@ -15,13 +15,11 @@ LA_ENV = "SEMISAM_LA_DIR"
 
 
 def default_la_dir() -> Path | None:
-    """$SEMISAM_LA_DIR, else ../shared/data/la2018 beside the working folder or the project; None if absent."""
-    candidates = [os.environ.get(LA_ENV)] if os.environ.get(LA_ENV) else []
-    candidates += [Path.cwd().parent / "shared/data/la2018",
-                   Path(__file__).resolve().parents[2] / "shared/data/la2018"]
-    for candidate in candidates:
-        if candidate and (Path(candidate) / "train.list").is_file():
-            return Path(candidate)
+    """The LA folder named by $SEMISAM_LA_DIR when it holds a train.list; None otherwise (the library does not guess
+    where a machine keeps its data; commands take --data)."""
+    value = os.environ.get(LA_ENV)
+    if value and (Path(value) / "train.list").is_file():
+        return Path(value)
     return None
 
 

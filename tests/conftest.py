@@ -8,7 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from semisam_fast.samples import default_la_dir
+from semisam_fast.samples import LA_ENV, default_la_dir
+
+# The project's machines keep LA beside the repository; the library only reads $SEMISAM_LA_DIR, so the tests (which
+# may know this layout) point it there when it is unset, for every test and every command they run.
+_BESIDE = Path(__file__).resolve().parents[2] / "shared" / "data" / "la2018"
+if not os.environ.get(LA_ENV) and (_BESIDE / "train.list").is_file():
+    os.environ[LA_ENV] = str(_BESIDE)
 
 
 @pytest.fixture(scope="session")

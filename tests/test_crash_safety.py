@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from semisam_fast.train.checkpoints import iteration_checkpoints, read_checkpoint
+from semisam_fast.checkpoints import iteration_checkpoints, read_checkpoint
 
 from .conftest import run_cli
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import h5py
@@ -16,9 +15,10 @@ from semisam_fast.data import (
 )
 from semisam_fast.errors import UserError
 from semisam_fast.fsutil import atomic_write
+from semisam_fast.samples import default_la_dir
 
-# Real data: $SEMISAM_LA_DIR, else ../shared/data/la2018 next to the repo (read-only, never written).
-LA_DIR = Path(os.environ.get("SEMISAM_LA_DIR") or Path(__file__).resolve().parents[2] / "shared/data/la2018")
+# Real data: $SEMISAM_LA_DIR (conftest points it at ../shared/data/la2018 when that exists); read-only, never written.
+LA_DIR = default_la_dir()
 
 
 def _rng(seed: int = 0) -> np.random.Generator:
@@ -370,7 +370,7 @@ def test_read_list(tmp_path: Path) -> None:
 
 # -- real LA data (read-only) --------------------------------------------------------------------
 
-@pytest.mark.skipif(not (LA_DIR / "train.list").is_file(), reason=f"LA data not found at {LA_DIR}")
+@pytest.mark.skipif(LA_DIR is None, reason="LA data not found (set SEMISAM_LA_DIR)")
 def test_real_la() -> None:
     ds = open_dataset(LA_DIR)
     assert isinstance(ds, LAH5Dataset) and len(ds.case_ids) == 80

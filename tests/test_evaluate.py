@@ -16,7 +16,7 @@ from semisam_fast.errors import UserError
 from semisam_fast.evaluate import evaluate_cases, evaluate_run, largest_component, load_student, write_results
 from semisam_fast.inference import predict_case, predict_volume_2d, predict_volume_3d
 from semisam_fast.metrics import METRIC_KEYS, binary_metrics, summarize
-from semisam_fast.train.students import build_student
+from semisam_fast.nets import build_student
 
 
 class IntensityNet(nn.Module):

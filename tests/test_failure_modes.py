@@ -19,7 +19,7 @@ import torch
 
 from semisam_fast.cache import EmbeddingCache
 from semisam_fast.models import load_model
-from semisam_fast.train.checkpoints import iteration_checkpoints, read_checkpoint
+from semisam_fast.checkpoints import iteration_checkpoints, read_checkpoint
 
 from .conftest import run_cli
 

@@ -14,7 +14,7 @@ from semisam_fast.evaluate import evaluate_cases
 from semisam_fast.inference import predict_case
 from semisam_fast.metrics import binary_metrics
 from semisam_fast.train import build_trainer, preset
-from semisam_fast.train.students import build_student
+from semisam_fast.nets import build_student
 
 
 def _affine_nifti(phantom_root, out, scale: float = 3.0, shift: float = 5.0):

@@ -6,7 +6,7 @@ import torch
 
 from semisam_fast.errors import UserError
 from semisam_fast.train.losses import supervised_loss
-from semisam_fast.train.students import UNet2D, VNet, build_student
+from semisam_fast.nets import UNet2D, VNet, build_student
 
 
 def test_unet2d_forward_backward_shapes():

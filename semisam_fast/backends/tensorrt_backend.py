@@ -59,7 +59,9 @@ class TrtEngine:
         for name in self.inputs:
             tensor = feeds[name].to(device="cuda", dtype=self._dtype(name)).contiguous()
             keep.append(tensor)
-            self.context.set_input_shape(name, tuple(tensor.shape))
+            if not self.context.set_input_shape(name, tuple(tensor.shape)):
+                raise UserError(f"input {name} of shape {tuple(tensor.shape)} is outside the optimisation profile of "
+                                f"{self.path.name}; re-export with `--batch MIN,OPT,MAX` covering it")
             self.context.set_tensor_address(name, tensor.data_ptr())
         outputs = []
         for name in self.outputs:

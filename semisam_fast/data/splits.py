@@ -47,3 +47,14 @@ def split_cases(case_ids: list[str], labeled: int, val: int = 8) -> Split:
         raise UserError(f"{labeled} labelled + {val} validation cases > the {n} cases available")
     rest = list(case_ids[: n - val])
     return Split(labeled=rest[:labeled], unlabeled=rest[labeled:], val=list(case_ids[n - val :]))
+
+
+def run_unlabelled(split: Split, limit: int | None = None) -> list[str]:
+    """The unlabelled cases a run uses: the first `limit` of the split's, or all of them."""
+    return split.unlabeled[:limit] if limit else list(split.unlabeled)
+
+
+def every_kth(num_slices: int, every: int = 1) -> list[int]:
+    """The slices of a case that are used: every k-th from the first. `embed --every K` caches these and a run with
+    `unlabelled_every=K` draws these, so the two must come from this one rule."""
+    return list(range(0, num_slices, max(1, int(every))))

@@ -74,8 +74,8 @@ def export_encoder(model: LoadedModel, path: Path, opset: int = 17, precision: s
 
 
 def export_decoder(model: LoadedModel, path: Path, opset: int = 17, precision: str = "fp32") -> dict:
-    side = 4 * 64
-    embeddings = torch.randn(2, 256, 64, 64)
+    side = model.spec.low_res_side
+    embeddings = torch.randn(2, *model.spec.embedding_shape)
     coords = torch.rand(2, 3, 2, 2) * model.spec.image_size
     labels = torch.tensor([2, 3]).expand(2, 3, 2).contiguous()
     mask_input = torch.zeros(2, 3, 1, side, side)
@@ -92,7 +92,7 @@ def export_decoder(model: LoadedModel, path: Path, opset: int = 17, precision: s
     _export(model.decoder, (embeddings, coords, labels, mask_input, has_mask), path, precision, opset_version=opset,
                   input_names=names, output_names=["low_res_masks", "iou_predictions"], dynamic_axes=dynamic)
     k = 3 if model.decoder.multimask else 1
-    return {"inputs": {"image_embeddings": ["batch", 256, 64, 64], "point_coords": ["batch", "prompts", "points", 2],
+    return {"inputs": {"image_embeddings": ["batch", *model.spec.embedding_shape], "point_coords": ["batch", "prompts", "points", 2],
                        "point_labels": ["batch", "prompts", "points"],
                        "mask_input": ["batch", "prompts", 1, side, side], "has_mask_input": [1]},
             "outputs": {"low_res_masks": ["batch", "prompts", k, side, side],

@@ -73,7 +73,8 @@ def check_encoder(backend, reference: LoadedModel, samples: Samples, precision: 
     coords, labels = coords[:keep], labels[:keep]
     with torch.inference_mode():
         ref_emb = torch.cat([reference.encoder(image[None]) for image in images])
-        zeros = torch.zeros(len(images), 1, 1, 256, 256)
+        side = reference.spec.low_res_side
+        zeros = torch.zeros(len(images), 1, 1, side, side)
         ref_masks, _ = reference.decoder(ref_emb, coords, labels, zeros, torch.zeros(1))
         emb = backend.encode(images).cpu()
         masks, _ = reference.decoder(emb, coords, labels, zeros, torch.zeros(1))
@@ -94,7 +95,8 @@ def check_decoder(backend, reference: LoadedModel, samples: Samples, precision: 
     n = len(images)
     with torch.inference_mode():
         emb = torch.cat([reference.encoder(image[None]) for image in images])
-        ref_masks, ref_iou = reference.decoder(emb, coords, labels, torch.zeros(n, 1, 1, 256, 256), torch.zeros(1))
+        no_mask = torch.zeros(n, 1, 1, reference.spec.low_res_side, reference.spec.low_res_side)
+        ref_masks, ref_iou = reference.decoder(emb, coords, labels, no_mask, torch.zeros(1))
     masks, iou_pred = (t.cpu() for t in backend.decode(emb, coords, labels))
     # the same prompts one at a time: batching must not change a mask
     looped = torch.cat([backend.decode(emb[i:i + 1], coords[i:i + 1], labels[i:i + 1])[0].cpu() for i in range(n)])

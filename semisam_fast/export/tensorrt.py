@@ -11,7 +11,7 @@ from ..artefact import read_sidecar, write_sidecar
 from ..backends.tensorrt_backend import import_tensorrt
 from ..errors import UserError
 from ..fsutil import atomic_write
-from ..models import LoadedModel
+from ..models import LoadedModel, ModelSpec
 from .onnx_export import artefact_stem, export_onnx
 
 
@@ -21,20 +21,20 @@ def engine_key(model: str, checkpoint_sha256: str, part: str, precision: str, pr
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def _profiles(part: str, profile: tuple[int, int, int], image_size: int) -> dict[str, tuple]:
+def _profiles(part: str, profile: tuple[int, int, int], spec: ModelSpec) -> dict[str, tuple]:
     lo, opt, hi = profile
+    size, emb, side = spec.image_size, spec.embedding_shape, spec.low_res_side
     if part == "encoder":
-        return {"images": ((lo, 3, image_size, image_size), (opt, 3, image_size, image_size),
-                           (hi, 3, image_size, image_size))}
+        return {"images": ((lo, 3, size, size), (opt, 3, size, size), (hi, 3, size, size))}
     # decoder: batch of images x up to 16 prompts x up to 8 points each
-    return {"image_embeddings": ((lo, 256, 64, 64), (opt, 256, 64, 64), (hi, 256, 64, 64)),
+    return {"image_embeddings": ((lo, *emb), (opt, *emb), (hi, *emb)),
             "point_coords": ((lo, 1, 1, 2), (opt, 1, 2, 2), (hi, 16, 8, 2)),
             "point_labels": ((lo, 1, 1), (opt, 1, 2), (hi, 16, 8)),
-            "mask_input": ((lo, 1, 1, 256, 256), (opt, 1, 1, 256, 256), (hi, 16, 1, 256, 256)),
+            "mask_input": ((lo, 1, 1, side, side), (opt, 1, 1, side, side), (hi, 16, 1, side, side)),
             "has_mask_input": ((1,), (1,), (1,))}
 
 
-def _build(onnx_path: Path, part: str, precision: str, profile: tuple[int, int, int], image_size: int,
+def _build(onnx_path: Path, part: str, precision: str, profile: tuple[int, int, int], spec: ModelSpec,
            fp32_norms: bool) -> bytes:
     trt = import_tensorrt()
     logger = trt.Logger(trt.Logger.WARNING)
@@ -58,7 +58,7 @@ def _build(onnx_path: Path, part: str, precision: str, profile: tuple[int, int, 
     elif precision != "fp32":
         raise UserError(f"TensorRT engines are built in fp32 or fp16, not {precision!r}")
     optimisation = builder.create_optimization_profile()
-    for name, (lo, opt, hi) in _profiles(part, profile, image_size).items():
+    for name, (lo, opt, hi) in _profiles(part, profile, spec).items():
         optimisation.set_shape(name, lo, opt, hi)
     config.add_optimization_profile(optimisation)
     serialized = builder.build_serialized_network(network, config)
@@ -81,7 +81,8 @@ def build_engine(reference: LoadedModel, part: str, out: Path, precision: str = 
     key = engine_key(spec.name, reference.checkpoint_sha256, part, precision, profile, trt.__version__, sm)
     path = out / f"{artefact_stem(spec.name, part, precision)}_{key}.engine"
     meta = {"format": "engine", "tensorrt": trt.__version__, "sm": sm, "gpu": torch.cuda.get_device_name(),
-            "engine_key": key, "opset": opset, "image_size": spec.image_size, "embedding_shape": [256, 64, 64],
+            "engine_key": key, "opset": opset, "image_size": spec.image_size,
+            "embedding_shape": list(spec.embedding_shape),
             "multimask": reference.decoder.multimask}
     if path.is_file() and path.with_suffix(".json").is_file():
         cached = read_sidecar(path)
@@ -93,7 +94,7 @@ def build_engine(reference: LoadedModel, part: str, out: Path, precision: str = 
     from ..backends.tensorrt_backend import TensorRTBackend
 
     for fp32_norms in ((False, True) if precision == "fp16" else (False,)):
-        engine = _build(onnx_path, part, precision, profile, spec.image_size, fp32_norms)
+        engine = _build(onnx_path, part, precision, profile, spec, fp32_norms)
         atomic_write(path, lambda tmp: tmp.write_bytes(engine))
         meta.update({"fp32_layernorm": fp32_norms, "model": spec.name, "part": part, "precision": precision,
                      "checkpoint_sha256": reference.checkpoint_sha256})

@@ -6,8 +6,12 @@ from pathlib import Path
 import torch
 
 from ..errors import UserError
+from .sam import TINY_CONFIG, VIT_CONFIGS
 
-_VIT_BY_DIM_DEPTH = {(768, 12): "vit_b (or medsam)", (1024, 24): "vit_l", (1280, 32): "vit_h", (32, 2): "tiny"}
+# which ViT a state dict holds, by its encoder's width and depth (the configs' own numbers)
+_VIT_BY_DIM_DEPTH = {**{(dim, depth): name for name, (dim, depth, _, _) in VIT_CONFIGS.items()},
+                     TINY_CONFIG[:2]: "tiny"}
+_VIT_BY_DIM_DEPTH[VIT_CONFIGS["vit_b"][:2]] = "vit_b (or medsam)"
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:

@@ -8,7 +8,6 @@ from typing import Callable
 from torch import nn
 
 from .. import choices
-
 from .litemedsam import build_litemedsam
 from .sam import build_tiny, build_vit
 
@@ -22,6 +21,17 @@ class ModelSpec:
     prompt: str  # what the model was trained on: "box" | "point"
     checkpoint: str  # "bundled" | "required" | "random"
     description: str
+    embedding_channels: int = 256  # the image encoder's neck: every SAM-family model gives 256 x 64 x 64
+    embedding_side: int = 64
+
+    @property
+    def embedding_shape(self) -> tuple[int, int, int]:
+        return (self.embedding_channels, self.embedding_side, self.embedding_side)
+
+    @property
+    def low_res_side(self) -> int:
+        """Side of the decoder's low-res masks (and of its mask input): 4x the embedding's."""
+        return 4 * self.embedding_side
 
 
 MODELS: dict[str, ModelSpec] = {

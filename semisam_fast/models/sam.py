@@ -42,6 +42,9 @@ def build_vit(name: str) -> nn.Module:
     return _build(embed_dim, depth, heads, global_attn, image_size=1024, patch_size=16, window_size=14)
 
 
+TINY_CONFIG = (32, 2, 2, ())
+
+
 def build_tiny() -> nn.Module:
     """A 2-block ViT at 256 input with the real SAM prompt encoder / decoder: for fast export/backend tests only."""
-    return _build(32, 2, 2, (), image_size=256, patch_size=4, window_size=8)
+    return _build(*TINY_CONFIG, image_size=256, patch_size=4, window_size=8)

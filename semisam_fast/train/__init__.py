@@ -4,10 +4,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..checkpoints import latest_checkpoint
+from ..data import every_kth, run_unlabelled
 from ..errors import UserError
 from ..fsutil import json_safe, write_json
 from .config import METHODS, PRESETS, TrainConfig, preset
-from .checkpoints import latest_checkpoint
 from .loop import Trainer
 
 __all__ = ["METHODS", "PRESETS", "TrainConfig", "Trainer", "build_trainer", "latest_checkpoint", "preset", "train"]
@@ -33,8 +34,8 @@ def build_trainer(config: TrainConfig, data: str | Path, list_file: str | Path |
             if cache is not None:
                 model = EmbeddingCache(cache).fingerprint["model"]
             runtime = create_backend(backend, model, checkpoint, artefact, device)
-            unlabelled = split.unlabeled[: config.unlabelled_cases] if config.unlabelled_cases else split.unlabeled
-            images = {cid: dataset.load(cid, with_label=False).image for cid in unlabelled}
+            images = {cid: dataset.load(cid, with_label=False).image
+                      for cid in run_unlabelled(split, config.unlabelled_cases)}
             sam = SamTeacher(runtime, None, config.sam_margin, online_images=images)
         else:
             if cache is None:
@@ -66,10 +67,9 @@ def _check_cache_covers(store, dataset, split, config: TrainConfig) -> None:
     """2D: every unlabelled slice the loop can draw must be cached (3D patches skip uncached slices by design)."""
     if config.student == "vnet":
         return
-    unlabelled = split.unlabeled[: config.unlabelled_cases] if config.unlabelled_cases else split.unlabeled
-    for case_id in unlabelled:
+    for case_id in run_unlabelled(split, config.unlabelled_cases):
         have = set(store.slices(case_id))
-        missing = [z for z in range(0, dataset.num_slices(case_id), config.unlabelled_every) if z not in have]
+        missing = [z for z in every_kth(dataset.num_slices(case_id), config.unlabelled_every) if z not in have]
         if missing:
             raise UserError(f"cache lacks {len(missing)} slices of unlabelled case {case_id}; run `semisam-fast "
                             f"embed --every {config.unlabelled_every}` over the unlabelled cases first")

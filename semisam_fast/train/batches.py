@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from ..data.student_input import StudentInput
 from .augment import Geometry, random_geometry
-from .slices import SliceRef, SliceStore
+from .slices import SliceStore
 
 
 @dataclass
@@ -83,22 +83,3 @@ def draw_3d(store: VolumeStore, n: int, patch: list[int], generator: torch.Gener
         images = intensity_jitter(images, generator)
     return Batch(images, torch.stack(labels) if labels else None, refs)
 
-
-def sam_targets_3d(sam, fg_prob: torch.Tensor, refs: list) -> tuple[torch.Tensor, torch.Tensor]:
-    """3D: SAM per axial slice of each unlabelled patch. Each slice's canvas is the whole original slice (zeros
-    outside the patch window); SAM's mask is cut back to the window. Slices outside the cache get no term."""
-    masks = torch.zeros_like(fg_prob)
-    valid = torch.zeros(fg_prob.shape[0], fg_prob.shape[-1], dtype=torch.bool)
-    for b, (case_id, z0, y0, x0, h, w, depth) in enumerate(refs):
-        cached = set(sam.cache.slices(case_id)) if sam.cache is not None else set(range(depth))
-        zs = [z for z in range(fg_prob.shape[-1]) if z0 + z < depth and z0 + z in cached]
-        if not zs:
-            continue
-        ph, pw = min(fg_prob.shape[1], h - y0), min(fg_prob.shape[2], w - x0)
-        canvas = fg_prob.new_zeros(len(zs), h, w, dtype=torch.float32)
-        canvas[:, y0:y0 + ph, x0:x0 + pw] = fg_prob[b, :ph, :pw, zs].permute(2, 0, 1).float()
-        slice_refs = [SliceRef(case_id, z0 + z, h, w) for z in zs]
-        canvas_masks, ok = sam.canvas_masks(canvas, slice_refs)
-        masks[b, :ph, :pw, zs] = canvas_masks[:, y0:y0 + ph, x0:x0 + pw].permute(1, 2, 0).to(masks)
-        valid[b, zs] = ok
-    return masks, valid

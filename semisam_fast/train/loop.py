@@ -3,59 +3,34 @@ from __future__ import annotations
 
 import copy
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 from tqdm import tqdm
 
-from ..data import Dataset, Split
+from ..checkpoints import checkpoint_path, latest_checkpoint, read_checkpoint, save_checkpoint
+from ..data import Dataset, Split, every_kth, run_unlabelled
 from ..data.student_input import StudentInput
 from ..errors import UserError
 from ..fsutil import remove_stale_temps
+from ..nets import build_student
 from ..sam_targets import TargetOptions
-from .checkpoints import checkpoint_path, latest_checkpoint, read_checkpoint, save_checkpoint
-from .batches import VolumeStore, draw_2d, draw_3d, sam_targets_3d
+from .batches import VolumeStore, draw_2d, draw_3d
 from .config import TrainConfig
-from .losses import sam_loss, sigmoid_rampup, softmax_mse, supervised_loss, uamt_threshold, uncertainty_mask
+from .losses import sam_loss, sigmoid_rampup, supervised_loss
+from .methods import METHODS, teacher_mode
 from .sam_rounds import make_round, round_summary, step_targets_2d, step_targets_3d, table_2d, table_3d
 from .sam_term import SamTeacher
 from .slices import SliceStore
-from .students import build_student
-
-
-@contextmanager
-def _dropout_on(net: nn.Module):
-    """Dropout layers in train mode (BatchNorm stays in eval): UA-MT's stochastic teacher passes."""
-    drops = [m for m in net.modules() if isinstance(m, nn.modules.dropout._DropoutNd)]
-    for m in drops:
-        m.train()
-    try:
-        yield
-    finally:
-        for m in drops:
-            m.eval()
-
-
-@contextmanager
-def _teacher_mode(net: nn.Module, mode: str):
-    """mode "train": the teacher's BatchNorm uses the batch's statistics (as UA-MT's and SSL4MIS's official code,
-    whose EMA model is never put in eval mode); "eval": the running statistics it copies from the student."""
-    if mode == "train":
-        net.train()
-    try:
-        yield
-    finally:
-        net.eval()
 
 
 class Trainer:
     def __init__(self, config: TrainConfig, dataset: Dataset, split: Split, run_dir: str | Path,
                  sam: SamTeacher | None = None, device: str = "cpu", log_tensorboard: bool = True) -> None:
         self.config = config.check()
+        self.method = METHODS[config.method]  # what the method adds to the supervised loss (methods.py)
         self.dataset, self.split, self.device = dataset, split, device
         self.run_dir = Path(run_dir)
         self.sam = sam
@@ -64,12 +39,12 @@ class Trainer:
         self.three_d = config.student == "vnet"
         torch.manual_seed(config.seed)
         self.generator = torch.Generator().manual_seed(config.seed)
-        self.unlabelled_ids = split.unlabeled[: config.unlabelled_cases] if config.unlabelled_cases else split.unlabeled
+        self.unlabelled_ids = run_unlabelled(split, config.unlabelled_cases)
         self.student_input = StudentInput.from_config(self.checkpoint_config())
         self._load_data()
         self.student = build_student(config.student, **config.student_kwargs).to(device)
         self.teacher = None
-        if config.method != "sup":
+        if self.method.uses_unlabelled:
             self.teacher = copy.deepcopy(self.student).eval()
             for p in self.teacher.parameters():
                 p.requires_grad_(False)
@@ -98,13 +73,13 @@ class Trainer:
         if self.three_d:
             self.labelled = VolumeStore(self.dataset, self.split.labeled, self.student_input, labelled=True)
             self.unlabelled = (VolumeStore(self.dataset, self.unlabelled_ids, self.student_input, labelled=False)
-                               if c.method != "sup" else None)
+                               if self.method.uses_unlabelled else None)
             return
         self.labelled = SliceStore(self.dataset, self.split.labeled, self.student_input, labelled=True,
                                    desc="labelled")
         self.unlabelled = None
-        if c.method != "sup":
-            slices = {cid: list(range(0, self.dataset.num_slices(cid), c.unlabelled_every)) for cid in self.unlabelled_ids}
+        if self.method.uses_unlabelled:
+            slices = {cid: every_kth(self.dataset.num_slices(cid), c.unlabelled_every) for cid in self.unlabelled_ids}
             # the unlabelled store never receives a label: with_label=False all the way down
             self.unlabelled = SliceStore(self.dataset, self.unlabelled_ids, self.student_input, labelled=False,
                                          slices=slices, desc="unlabelled")
@@ -151,7 +126,8 @@ class Trainer:
         up = sigmoid_rampup(self.iteration, length)
         return {"up": up, "down": 1.0 - up + sigmoid_rampup(0, length), "none": 1.0}[kind]
 
-    def _noise(self, x: torch.Tensor) -> torch.Tensor:
+    def noise(self, x: torch.Tensor) -> torch.Tensor:
+        """The teacher's input noise (UA-MT's: N(0, 0.1) clipped to +-0.2), drawn from the run's generator."""
         return (torch.randn(x.shape, generator=self.generator) * 0.1).clamp(-0.2, 0.2).to(x.device)
 
     def _set_lr(self) -> None:
@@ -162,11 +138,12 @@ class Trainer:
 
     def step(self) -> dict:
         c, dev = self.config, self.device
+        method = self.method
         self.student.train()
         self._set_lr()
         lab = self._draw(self.labelled, c.labelled_batch)
-        logs: dict = {}
-        if c.method == "sup":
+        self.step_logs = logs = {}
+        if not method.uses_unlabelled:
             logits = self.student(lab.images.to(dev))
             loss = supervised_loss(logits, lab.labels.to(dev))
             logs["loss_sup"] = loss.item()
@@ -181,27 +158,13 @@ class Trainer:
                 logits_l, student_u = logits[:n_lab], logits[n_lab:]
             else:  # "split": each group normalised by its own batch statistics
                 logits_l, student_u = self.student(lab.images.to(dev)), self.student(unl_images)
-            loss_sup = supervised_loss(logits_l, lab.labels.to(dev))
-            with torch.no_grad(), _teacher_mode(self.teacher, c.teacher_mode):
-                teacher_u = self.teacher(unl_images + self._noise(unl_images))
-            weight = c.consistency * self.ramp("up")
-            if c.method == "uamt":
-                # T stochastic teacher passes (noise and dropout, as UA-MT) -> predictive entropy -> certain voxels
-                with torch.no_grad(), _teacher_mode(self.teacher, c.teacher_mode), _dropout_on(self.teacher):
-                    passes = [F.softmax(self.teacher(unl_images + self._noise(unl_images)), dim=1)
-                              for _ in range(max(1, c.uamt_samples))]
-                    mask, _ = uncertainty_mask(torch.stack(passes), uamt_threshold(self.iteration, c.iterations))
-                mse = softmax_mse(student_u, teacher_u, reduction="none")
-                loss_cons = (mask * mse).sum() / (mse.shape[1] * mask.sum() + 1e-16)
-            else:
-                loss_cons = softmax_mse(student_u, teacher_u)
-            loss = loss_sup + weight * loss_cons
-            logs.update(loss_sup=loss_sup.item(), loss_cons=loss_cons.item(), w_cons=weight)
-            if c.method == "semisam":
-                loss_sam, sam_logs = self._sam_term(student_u, teacher_u, unl)
-                w_sam = c.sam_weight * self.ramp(c.sam_ramp)
-                loss = loss + w_sam * loss_sam
-                logs.update(loss_sam=loss_sam.item(), w_sam=w_sam, **sam_logs)
+            loss = supervised_loss(logits_l, lab.labels.to(dev))
+            logs["loss_sup"] = loss.item()
+            with torch.no_grad(), teacher_mode(self.teacher, c.teacher_mode):
+                teacher_u = self.teacher(unl_images + self.noise(unl_images))
+            for name, weight, term in method.unlabelled_terms(self, student_u, teacher_u, unl_images, unl):
+                loss = loss + weight * term
+                logs.update({f"loss_{name}": term.item(), f"w_{name}": weight})
         if not torch.isfinite(loss):
             terms = ", ".join(f"{k} {v:.4g}" for k, v in logs.items() if k.startswith("loss"))
             last = latest_checkpoint(self.run_dir)
@@ -231,14 +194,14 @@ class Trainer:
                           else table_2d(rounds, self.unlabelled, self.student_input))
         self.round_logs = round_summary(rounds)
 
-    def _sam_term(self, student_u: torch.Tensor, teacher_u: torch.Tensor, unl) -> tuple[torch.Tensor, dict]:
+    def sam_term(self, student_u: torch.Tensor, teacher_u: torch.Tensor, unl) -> tuple[torch.Tensor, dict]:
         c = self.config
         prob = F.softmax(student_u, dim=1)[:, 1]
         if self.rounds:
             return self._stored_sam_term(prob, unl)
         source = prob if c.sam_prompt_from == "student" else F.softmax(teacher_u, dim=1)[:, 1]
         if self.three_d:
-            masks, valid = sam_targets_3d(self.sam, source, unl.refs)
+            masks, valid = self.sam.targets_3d(source, unl.refs)
             slices = prob.permute(0, 3, 1, 2).reshape(-1, *prob.shape[1:3])
             targets = masks.permute(0, 3, 1, 2).reshape(-1, *prob.shape[1:3]).to(prob.device)
             valid = valid.reshape(-1)

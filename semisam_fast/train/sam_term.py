@@ -1,8 +1,10 @@
-"""The SAM term of SemiSAM, on cached embeddings: no encoder call inside the training step.
+"""The per-step SAM term of SemiSAM (`sam_mode="step"`), 2D and 3D, on cached embeddings (or the encoder online).
 
-student probabilities (augmented crops) -> inverse geometry into the slice canvas -> prompts (box of the predicted
-foreground + margin, or points) -> prompts scaled to each slice's original frame -> decoder on cached embeddings ->
-SAM's mask resized to the canvas -> the same geometry -> target in the crop frame.
+2D: student probabilities (augmented crops) -> inverse geometry into the slice canvas -> prompts (box of the
+predicted foreground + margin, or points) -> prompts scaled to each slice's original frame -> decoder on cached
+embeddings -> SAM's mask resized to the canvas -> the same geometry -> target in the crop frame.
+3D: the same per axial slice of each patch, the canvas being the whole slice with the patch window filled in.
+The default, pseudo-label rounds, is in `sam_rounds.py` (targets made every R iterations, read in the step).
 """
 from __future__ import annotations
 
@@ -87,3 +89,23 @@ class SamTeacher:
         canvas = torch.stack([g.invert(p, canvas_size) for g, p in zip(geometries, fg_prob.detach().float())])
         masks, valid = self.canvas_masks(canvas, refs)
         return SamTargets(torch.stack([g.apply(m) for g, m in zip(geometries, masks)]), valid)
+
+    @torch.no_grad()
+    def targets_3d(self, fg_prob: torch.Tensor, refs: list) -> tuple[torch.Tensor, torch.Tensor]:
+        """3D: SAM per axial slice of each unlabelled patch. Each slice's canvas is the whole original slice (zeros
+        outside the patch window); SAM's mask is cut back to the window. Slices outside the cache get no term."""
+        masks = torch.zeros_like(fg_prob)
+        valid = torch.zeros(fg_prob.shape[0], fg_prob.shape[-1], dtype=torch.bool)
+        for b, (case_id, z0, y0, x0, h, w, depth) in enumerate(refs):
+            cached = set(self.cache.slices(case_id)) if self.cache is not None else set(range(depth))
+            zs = [z for z in range(fg_prob.shape[-1]) if z0 + z < depth and z0 + z in cached]
+            if not zs:
+                continue
+            ph, pw = min(fg_prob.shape[1], h - y0), min(fg_prob.shape[2], w - x0)
+            canvas = fg_prob.new_zeros(len(zs), h, w, dtype=torch.float32)
+            canvas[:, y0:y0 + ph, x0:x0 + pw] = fg_prob[b, :ph, :pw, zs].permute(2, 0, 1).float()
+            slice_refs = [SliceRef(case_id, z0 + z, h, w) for z in zs]
+            canvas_masks, ok = self.canvas_masks(canvas, slice_refs)
+            masks[b, :ph, :pw, zs] = canvas_masks[:, y0:y0 + ph, x0:x0 + pw].permute(1, 2, 0).to(masks)
+            valid[b, zs] = ok
+        return masks, valid

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import torch
 
-from ..errors import UserError
-from ..fsutil import atomic_write
+from .errors import UserError
+from .fsutil import atomic_write
 
 FOLDER = "checkpoints"
 FINAL = "final.pt"
