@@ -8,7 +8,6 @@ from typing import Any
 from .errors import UserError
 from .fsutil import atomic_write, file_sha256
 
-ARTEFACT_SUFFIXES = (".onnx", ".engine")
 
 
 def sidecar_path(artefact: str | Path) -> Path:

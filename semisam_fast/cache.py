@@ -104,10 +104,6 @@ class EmbeddingCache:
     def slices(self, case_id: str) -> list[int]:
         return sorted(self._rows.get(case_id, {}))
 
-    def slice_shape(self, case_id: str) -> tuple[int, int]:
-        shards = self._require(case_id)
-        return shards[0].height, shards[0].width
-
     def num_rows(self) -> int:
         return sum(len(rows) for rows in self._rows.values())
 
@@ -218,10 +214,6 @@ class EmbeddingCache:
                 if hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest() != shard.sha256:
                     problems.append(f"cache shard {shard.npy} fails its checksum")
         return problems
-
-    def describe(self) -> dict[str, Any]:
-        return {"root": str(self.root), "cases": len(self._shards), "rows": self.num_rows(),
-                "bytes": self.size_bytes(), **self.fingerprint}
 
 
 def _diff(have: dict, want: dict) -> str:

@@ -10,6 +10,7 @@ EXPORT_FORMATS = ("onnx", "engine")
 EXPORT_PRECISIONS = ("fp32", "fp16", "int8")
 INT8_MODES = ("dynamic", "static")
 TORCH_PRECISIONS = ("fp32", "fp16", "bf16")
+RUNTIME_PRECISIONS = ("fp32", "fp16", "bf16", "int8")  # torch: a compute dtype; onnx/engine: which export to open
 PROMPTS = ("gt-box", "mask-box", "points", "teacher")
 WEIGHTS = ("student", "teacher")
 BENCH_PARTS = ("encoder", "decoder", "train", "all")

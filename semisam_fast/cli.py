@@ -23,7 +23,8 @@ except ImportError:  # older typer runs on click itself
 NO_ARGS_IS_HELP = getattr(click_errors, "NoArgsIsHelpError", ())  # click >= 8.2
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="SemiSAM with an exported, batched, cached Segment Anything Model. Errors are one line (exit 2: fix the input; exit 1: a bug); add --debug anywhere for the traceback.")
+                  help="SemiSAM with an exported, batched, cached Segment Anything Model. Errors are one line "
+                       "(exit 2: fix the input; exit 1: a bug); add --debug anywhere for the traceback.")
 console = Console(stderr=True)
 
 
@@ -45,7 +46,8 @@ def export_cmd(
     batch: Optional[str] = typer.Option(None, help="MIN,OPT,MAX batch (TensorRT profile; recorded for ONNX)"),
     opset: int = typer.Option(17, min=17, help="ONNX opset"),
     out: Path = typer.Option(Path("engines"), help="output folder"),
-    threshold: Optional[float] = typer.Option(None, min=0.0, max=1.0, help="parity gate mask IoU (default 0.99; 0.97 int8)"),
+    threshold: Optional[float] = typer.Option(None, min=0.0, max=1.0,
+                                              help="parity gate mask IoU (default 0.99; 0.97 int8)"),
     data: Optional[Path] = typer.Option(None, help="images for the parity gate (default: LA if present, else phantom)"),
 ) -> None:
     """Export SAM's encoder / decoder, run the parity gate, write a JSON sidecar beside each file."""
@@ -85,7 +87,7 @@ def doctor() -> None:
 def demo(
     out: Path = typer.Option(Path("runs/demo"), help="output folder"),
     data: Optional[Path] = typer.Option(None, help="LA / NIfTI / PNG folder instead of the built-in phantom"),
-    labeled: int = typer.Option(2, min=1, help="labelled cases (first N)"),
+    labeled: int = typer.Option(2, "--labelled", "--labeled", min=1, help="labelled cases (first N)"),
     val: int = typer.Option(2, min=0, help="validation cases (last N)"),
     unlabelled: int = typer.Option(4, min=1, help="unlabelled cases to embed and use"),
     iterations: int = typer.Option(150, min=1, help="training iterations per method"),
@@ -105,7 +107,8 @@ def embed(
     checkpoint: Optional[Path] = typer.Option(None, help="weights (required for medsam / vit_*)"),
     backend: Literal[choices.BACKENDS] = typer.Option("torch", help="encoder runtime"),
     artefact: Optional[Path] = typer.Option(None, help="encoder .onnx/.engine or export folder (default engines/)"),
-    precision: Literal[choices.TORCH_PRECISIONS] = typer.Option("fp32", help="torch precision"),
+    precision: Optional[Literal[choices.RUNTIME_PRECISIONS]] = typer.Option(
+        None, help="torch: compute dtype (default fp32); onnx / engine: which export to open (default fp32)"),
     device: Literal[choices.DEVICES] = typer.Option("cpu"),
     batch: int = typer.Option(8, min=1, help="slices per encoder call"),
     every: int = typer.Option(1, min=1, help="embed every k-th slice only (a documented subset)"),
@@ -130,7 +133,8 @@ def pseudo_label_cmd(
     prompt: Literal[choices.PROMPTS] = typer.Option("gt-box", help="teacher needs --run"),
     masks: Optional[Path] = typer.Option(None, help="mask volumes for --prompt mask-box"),
     run: Optional[Path] = typer.Option(None, help="--prompt teacher: a training run folder or student checkpoint"),
-    margin: Optional[float] = typer.Option(None, min=0.0, help="box margin in SAM-input pixels (default 4; teacher: the run's)"),
+    margin: Optional[float] = typer.Option(None, min=0.0,
+                                           help="box margin in SAM-input pixels (default 4; teacher: the run's)"),
     min_iou_pred: Optional[float] = typer.Option(None, min=0.0, max=1.0,
                                                 help="teacher: keep SAM masks with predicted IoU >= this"),
     min_agreement: Optional[float] = typer.Option(None, min=0.0, max=1.0,
@@ -172,7 +176,8 @@ def pseudo_label_cmd(
 def train(
     data: Path = typer.Option(..., help="LA h5 / NIfTI / PNG folder"),
     list_file: Optional[Path] = typer.Option(None, "--list", help="case list; its first N cases are labelled"),
-    labeled: int = typer.Option(..., min=1, help="number of labelled cases (the first N of the list)"),
+    labeled: int = typer.Option(..., "--labelled", "--labeled", min=1,
+                                help="number of labelled cases (the first N of the list)"),
     method: Literal[choices.TRAIN["method"]] = typer.Option("semisam"),
     preset: Literal[choices.PRESETS] = typer.Option("la-cpu",
                                help="la-cpu: 2D U-Net, CPU; la-paper: 3D V-Net, GPU"),
@@ -224,7 +229,8 @@ def train(
     from .train import build_trainer
     from .train import preset as make_preset
 
-    config = make_preset(preset, method=method, iterations=iterations, lr=lr, save_every=save_every, seed=seed, sam_online=sam_online or None,
+    config = make_preset(preset, method=method, iterations=iterations, lr=lr, save_every=save_every, seed=seed,
+                         sam_online=sam_online or None,
                          sam_weight=sam_weight, sam_ramp=sam_ramp, sam_loss=sam_loss, sam_prompt_from=sam_prompt_from,
                          unlabelled_cases=unlabelled_cases, unlabelled_every=unlabelled_every, sam_mode=sam_mode,
                          sam_round_every=sam_round_every, sam_margin=sam_margin, sam_min_iou_pred=sam_min_iou_pred,
@@ -244,7 +250,8 @@ def evaluate(
     checkpoint: Optional[Path] = typer.Option(None, help="a student checkpoint instead of --run"),
     data: Optional[Path] = typer.Option(None, help="data folder (default: the run's)"),
     list_file: Optional[Path] = typer.Option(None, "--list", help="cases to score (default: the run's validation)"),
-    spacing: Optional[str] = typer.Option(None, help="spacing 'x,y,z' in mm (default: each case's header, else voxels)"),
+    spacing: Optional[str] = typer.Option(None,
+                                          help="spacing 'x,y,z' in mm (default: each case's header, else voxels)"),
     weights: Literal[choices.WEIGHTS] = typer.Option("student", help="student or its EMA teacher"),
     largest: bool = typer.Option(False, "--largest", help="keep the largest connected component (as LA papers do)"),
     out: Optional[Path] = typer.Option(None, help="JSON output (a CSV is written beside it)"),

@@ -28,7 +28,8 @@ ALLOCATOR: str | None = None  # set by the CLI when it tunes the allocator at st
 
 
 def allocator_setting() -> str:
-    """The glibc allocator tuning in force (it changes eager PyTorch CPU timings by up to ~40%, DESIGN.md)."""
+    """The glibc allocator tuning in force (it changes eager PyTorch CPU timings by up to ~40%;
+    docs/architecture.md: Pitfalls)."""
     if ALLOCATOR is not None:
         return ALLOCATOR
     keys = ("MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_")

@@ -1,7 +1,8 @@
 """Prompts from masks or probability maps, in SAM's convention.
 
 Boxes are (x0, y0, x1, y1) = (column, row) corners in pixel coordinates of the 2D slice; numpy / torch masks are
-indexed (row, column). Getting this the wrong way round is the classic SAM pipeline bug (DESIGN.md).
+indexed (row, column). Getting this the wrong way round is the classic SAM pipeline bug (docs/architecture.md:
+Pitfalls).
 """
 from __future__ import annotations
 
@@ -60,22 +61,31 @@ def point_prompts(points: torch.Tensor, point_labels: torch.Tensor) -> tuple[tor
 def mask_to_points(prob: torch.Tensor, n_positive: int = 1, n_negative: int = 1,
                    threshold: float = 0.5) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Points for point-trained SAM from (N,H,W) probabilities: the most confident foreground pixels as positives
-    and the most confident background pixels inside the foreground's box as negatives.
+    and the most confident background pixels inside the foreground's box as negatives. Ties (every pixel of a
+    binary mask) go to the pixel farthest from the foreground's edge, as SAM's own click simulation does: a
+    positive on the rim of a structure is a poor prompt.
 
-    Returns points (N, P, 2) as (x, y), labels (N, P) and valid (N,), P = n_positive + n_negative.
+    Returns points (N, P, 2) as (x, y), labels (N, P: 1 positive, 0 negative, -1 none found) and valid (N,),
+    P = n_positive + n_negative.
     """
+    from scipy import ndimage
+
     n, h, w = prob.shape
     fg = prob > threshold
     boxes, valid = masks_to_boxes(fg)
-    flat = prob.reshape(n, -1)
+    depth = torch.from_numpy(np.stack([ndimage.distance_transform_edt(m) for m in fg.cpu().numpy()]))
+    depth = (depth / (depth.amax(dim=(1, 2), keepdim=True) + 1.0)).to(prob)  # in [0, 1): breaks ties only
+    flat = (prob + 1e-3 * depth).reshape(n, -1)
     positives = flat.topk(n_positive, dim=1).indices
     rows = torch.arange(h).view(1, h, 1)
     cols = torch.arange(w).view(1, 1, w)
     inside = ((cols >= boxes[:, 0, None, None]) & (cols <= boxes[:, 2, None, None])
               & (rows >= boxes[:, 1, None, None]) & (rows <= boxes[:, 3, None, None]))
     background_score = torch.where(inside & ~fg, 1 - prob, torch.full_like(prob, -1.0)).reshape(n, -1)
-    negatives = background_score.topk(n_negative, dim=1).indices
-    index = torch.cat([positives, negatives], dim=1)
+    best = background_score.topk(n_negative, dim=1)
+    index = torch.cat([positives, best.indices], dim=1)
     points = torch.stack([index % w, index // w], dim=-1).float()
-    labels = torch.cat([torch.ones(n, n_positive), torch.zeros(n, n_negative)], dim=1).long()
+    # no background inside the box (a box-shaped mask): that negative becomes SAM's "not a point" (label -1)
+    negative_labels = torch.where(best.values >= 0, 0, -1)
+    labels = torch.cat([torch.ones(n, n_positive, dtype=torch.long), negative_labels.long()], dim=1)
     return points, labels, valid

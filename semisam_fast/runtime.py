@@ -1,4 +1,4 @@
-"""Process-level tuning the tool applies for its users (measured in bench/, DESIGN.md: Benchmarks)."""
+"""Process-level tuning the tool applies for its users (measured in bench/; docs/architecture.md: Pitfalls)."""
 from __future__ import annotations
 
 import ctypes

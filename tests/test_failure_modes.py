@@ -148,7 +148,8 @@ def test_corrupt_and_truncated_data_files(phantom, trained, tmp_path):
     shutil.copytree(phantom, la)
     first = sorted(la.glob("*/mri_norm2.h5"))[0]
     first.write_bytes(first.read_bytes()[:2000])
-    user_error(run_cli("embed", "--data", str(la), "--model", "tiny", "--cache", str(tmp_path / "c")), first.parent.name)
+    user_error(run_cli("embed", "--data", str(la), "--model", "tiny", "--cache", str(tmp_path / "c")),
+               first.parent.name)
 
     image, label = _blob()
     nifti = tmp_path / "nifti"

@@ -8,7 +8,6 @@ import torch.nn.functional as F
 
 from semisam_fast.train.losses import (
     dice_loss,
-    linear_rampup,
     sam_loss,
     sigmoid_rampup,
     softmax_mse,
@@ -144,7 +143,3 @@ def test_rampups():
     assert sigmoid_rampup(500, 100) == 1.0
     assert sigmoid_rampup(50, 100) == pytest.approx(math.exp(-5 * 0.25))
     assert sigmoid_rampup(3, 0) == 1.0
-    assert linear_rampup(0, 10) == 0.0
-    assert linear_rampup(5, 10) == 0.5
-    assert linear_rampup(20, 10) == 1.0
-    assert linear_rampup(1, 0) == 1.0

@@ -42,31 +42,47 @@ def find_artefacts(folder: str | Path, model: str, precision: str | None = None)
 
 
 def create_backend(name: str = "torch", model: str = "litemedsam", checkpoint: str | Path | None = None,
-                   artefact: str | Path | None = None, device: str = "cpu", precision: str = "fp32",
+                   artefact: str | Path | None = None, device: str = "cpu", precision: str | None = None,
                    loaded=None) -> Backend:
-    """name: torch | onnx | engine, or a path to an artefact / export folder (as ultralytics' AutoBackend)."""
+    """name: torch | onnx | engine, or a path to an artefact / export folder (as ultralytics' AutoBackend).
+
+    torch runs `model` from `checkpoint` in `precision` (a compute dtype, default fp32). onnx / engine open exported
+    artefacts: `artefact` (a file or an export folder, default engines/), which must have been exported for
+    `model`, from `checkpoint` when one is given, and in `precision` when one is given (for a folder, it picks that
+    export; default: fp32 where there is one). A mismatch is refused, never silently ignored."""
+    from ..fsutil import file_sha256
     from ..models import load_model
 
     if name == "torch":
         if artefact is not None:
             raise UserError(f"--artefact {artefact} is for the onnx and engine backends; the torch backend runs the "
                             "checkpoint (drop --artefact, or pass --backend onnx / engine)")
-        return TorchBackend(loaded or load_model(model, checkpoint), device=device, precision=precision)
+        return TorchBackend(loaded or load_model(model, checkpoint), device=device, precision=precision or "fp32")
+    if checkpoint is not None and not Path(checkpoint).is_file():
+        raise UserError(f"checkpoint not found: {checkpoint}")
+    sha = file_sha256(checkpoint) if checkpoint is not None else None
     target = Path(artefact or (name if name not in ("onnx", "onnxruntime", "engine", "tensorrt") else "engines"))
     if target.is_file():
         wanted = {"onnx": ".onnx", "onnxruntime": ".onnx", "engine": ".engine", "tensorrt": ".engine"}.get(name)
         if wanted is not None and target.suffix != wanted:
             raise UserError(f"--backend {name} needs a {wanted} file, got {target.name}")
         # the artefact must be the model asked for: a tiny encoder must not fill a litemedsam cache
-        return open_artefact(target, provider="cuda" if device.startswith("cuda") else "cpu", model=model)
+        backend = open_artefact(target, provider="cuda" if device.startswith("cuda") else "cpu", model=model,
+                                checkpoint_sha256=sha)
+        if precision is not None and backend.precision != precision:
+            raise UserError(f"{target.name} was exported in {backend.precision}, not {precision}; pass --precision "
+                            f"{backend.precision} or another artefact")
+        return backend
     if not target.is_dir():
         raise UserError(f"no artefact at {target}; export one with `semisam-fast export --model {model}`")
-    parts = find_artefacts(target, model, None if precision == "fp32" else precision)
+    parts = find_artefacts(target, model, precision)
     if not parts:
-        raise UserError(f"no exported {model} artefacts in {target}; run `semisam-fast export --model {model} "
+        which = f" {precision}" if precision else ""
+        raise UserError(f"no exported {model}{which} artefacts in {target}; run `semisam-fast export --model {model} "
                         f"--out {target}`")
     if any(p.suffix == ".engine" for p in parts.values()):
         from .tensorrt_backend import TensorRTBackend
 
-        return TensorRTBackend(**parts)
-    return OnnxBackend(**parts, provider="cuda" if device.startswith("cuda") else "cpu")
+        return TensorRTBackend(**parts, model=model, checkpoint_sha256=sha)
+    return OnnxBackend(**parts, provider="cuda" if device.startswith("cuda") else "cpu", model=model,
+                       checkpoint_sha256=sha)

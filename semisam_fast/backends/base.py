@@ -5,6 +5,7 @@ from abc import ABC, abstractmethod
 
 import torch
 
+from ..artefact import check_matches
 from ..errors import UserError
 
 
@@ -24,6 +25,23 @@ class Backend(ABC):
     def decode(self, embeddings: torch.Tensor, coords: torch.Tensor, labels: torch.Tensor,
                mask_input: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         raise UserError(f"the {self.name} backend was opened without a decoder")
+
+    def adopt_artefacts(self, encoder, decoder, model: str | None, checkpoint_sha256: str | None) -> None:
+        """For runtimes over exported files (each part with `.meta`, its sidecar, and `.path`): refuse a part made for
+        another model, checkpoint or part than asked, or an encoder and decoder of different models; then take the
+        backend's model, precision and checkpoint hash from the files themselves."""
+        parts = {"encoder": encoder, "decoder": decoder}
+        for part, item in parts.items():
+            if item is not None:
+                check_matches(item.meta, item.path, model=model, checkpoint_sha256=checkpoint_sha256, part=part)
+        if encoder is not None and decoder is not None:
+            for key in ("model", "checkpoint_sha256"):
+                if encoder.meta[key] != decoder.meta[key]:
+                    raise UserError(f"{encoder.path.name} and {decoder.path.name} come from different {key}s "
+                                    f"({encoder.meta[key]!r} vs {decoder.meta[key]!r})")
+        first = encoder or decoder
+        self.model, self.precision = first.meta["model"], first.meta["precision"]
+        self.checkpoint_sha256 = first.meta["checkpoint_sha256"]
 
     @abstractmethod
     def describe(self) -> dict:

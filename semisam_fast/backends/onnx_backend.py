@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..artefact import check_matches, read_sidecar
+from ..artefact import read_sidecar
 from ..errors import UserError
 from .base import Backend
 
@@ -97,14 +97,8 @@ class OnnxBackend(Backend):
             raise UserError("onnxruntime backend needs an encoder and/or decoder .onnx file")
         self.encoder = OnnxSession(encoder, provider, threads) if encoder else None
         self.decoder = OnnxSession(decoder, provider, threads) if decoder else None
-        for part, sess in (("encoder", self.encoder), ("decoder", self.decoder)):
-            if sess is not None:
-                check_matches(sess.meta, sess.path, model=model, checkpoint_sha256=checkpoint_sha256, part=part)
-        first = self.encoder or self.decoder
-        self.model = first.meta["model"]
-        self.precision = first.meta["precision"]
-        self.checkpoint_sha256 = first.meta["checkpoint_sha256"]
-        self.device = "cuda" if first.on_gpu else "cpu"
+        self.adopt_artefacts(self.encoder, self.decoder, model, checkpoint_sha256)
+        self.device = "cuda" if (self.encoder or self.decoder).on_gpu else "cpu"
         self.multimask = bool((self.decoder.meta if self.decoder else {}).get("multimask", False))
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:

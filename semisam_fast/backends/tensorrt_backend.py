@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from ..artefact import check_matches, read_sidecar
+from ..artefact import read_sidecar
 from ..errors import UserError
 from .base import Backend
 
@@ -86,12 +86,7 @@ class TensorRTBackend(Backend):
             raise UserError("tensorrt backend needs an encoder and/or decoder .engine file")
         self.encoder = TrtEngine(encoder) if encoder else None
         self.decoder = TrtEngine(decoder) if decoder else None
-        for part, eng in (("encoder", self.encoder), ("decoder", self.decoder)):
-            if eng is not None:
-                check_matches(eng.meta, eng.path, model=model, checkpoint_sha256=checkpoint_sha256, part=part)
-        first = self.encoder or self.decoder
-        self.model, self.precision = first.meta["model"], first.meta["precision"]
-        self.checkpoint_sha256 = first.meta["checkpoint_sha256"]
+        self.adopt_artefacts(self.encoder, self.decoder, model, checkpoint_sha256)
         self.device = "cuda"
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""Format-independent pieces: the `Case` record, the `Dataset` interface, atomic writes."""
+"""Format-independent pieces: the `Case` record, the `Dataset` interface, reading errors as one-line UserErrors."""
 
 from __future__ import annotations
 
@@ -28,10 +28,6 @@ class Case:
     image: np.ndarray
     label: np.ndarray | None = None
     spacing: tuple[float, float, float] | None = None
-
-    @property
-    def num_slices(self) -> int:
-        return int(self.image.shape[2])
 
 
 @contextlib.contextmanager

@@ -21,8 +21,9 @@ def artefact_stem(model: str, part: str, precision: str) -> str:
 
 
 def _quiet_export(module: torch.nn.Module, args: tuple, path: Path, **kwargs) -> None:
-    # The TorchScript exporter: it keeps the reshapes symbolic in batch for these models (see DESIGN.md), where
-    # torch.export refuses LiteMedSAM's TinyViT. Its tracer warnings are about shapes we check in the parity gate.
+    # The TorchScript exporter: it keeps the reshapes symbolic in batch for these models, where torch.export
+    # refuses LiteMedSAM's TinyViT (docs/architecture.md: Pitfalls). Its tracer warnings are about shapes we check
+    # in the parity gate.
     # no_grad: without it tracing keeps every activation for autograd (ViT-B at 1024 then needs > 24 GB)
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), torch.no_grad():
         warnings.simplefilter("ignore")
@@ -92,7 +93,8 @@ def export_decoder(model: LoadedModel, path: Path, opset: int = 17, precision: s
     _export(model.decoder, (embeddings, coords, labels, mask_input, has_mask), path, precision, opset_version=opset,
                   input_names=names, output_names=["low_res_masks", "iou_predictions"], dynamic_axes=dynamic)
     k = 3 if model.decoder.multimask else 1
-    return {"inputs": {"image_embeddings": ["batch", *model.spec.embedding_shape], "point_coords": ["batch", "prompts", "points", 2],
+    return {"inputs": {"image_embeddings": ["batch", *model.spec.embedding_shape],
+                       "point_coords": ["batch", "prompts", "points", 2],
                        "point_labels": ["batch", "prompts", "points"],
                        "mask_input": ["batch", "prompts", 1, side, side], "has_mask_input": [1]},
             "outputs": {"low_res_masks": ["batch", "prompts", k, side, side],

@@ -11,7 +11,7 @@ from ..fsutil import json_safe, write_json
 from .config import METHODS, PRESETS, TrainConfig, preset
 from .loop import Trainer
 
-__all__ = ["METHODS", "PRESETS", "TrainConfig", "Trainer", "build_trainer", "latest_checkpoint", "preset", "train"]
+__all__ = ["METHODS", "PRESETS", "TrainConfig", "Trainer", "build_trainer", "latest_checkpoint", "preset"]
 
 
 def build_trainer(config: TrainConfig, data: str | Path, list_file: str | Path | None, labeled: int, val: int,
@@ -73,7 +73,3 @@ def _check_cache_covers(store, dataset, split, config: TrainConfig) -> None:
         if missing:
             raise UserError(f"cache lacks {len(missing)} slices of unlabelled case {case_id}; run `semisam-fast "
                             f"embed --every {config.unlabelled_every}` over the unlabelled cases first")
-
-
-def train(config: TrainConfig, data, list_file, labeled: int, val: int, run_dir, **kwargs) -> dict:
-    return build_trainer(config, data, list_file, labeled, val, run_dir, **kwargs).run()

@@ -1,7 +1,7 @@
 """Training configuration and the presets (la-cpu: 2D U-Net on 2 CPU cores; la-paper: the paper's 3D V-Net)."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 
 from .. import choices
 from ..errors import UserError
@@ -89,11 +89,6 @@ class TrainConfig:
 
     def as_dict(self) -> dict:
         return asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict) -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in known})
 
 
 PRESETS: dict[str, TrainConfig] = {

@@ -17,7 +17,6 @@ __all__ = [
     "uamt_threshold",
     "sam_loss",
     "sigmoid_rampup",
-    "linear_rampup",
 ]
 
 
@@ -27,13 +26,6 @@ def sigmoid_rampup(current: float, length: float) -> float:
         return 1.0
     t = float(np.clip(current, 0.0, length)) / length
     return float(math.exp(-5.0 * (1.0 - t) ** 2))
-
-
-def linear_rampup(current: float, length: float) -> float:
-    """Linear ramp clip(current/length, 0, 1); 1.0 when length == 0."""
-    if length == 0:
-        return 1.0
-    return float(np.clip(current / length, 0.0, 1.0))
 
 
 def dice_loss(probs: Tensor, target_onehot: Tensor, eps: float = 1e-5, include_background: bool = False) -> Tensor:

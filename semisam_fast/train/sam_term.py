@@ -27,18 +27,20 @@ class SamTargets:
 
 
 class SamTeacher:
-    """Frozen SAM decoder (any backend) over an embedding cache, or the encoder online (`online=True`)."""
+    """Frozen SAM decoder (any backend) over an embedding cache, or with the encoder run online on the original
+    slices (`online_images`, the official code's way; for benchmarks). Prompts are the model's own kind (box or
+    points, `ModelSpec.prompt`) from the probability map thresholded at 0.5."""
+
+    threshold = 0.5
 
     def __init__(self, backend: Backend, cache: EmbeddingCache | None, margin: float = 4.0,
-                 prompt: str | None = None, threshold: float = 0.5, online_images: dict | None = None,
-                 resident: bool | None = None) -> None:
+                 online_images: dict | None = None, resident: bool | None = None) -> None:
         self.backend = backend
         self.cache = cache
         self.resident = resident  # cached embeddings kept on the backend's device (EmbeddingCache.gather)
         self.spec = get_spec(backend.model)
-        self.prompt = prompt or self.spec.prompt
+        self.prompt = self.spec.prompt
         self.margin = margin
-        self.threshold = threshold
         self.online_images = online_images  # case_id -> (H,W,Z) original volume, for --sam-online
 
     def embeddings(self, refs: list[SliceRef]) -> torch.Tensor:
