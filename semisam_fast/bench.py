@@ -12,13 +12,13 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .doctor import allocator_setting, cpu_name
+from .doctor import allocator_setting, cpu_isa, cpu_name, kernel_choice
 from .fsutil import atomic_write, write_json
 
 
 def machine() -> dict:
-    info = {"cpu": cpu_name(), "torch_threads": torch.get_num_threads(), "allocator": allocator_setting(),
-            "torch": torch.__version__}
+    info = {"cpu": cpu_name(), "cpu_isa": cpu_isa(), "cpu_kernels": kernel_choice(),
+            "torch_threads": torch.get_num_threads(), "allocator": allocator_setting(), "torch": torch.__version__}
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name()
     try:

@@ -24,6 +24,31 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+# the instruction-set extensions that decide which CPU kernels are fast (int8 dot products, bf16 matmuls)
+ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
+
+
+def cpu_isa() -> list[str]:
+    """Which of ISA_FLAGS this CPU reports (Linux /proc/cpuinfo; empty elsewhere)."""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("flags"):
+                    present = set(line.split(":", 1)[1].split())
+                    return [flag for flag in ISA_FLAGS if flag in present]
+    except OSError:
+        pass
+    return []
+
+
+def kernel_choice() -> dict:
+    """What each runtime dispatches to on this CPU: torch reports its ATen capability; onnxruntime's MLAS picks
+    its kernels from the same CPUID flags at load time and does not report the choice."""
+    import torch
+
+    return {"torch": torch.backends.cpu.get_cpu_capability(), "onnxruntime": "MLAS, by CPUID (see cpu_isa)"}
+
+
 ALLOCATOR: str | None = None  # set by the CLI when it tunes the allocator at start-up
 
 
@@ -45,6 +70,8 @@ def report() -> dict:
         "platform": platform.platform(),
         "cpu": cpu_name(),
         "cpu_threads": os.cpu_count(),
+        "cpu_isa": cpu_isa(),
+        "cpu_kernels": kernel_choice(),
         "allocator": allocator_setting(),
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
