@@ -88,20 +88,54 @@ def bench_encoder(model: str = "litemedsam", precisions: tuple[str, ...] = ("fp3
 
     loaded = load_model(model)
     torch_fp32 = TorchBackend(loaded)
-    onnx = {p: OnnxBackend(encoder=path) for p, path in _artefacts(model, engines, list(precisions), log).items()}
+    artefacts = _artefacts(model, engines, list(precisions), log)
+    onnx = {p: OnnxBackend(encoder=path) for p, path in artefacts.items()}
     samples = load_samples(max(batches))
     images = loaded.preprocess(samples.slices)
+    openvino, openvino_gates = _openvino_encoders(loaded, artefacts.get("fp32"), samples, log)
     results = {}
     for batch in batches:
         x = images[:batch]
         candidates = {"torch_fp32": lambda x=x: torch_fp32.encode(x)}
         candidates.update({f"onnxruntime_{p}": (lambda x=x, b=b: b.encode(x)) for p, b in onnx.items()})
+        candidates.update({f"openvino_{p}": (lambda x=x, b=b: b.encode(x)) for p, b in openvino.items()})
         log(f"encoder {model} batch {batch}: {', '.join(candidates)}")
         results[f"batch_{batch}"] = summarise(interleaved(candidates, repeats), "torch_fp32", batch)
     gates = {p: read_sidecar(b.encoder.path).get("parity", {}) for p, b in onnx.items()}
-    return {"encoder": results, "model": model,
-            "parity": {p: {"mask_iou": g.get("mask_iou"), "passed": g.get("passed")} for p, g in gates.items()},
+    parity = {f"onnxruntime_{p}": {"mask_iou": g.get("mask_iou"), "mask_iou_min": g.get("mask_iou_min"),
+                                   "passed": g.get("passed")} for p, g in gates.items()}
+    parity.update(openvino_gates)
+    return {"encoder": results, "model": model, "parity": parity,
             "providers": {p: b.encoder.provider for p, b in onnx.items()}}
+
+
+def _openvino_encoders(loaded, fp32_onnx: Path | None, samples, log) -> tuple[dict, dict]:
+    """OpenVINO over the fp32 ONNX encoder, in f32 and (where the CPU has BF16) bf16, each through the parity gate
+    on the bench's own samples; none when OpenVINO is not installed."""
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        log("openvino not installed: its rows are skipped")
+        return {}, {}
+    from .backends.openvino_backend import OpenVinoBackend
+    from .errors import UserError
+    from .export.parity import DEFAULT_IOU, check_encoder
+
+    backends, gates = {}, {}
+    for precision in ("fp32", "bf16"):
+        try:
+            backend = OpenVinoBackend(encoder=fp32_onnx, precision=precision) if fp32_onnx else None
+        except UserError as exc:
+            log(f"openvino {precision}: {exc}")
+            continue
+        if backend is None:
+            continue
+        report = check_encoder(backend, loaded, samples, precision, DEFAULT_IOU[precision])
+        backends[precision] = backend
+        gates[f"openvino_{precision}"] = {"mask_iou": report.mask_iou, "mask_iou_min": report.mask_iou_min,
+                                          "passed": report.passed,
+                                          "embedding_rel_l2": report.figures["embedding_rel_l2"]}
+    return backends, gates
 
 
 def bench_decoder(model: str = "litemedsam", n_slices: int = 16, repeats: int = 3, engines: Path = Path("engines"),

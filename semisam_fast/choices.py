@@ -3,7 +3,7 @@ CLI offers them as typed choices (a typo is refused with the allowed values, nev
 from __future__ import annotations
 
 MODELS = ("litemedsam", "medsam", "vit_b", "vit_l", "vit_h", "tiny")  # models.registry.MODELS is checked against it
-BACKENDS = ("torch", "onnx", "engine")
+BACKENDS = ("torch", "onnx", "openvino", "engine")
 DEVICES = ("cpu", "cuda")
 EXPORT_PARTS = ("encoder", "decoder", "all")
 EXPORT_FORMATS = ("onnx", "engine")

@@ -64,11 +64,13 @@ def verify(
     checkpoint: Optional[Path] = typer.Option(None, help="reference weights (default: the one in the sidecar)"),
     threshold: Optional[float] = typer.Option(None, min=0.0, max=1.0, help="mask IoU threshold"),
     data: Optional[Path] = typer.Option(None, help="images for the gate"),
+    runtime: Literal[("onnx", "openvino")] = typer.Option("onnx", help="run an .onnx file with onnxruntime or OpenVINO"),
+    precision: Optional[Literal[("fp32", "bf16")]] = typer.Option(None, help="openvino: inference precision"),
 ) -> None:
     """Run the parity gate on an artefact against its torch reference; exit 2 when it fails."""
     from .export.parity import enforce, verify_artefact
 
-    report = verify_artefact(artefact, checkpoint, threshold, data=data)
+    report = verify_artefact(artefact, checkpoint, threshold, data=data, runtime=runtime, precision=precision)
     print(json.dumps(report.as_dict(), indent=2))
     enforce(report)
     _log(f"[green]passed[/green] {report.summary()}")

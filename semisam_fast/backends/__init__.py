@@ -44,9 +44,10 @@ def find_artefacts(folder: str | Path, model: str, precision: str | None = None)
 def create_backend(name: str = "torch", model: str = "litemedsam", checkpoint: str | Path | None = None,
                    artefact: str | Path | None = None, device: str = "cpu", precision: str | None = None,
                    loaded=None) -> Backend:
-    """name: torch | onnx | engine, or a path to an artefact / export folder (as ultralytics' AutoBackend).
+    """name: torch | onnx | openvino | engine, or a path to an artefact / export folder (as ultralytics' AutoBackend).
 
-    torch runs `model` from `checkpoint` in `precision` (a compute dtype, default fp32). onnx / engine open exported
+    torch runs `model` from `checkpoint` in `precision` (a compute dtype, default fp32); openvino compiles the fp32
+    ONNX files in `precision` (fp32 or bf16). onnx / engine open exported
     artefacts: `artefact` (a file or an export folder, default engines/), which must have been exported for
     `model`, from `checkpoint` when one is given, and in `precision` when one is given (for a folder, it picks that
     export; default: fp32 where there is one). A mismatch is refused, never silently ignored."""
@@ -61,7 +62,22 @@ def create_backend(name: str = "torch", model: str = "litemedsam", checkpoint: s
     if checkpoint is not None and not Path(checkpoint).is_file():
         raise UserError(f"checkpoint not found: {checkpoint}")
     sha = file_sha256(checkpoint) if checkpoint is not None else None
-    target = Path(artefact or (name if name not in ("onnx", "onnxruntime", "engine", "tensorrt") else "engines"))
+    target = Path(artefact or (name if name not in ("onnx", "onnxruntime", "openvino", "engine", "tensorrt")
+                               else "engines"))
+    if name == "openvino":  # the fp32 ONNX files, compiled by OpenVINO in `precision` (fp32 or bf16)
+        from .openvino_backend import OpenVinoBackend
+
+        if target.is_file():
+            parts = {read_sidecar(target)["part"]: target}
+        elif target.is_dir():
+            parts = find_artefacts(target, model, "fp32")
+        else:
+            parts = {}
+        if not parts:
+            raise UserError(f"no exported {model} fp32 .onnx files at {target}; run `semisam-fast export --model "
+                            f"{model} --out {target}`")
+        return OpenVinoBackend(**{k: v for k, v in parts.items() if v.suffix == ".onnx"}, precision=precision or "fp32",
+                               model=model, checkpoint_sha256=sha)
     if target.is_file():
         wanted = {"onnx": ".onnx", "onnxruntime": ".onnx", "engine": ".engine", "tensorrt": ".engine"}.get(name)
         if wanted is not None and target.suffix != wanted:

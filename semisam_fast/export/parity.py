@@ -111,8 +111,10 @@ def check_decoder(backend, reference: LoadedModel, samples: Samples, precision: 
 
 def verify_artefact(artefact: str | Path, checkpoint: str | Path | None = None, threshold: float | None = None,
                     samples: Samples | None = None, reference: LoadedModel | None = None,
-                    data: str | Path | None = None) -> ParityReport:
-    """Run the gate on an exported artefact against the torch model it was exported from."""
+                    data: str | Path | None = None, runtime: str | None = None,
+                    precision: str | None = None) -> ParityReport:
+    """Run the gate on an exported artefact against the torch model it was exported from. `runtime="openvino"`
+    gates the fp32 ONNX file as OpenVINO runs it, in `precision` (fp32 or bf16)."""
     from ..backends import open_artefact
 
     meta = read_sidecar(artefact)
@@ -123,9 +125,15 @@ def verify_artefact(artefact: str | Path, checkpoint: str | Path | None = None, 
         raise UserError(f"{artefact} was exported from checkpoint sha256 {meta['checkpoint_sha256'][:12]}..., "
                         f"the reference is {reference.checkpoint_sha256[:12]}...")
     samples = samples or load_samples(4, data)
-    precision = meta["precision"]
+    if runtime == "openvino":
+        from ..backends.openvino_backend import OpenVinoBackend
+
+        precision = precision or "fp32"
+        backend = OpenVinoBackend(**{meta["part"]: artefact}, precision=precision)
+    else:
+        precision = meta["precision"]
+        backend = open_artefact(artefact)
     threshold = DEFAULT_IOU.get(precision, 0.99) if threshold is None else threshold
-    backend = open_artefact(artefact)
     check = check_encoder if meta["part"] == "encoder" else check_decoder
     return check(backend, reference, samples, precision, threshold)
 

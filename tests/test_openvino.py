@@ -1,0 +1,55 @@
+"""The OpenVINO backend: the same fp32 ONNX files compiled by OpenVINO (f32, and bf16 where the CPU has it), behind
+the one backend protocol, through the same parity gate."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from semisam_fast.backends import OnnxBackend, create_backend
+from semisam_fast.embed import backend_fingerprint
+from semisam_fast.errors import UserError
+from semisam_fast.export.parity import verify_artefact
+from semisam_fast.prompts import box_prompts
+
+openvino = pytest.importorskip("openvino")
+
+
+def _has_bf16() -> bool:
+    return "BF16" in openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+def test_openvino_f32_matches_onnxruntime_and_passes_the_gate(lite_artefacts):
+    encoder, decoder = lite_artefacts["encoder"].path, lite_artefacts["decoder"].path
+    ov = create_backend("openvino", "litemedsam", artefact=encoder.parent)
+    ort = OnnxBackend(encoder=encoder, decoder=decoder)
+    assert ov.describe()["backend"] == "openvino" and ov.precision == "fp32"
+    images = torch.rand(3, 3, 256, 256)
+    a, b = ov.encode(images), ort.encode(images)
+    assert a.shape == (3, 256, 64, 64) and float((a - b).norm() / b.norm()) < 1e-4
+    single = torch.cat([ov.encode(images[i:i + 1]) for i in range(3)])
+    assert float((single - a).norm() / a.norm()) < 1e-4  # batch N == N single runs
+    coords, labels = box_prompts(torch.tensor([[[20.0, 30.0, 120.0, 140.0]], [[50.0, 50.0, 90.0, 200.0]],
+                                               [[0.0, 0.0, 255.0, 255.0]]]))
+    (m1, i1), (m2, i2) = ov.decode(b, coords, labels), ort.decode(b, coords, labels)
+    assert m1.shape == m2.shape and float(((m1 > 0) == (m2 > 0)).float().mean()) > 0.999
+    for path in (encoder, decoder):
+        report = verify_artefact(path, runtime="openvino", precision="fp32")
+        assert report.passed, report.summary()
+
+
+@pytest.mark.skipif(not _has_bf16(), reason="this CPU has no BF16")
+def test_openvino_bf16_is_gated_and_fingerprinted_apart(lite_artefacts):
+    encoder = lite_artefacts["encoder"].path
+    report = verify_artefact(encoder, runtime="openvino", precision="bf16")
+    assert report.precision == "bf16" and report.threshold == 0.99
+    assert 0.9 < report.mask_iou <= 1.0  # bf16 changes masks a little; the gate says whether that is enough
+    f32 = create_backend("openvino", "litemedsam", artefact=encoder)
+    bf16 = create_backend("openvino", "litemedsam", artefact=encoder, precision="bf16")
+    assert backend_fingerprint(f32)["precision"] == "fp32" and backend_fingerprint(bf16)["precision"] == "bf16"
+
+
+def test_openvino_refusals(lite_artefacts, tiny_artefacts):
+    with pytest.raises(UserError, match="exported for model"):
+        create_backend("openvino", "litemedsam", artefact=tiny_artefacts["encoder"].path)
+    with pytest.raises(UserError, match="runs fp32 or bf16"):
+        create_backend("openvino", "litemedsam", artefact=lite_artefacts["encoder"].path, precision="fp16")
