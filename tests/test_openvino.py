@@ -42,7 +42,7 @@ def test_openvino_f32_matches_onnxruntime_and_passes_the_gate(lite_artefacts):
 def test_openvino_bf16_is_gated_and_fingerprinted_apart(lite_artefacts):
     encoder = lite_artefacts["encoder"].path
     report = verify_artefact(encoder, runtime="openvino", precision="bf16")
-    assert report.precision == "bf16" and report.threshold == 0.99
+    assert report.precision == "bf16" and report.threshold == 0.97
     assert 0.9 < report.mask_iou <= 1.0  # bf16 changes masks a little; the gate says whether that is enough
     f32 = create_backend("openvino", "litemedsam", artefact=encoder)
     bf16 = create_backend("openvino", "litemedsam", artefact=encoder, precision="bf16")
