@@ -226,15 +226,22 @@ def bench_train(steps: int = 10, log=print, engines: Path = Path("engines"), wor
     encoder = TorchBackend(load_model("litemedsam"), device=device) if on_gpu else OnnxBackend(encoder=parts["encoder"])
     build_cache(dataset, encoder, work / "cache", case_ids=split.unlabeled, progress=False)
     trainers = {}
-    for name, method, online in (("mt", "mt", False), ("semisam_cached", "semisam", False),
-                                 ("semisam_online", "semisam", True)):
+    for name, method, online, mode in (("mt", "mt", False, "step"), ("semisam_cached", "semisam", False, "step"),
+                                       ("semisam_online", "semisam", True, "step"),
+                                       ("semisam_rounds", "semisam", False, "rounds")):
         config = preset(preset_name, method=method, iterations=1000, unlabelled_cases=None, unlabelled_every=1,
                         sam_online=online or None, sam_ramp="none", val_every=10**9, save_every=10**9,
-                        sam_mode="step")
+                        sam_mode=mode)
         trainer = build_trainer(config, root, None, 2, 2, work / name, cache=work / "cache", device=device,
                                 backend="torch" if on_gpu else str(parts["encoder"].parent), tensorboard=False)
         trainer.iteration = 400  # past the ramp's start so the student predicts foreground and SAM is prompted
         trainers[name] = trainer
+    # rounds: the step reads stored targets; a round (teacher on every unlabelled volume + SAM on every cached slice)
+    # runs every sam_round_every steps, so its cost per step is a round's time over that
+    rounds = trainers["semisam_rounds"]
+    start = time.perf_counter()
+    rounds.sam_round()
+    round_s = time.perf_counter() - start
     log(f"training iteration: {', '.join(trainers)} ({steps} interleaved steps)")
     prompted: dict[str, list[float]] = {}
 
@@ -246,11 +253,53 @@ def bench_train(steps: int = 10, log=print, engines: Path = Path("engines"), wor
     result = summarise(interleaved({k: stepper(k, t) for k, t in trainers.items()}, steps), "mt", 1, "iterations")
     p1 = result["semisam_cached"]["median_s"] / result["mt"]["median_s"]
     online = result["semisam_online"]["median_s"] / result["semisam_cached"]["median_s"]
+    every = rounds.config.sam_round_every
+    amortised = result["semisam_rounds"]["median_s"] + round_s / every
     return {"train": result, "P1_semisam_cached_over_mt": p1, "online_over_cached": online,
+            "rounds": {"round_s": round_s, "round_every": every,
+                       "step_over_mt": result["semisam_rounds"]["median_s"] / result["mt"]["median_s"],
+                       "step_with_amortised_round_over_mt": amortised / result["mt"]["median_s"]},
             "preset": preset_name, "shapes": shapes,
             # the share of unlabelled slices that got a SAM prompt: SAM really ran in the timed steps
             "sam_prompted": {k: float(np.mean(v)) for k, v in prompted.items() if k != "mt"},
             "sam": f"LiteMedSAM {'torch ' + device if on_gpu else 'onnxruntime CPU'}", "device": device}
+
+
+def bench_run(data: Path, cache: Path, artefact: Path | None = None, list_file: Path | None = None,
+              iterations: int | None = None, labelled: int = 2, val: int = 8, workdir: Path | None = None,
+              log=print, **overrides) -> dict:
+    """Whole `la-cpu` runs, one after the other in this process: mt, then semisam with its pseudo-label rounds, same
+    data, seed and iterations; wall-clock of each (data loading and validation included; the one-time embedding
+    cache excluded: it must exist). The ratio is P1 end to end."""
+    import tempfile
+
+    from .train import build_trainer, preset
+
+    work = Path(workdir or tempfile.mkdtemp(prefix="semisam-run-"))
+    backend = "onnx" if artefact is not None else "torch"
+    seconds, rounds = {}, {}
+    for method in ("mt", "semisam"):
+        config = preset("la-cpu", method=method, iterations=iterations, **overrides)
+        start = time.perf_counter()
+        trainer = build_trainer(config, data, list_file, labelled, val, work / method, cache=cache, backend=backend,
+                                artefact=artefact, tensorboard=False)
+        timed_rounds = []
+        if trainer.rounds:
+            original = trainer.sam_round
+
+            def timed(original=original):
+                begin = time.perf_counter()
+                original()
+                timed_rounds.append(time.perf_counter() - begin)
+            trainer.sam_round = timed
+        trainer.run(progress=False)
+        seconds[method] = time.perf_counter() - start
+        rounds[method] = timed_rounds
+        log(f"{method}: {seconds[method]:.0f} s" + (f", rounds {[round(r) for r in timed_rounds]} s"
+                                                    if timed_rounds else ""))
+    return {"run": {"iterations": iterations or preset("la-cpu").iterations, "seconds": seconds,
+                    "semisam_rounds_s": rounds["semisam"],
+                    "semisam_over_mt": seconds["semisam"] / seconds["mt"]}}
 
 
 def _tables(results: dict):
@@ -299,8 +348,18 @@ def plot(results: dict, path: Path) -> Path | None:
 
 
 def run(what: str, out: Path, model: str = "litemedsam", precisions=("fp32", "int8"), batches=(1, 4),
-        repeats: int = 5, engines: Path = Path("engines"), log=print) -> dict:
+        repeats: int = 5, engines: Path = Path("engines"), log=print, data: Path | None = None,
+        cache: Path | None = None, artefact: Path | None = None, iterations: int | None = None) -> dict:
     results: dict = {"machine": machine(), "what": what}
+    if what == "run":
+        if data is None or cache is None:
+            from .errors import UserError
+
+            raise UserError("bench run times whole training runs: give --data and --cache (an embedding cache of "
+                            "the run's unlabelled cases, from `semisam-fast embed --every 2`)")
+        results.update(bench_run(data, cache, artefact, iterations=iterations, log=log))
+        write_json(out, results)
+        return results
     if what in ("encoder", "all"):
         results.update(bench_encoder(model, tuple(precisions), tuple(batches), repeats, engines, log))
     if what in ("decoder", "all"):

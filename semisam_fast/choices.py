@@ -13,7 +13,7 @@ TORCH_PRECISIONS = ("fp32", "fp16", "bf16")
 RUNTIME_PRECISIONS = ("fp32", "fp16", "bf16", "int8")  # torch: a compute dtype; onnx/engine: which export to open
 PROMPTS = ("gt-box", "mask-box", "points", "teacher")
 WEIGHTS = ("student", "teacher")
-BENCH_PARTS = ("encoder", "decoder", "train", "all")
+BENCH_PARTS = ("encoder", "decoder", "train", "all", "run")  # run: whole training runs (needs data and a cache)
 PRESETS = ("la-cpu", "la-paper")  # train.config.PRESETS is checked against it
 
 # TrainConfig fields with a fixed set of values (TrainConfig.check enforces them)

@@ -287,17 +287,24 @@ def bench(
     repeats: int = typer.Option(5, min=1, help="interleaved rounds"),
     engines: Path = typer.Option(Path("engines"), help="where exported artefacts are (exported if missing)"),
     out: Path = typer.Option(Path("bench/results/cpu.json"), help="JSON (a PNG plot is written beside it)"),
+    data: Optional[Path] = typer.Option(None, help="run: the data set to train on"),
+    cache: Optional[Path] = typer.Option(None, help="run: the embedding cache of its unlabelled cases"),
+    artefact: Optional[Path] = typer.Option(None, help="run: SAM decoder .onnx (default: torch)"),
+    iterations: Optional[int] = typer.Option(None, min=1, help="run: iterations per run (default: the preset's)"),
 ) -> None:
-    """Median/min/max latency and throughput, side by side and interleaved, as ratios to the reference."""
+    """Median/min/max latency and throughput, side by side and interleaved, as ratios to the reference; `run`:
+    whole la-cpu runs of mt and semisam (with its pseudo-label rounds), wall-clock."""
     from . import bench as bench_lib
 
     try:
         batches = tuple(int(b) for b in batch.split(","))
     except ValueError:
         raise UserError(f"--batch must be comma-separated integers, got {batch!r}") from None
-    results = bench_lib.run(what, out, model, precisions.split(","), batches, repeats, engines, _log)
+    results = bench_lib.run(what, out, model, precisions.split(","), batches, repeats, engines, _log, data=data,
+                            cache=cache, artefact=artefact, iterations=iterations)
     print(json.dumps({k: v for k, v in results.items() if k != "machine"}, indent=2, default=str))
-    _log(f"[green]wrote[/green] {out} and {out.with_suffix('.png')}")
+    png = out.with_suffix(".png")
+    _log(f"[green]wrote[/green] {out}" + (f" and {png}" if png.is_file() else ""))
 
 
 def _parse_spacing(text: Optional[str]) -> Optional[tuple]:

@@ -20,3 +20,18 @@ def test_doctor_reports_this_machine():
     for flag in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile"):
         assert (f"'{flag}'" in report["cpu_isa"]) == (flag in flags), flag
     assert f"'torch': '{torch.backends.cpu.get_cpu_capability()}'" in report["cpu_kernels"]
+
+
+def test_bench_run_times_whole_runs_with_their_rounds(phantom, tmp_path):
+    """`bench run`: mt then semisam, whole runs, wall-clock; semisam's pseudo-label rounds are timed one by one."""
+    from semisam_fast.bench import bench_run
+
+    cache = tmp_path / "cache"
+    assert run_cli("embed", "--data", str(phantom), "--model", "tiny", "--every", "2", "--cache",
+                   str(cache)).returncode == 0
+    result = bench_run(phantom, cache, iterations=6, val=1, workdir=tmp_path / "runs", log=lambda _: None,
+                       sam_round_every=2, unlabelled_cases=None, val_every=6, save_every=6)["run"]
+    assert set(result["seconds"]) == {"mt", "semisam"} and all(s > 0 for s in result["seconds"].values())
+    assert len(result["semisam_rounds_s"]) == 2  # rounds at 2 and 4 (none at the last iteration)
+    assert result["semisam_over_mt"] == result["seconds"]["semisam"] / result["seconds"]["mt"]
+    assert (tmp_path / "runs" / "semisam" / "checkpoints" / "final.pt").is_file()
