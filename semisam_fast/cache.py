@@ -44,7 +44,8 @@ class Shard:
 class EmbeddingCache:
     """Open (or create) a cache folder. `fingerprint` given: a cache with another one is refused."""
 
-    def __init__(self, root: str | Path, fingerprint: dict | None = None, create: bool = False) -> None:
+    def __init__(self, root: str | Path, fingerprint: dict | None = None, create: bool = False,
+                 clean: bool | None = None, embedding_shape: list[int] | None = None) -> None:
         self.root = Path(root)
         self.shard_dir = self.root / "shards"
         meta_path = self.root / "cache.json"
@@ -59,12 +60,12 @@ class EmbeddingCache:
                                 "use another --cache folder or delete this one")
         elif create and fingerprint is not None:
             self.shard_dir.mkdir(parents=True, exist_ok=True)
-            self.meta = {"fingerprint": fingerprint, "embedding_shape": None}
-            self._write_meta()
+            self.meta = {"fingerprint": fingerprint, "embedding_shape": embedding_shape}
+            self.write_meta()
         else:
             raise UserError(f"no embedding cache at {self.root}; build one with `semisam-fast embed --cache {root}`")
         self.shard_dir.mkdir(parents=True, exist_ok=True)
-        if create:
+        if create if clean is None else clean:  # never while other processes write (torchrun: rank 0, before them)
             remove_stale_temps(self.shard_dir)  # what a killed build was writing; its shard is redone
         self._shards: dict[str, list[Shard]] = {}
         self._rows: dict[str, dict[int, tuple[Shard, int]]] = {}  # (case, slice) -> (shard, row)
@@ -74,15 +75,52 @@ class EmbeddingCache:
 
     # ---- index -------------------------------------------------------------------------------------------------
     def _scan(self) -> None:
+        """Read the index (one file for all shards, written at the end of every build) and the sidecars of shards
+        it does not list yet (a build still running, or killed): opening a large cache parses one file, not one
+        per shard."""
         self._shards.clear()
         self._rows.clear()
-        for info_path in sorted(self.shard_dir.glob("*.json")):
+        indexed: dict[str, dict] = {}
+        index_path = self.root / "index.json"
+        if index_path.is_file():
             try:
-                info = json.loads(info_path.read_text())
-            except json.JSONDecodeError:
-                raise UserError(f"cache shard index {info_path} is corrupt; delete it and re-run embed") from None
+                indexed = json.loads(index_path.read_text())["shards"]
+            except (json.JSONDecodeError, KeyError, TypeError):
+                indexed = {}  # rebuilt from the sidecars below; the next build rewrites it
+        for info_path in sorted(self.shard_dir.glob("*.json")):
+            info = indexed.get(info_path.stem)
+            if info is None or info.get("mtime_ns") != info_path.stat().st_mtime_ns:  # new, or rewritten since
+                try:
+                    info = json.loads(info_path.read_text())
+                except json.JSONDecodeError:
+                    raise UserError(f"cache shard index {info_path} is corrupt; delete it and re-run embed") from None
             self._add(Shard(info["case_id"], info["slices"], info["height"], info["width"],
                             info_path.with_suffix(".npy"), info["sha256"]))
+
+    def write_index(self) -> None:
+        """One file listing every finished shard (what `_scan` reads instead of every sidecar)."""
+        shards = {shard.npy.stem: {"case_id": shard.case_id, "slices": shard.slices, "height": shard.height,
+                                   "width": shard.width, "sha256": shard.sha256,
+                                   "mtime_ns": shard.npy.with_suffix(".json").stat().st_mtime_ns}
+                  for shards in self._shards.values() for shard in shards}
+        text = json.dumps({"format": FORMAT_VERSION, "shards": shards})
+        atomic_write(self.root / "index.json", lambda tmp: tmp.write_text(text))
+
+    def coverage_problems(self, wanted: dict[str, list[int]]) -> list[str]:
+        """Slices that should be cached and are not, or are cached in more than one shard."""
+        problems = []
+        for case_id, slices in wanted.items():
+            counts: dict[int, int] = {}
+            for shard in self._shards.get(case_id, []):
+                for z in shard.slices:
+                    counts[z] = counts.get(z, 0) + 1
+            missing = [z for z in slices if z not in counts]
+            twice = [z for z, n in counts.items() if n > 1]
+            if missing:
+                problems.append(f"{case_id}: {len(missing)} slices missing (first {missing[:3]})")
+            if twice:
+                problems.append(f"{case_id}: slices {twice[:3]} in more than one shard")
+        return problems
 
     def _add(self, shard: Shard) -> None:
         self._shards.setdefault(shard.case_id, []).append(shard)
@@ -90,7 +128,7 @@ class EmbeddingCache:
         for row, z in enumerate(shard.slices):
             rows[z] = (shard, row)
 
-    def _write_meta(self) -> None:
+    def write_meta(self) -> None:
         atomic_write(self.root / "cache.json", lambda tmp: tmp.write_text(json.dumps(self.meta, indent=2)))
 
     @property
@@ -123,7 +161,7 @@ class EmbeddingCache:
                                      else embeddings, dtype=np.float16)
         if self.meta.get("embedding_shape") is None:
             self.meta["embedding_shape"] = list(array.shape[1:])
-            self._write_meta()
+            self.write_meta()
         if len(slices) != len(array):
             raise ValueError(f"{len(slices)} slice indices for {len(array)} embeddings")
         stem = f"{_SAFE.sub('_', case_id)}.{slices[0]:05d}-{slices[-1]:05d}"

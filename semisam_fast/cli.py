@@ -116,15 +116,20 @@ def embed(
     every: int = typer.Option(1, min=1, help="embed every k-th slice only (a documented subset)"),
     cache: Path = typer.Option(..., help="cache folder"),
 ) -> None:
-    """Encode every slice of the listed cases once, into a resumable fp16 embedding cache."""
+    """Encode every slice of the listed cases once, into a resumable fp16 embedding cache. Under torchrun
+    (`torchrun --nproc-per-node N -m semisam_fast.cli embed ...`) the cases are shared out between the processes."""
     from .backends import create_backend
     from .data import open_dataset
+    from .distributed import world_from_env
     from .embed import build_cache
 
+    world = world_from_env()
     dataset = open_dataset(data, list_file)
-    runtime = create_backend(backend, model, checkpoint, artefact, device, precision)
-    summary = build_cache(dataset, runtime, cache, batch=batch, every=every)
-    _log(f"[green]embedded[/green] {summary.line()}")
+    runtime = create_backend(backend, model, checkpoint, artefact, world.device(device), precision)
+    summary = build_cache(dataset, runtime, cache, batch=batch, every=every, world=world, progress=world.leader)
+    if world.leader:
+        processes = f" by {world.size} processes" if world.distributed else ""
+        _log(f"[green]embedded[/green] {summary.line()}{processes}")
 
 
 @app.command("pseudo-label")

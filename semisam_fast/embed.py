@@ -12,6 +12,8 @@ from tqdm import tqdm
 from .backends import Backend
 from .cache import EmbeddingCache, fingerprint
 from .data import Dataset, every_kth
+from .distributed import World, deal_cases
+from .errors import UserError
 from .models import get_spec, preprocess
 
 
@@ -38,15 +40,34 @@ class EmbedSummary:
 
 
 def build_cache(dataset: Dataset, backend: Backend, cache_dir: str | Path, case_ids: list[str] | None = None,
-                batch: int = 8, every: int = 1, progress: bool = True) -> EmbedSummary:
-    """Encode what is not yet cached; resumable. Labels are never read here."""
+                batch: int = 8, every: int = 1, progress: bool = True, world: World | None = None) -> EmbedSummary:
+    """Encode what is not yet cached; resumable. Labels are never read here.
+
+    Under torchrun (`world`): rank 0 creates the cache (fingerprint, embedding shape, batch grouping) and clears
+    what a killed build left, before the others open it; whole cases are dealt out (`deal_cases`); each process
+    writes only its own cases' shards; at the end rank 0 checks that every wanted slice is cached exactly once and
+    writes the index. The result is the cache one process would have built."""
+    world = world or World()
     spec = get_spec(backend.model)
-    cache = EmbeddingCache(cache_dir, backend_fingerprint(backend), create=True)
+    fingerprint = backend_fingerprint(backend)
+    if world.leader:
+        cache = EmbeddingCache(cache_dir, fingerprint, create=True, embedding_shape=list(spec.embedding_shape))
+        if cache.meta.get("batch") not in (None, batch):
+            raise UserError(f"cache {cache_dir} groups its shards by --batch {cache.meta['batch']}; resume it with "
+                            "that batch (a different one would not give the same cache)")
+        if cache.meta.get("batch") is None:
+            cache.meta["batch"] = batch
+            cache.write_meta()
+    world.barrier()
+    if not world.leader:
+        cache = EmbeddingCache(cache_dir, fingerprint, clean=False)
     case_ids = case_ids if case_ids is not None else dataset.case_ids
+    wanted_slices = {case_id: every_kth(dataset.num_slices(case_id), every) for case_id in case_ids}
+    mine = deal_cases({c: len(z) for c, z in wanted_slices.items()}, world) if world.distributed else case_ids
     todo: dict[str, list[list[int]]] = {}
     total = 0
-    for case_id in case_ids:
-        wanted = every_kth(dataset.num_slices(case_id), every)
+    for case_id in mine:
+        wanted = wanted_slices[case_id]
         total += len(wanted)
         done = set(cache.slices(case_id))
         # fixed batch groups: a resumed build recomputes exactly the groups an uninterrupted one would have,
@@ -66,5 +87,15 @@ def build_cache(dataset: Dataset, backend: Backend, cache_dir: str | Path, case_
                 cache.write(case_id, chunk, embeddings, height, width)
                 bar.update(len(chunk))
     seconds = time.perf_counter() - start
-    return EmbedSummary(total, n_todo, total - n_todo, seconds, cache.size_bytes())
+    computed = world.sum(n_todo)
+    world.barrier()  # every process's shards are written
+    if world.leader:
+        cache = EmbeddingCache(cache_dir, fingerprint, clean=False)
+        problems = cache.coverage_problems(wanted_slices)
+        if problems:
+            raise UserError(f"cache {cache_dir} is incomplete after the build: {'; '.join(problems[:3])}; re-run embed")
+        cache.write_index()
+    world.barrier()
+    all_slices = sum(len(z) for z in wanted_slices.values())
+    return EmbedSummary(all_slices, computed, all_slices - computed, seconds, cache.size_bytes())
 

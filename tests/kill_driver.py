@@ -1,7 +1,8 @@
 """Run `semisam-fast ARGS` and SIGKILL the process at the N-th reach of a point, as a power cut would:
     python tests/kill_driver.py POINT N ARGS...
 POINT: step (after the N-th training step, before anything of it is saved), checkpoint (the N-th torch.save has
-written half of its temp file), round (the N-th pseudo-label round has computed its targets, not yet stored).
+written half of its temp file), round (the N-th pseudo-label round has computed its targets, not yet stored),
+shard (the N-th embedding shard of this process is written). `POINT@R` kills only the process of torchrun rank R.
 Only the moment of the kill is chosen here; everything else is the real command."""
 from __future__ import annotations
 
@@ -29,17 +30,24 @@ def _kill_on(owner: object, name: str, n: int, half_written: bool = False) -> No
 
 def main() -> None:
     point, n, args = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+    point, _, rank = point.partition("@")
     import torch
 
     from semisam_fast import cli
+    from semisam_fast.cache import EmbeddingCache
     from semisam_fast.train import loop
 
+    if rank and os.environ.get("RANK", "0") != rank:
+        cli.main(args)
+        return
     if point == "step":
         _kill_on(loop.Trainer, "step", n)
     elif point == "checkpoint":
         _kill_on(torch, "save", n, half_written=True)
     elif point == "round":
         _kill_on(loop, "make_round", n)
+    elif point == "shard":
+        _kill_on(EmbeddingCache, "write", n)
     else:
         raise SystemExit(f"unknown point {point!r}")
     cli.main(args)
