@@ -93,10 +93,21 @@ def bench_encoder(model: str = "litemedsam", precisions: tuple[str, ...] = ("fp3
     samples = load_samples(max(batches))
     images = loaded.preprocess(samples.slices)
     openvino, openvino_gates = _openvino_encoders(loaded, artefacts.get("fp32"), samples, log)
+    torch_bf16 = None
+    if {"avx512_bf16", "amx_bf16"} & set(cpu_isa()):  # bf16 matmuls in hardware: torch's bf16 weights pay off
+        from .export.parity import DEFAULT_IOU, check_encoder
+
+        torch_bf16 = TorchBackend(load_model(model), precision="bf16")
+        report = check_encoder(torch_bf16, loaded, samples, "bf16", DEFAULT_IOU["bf16"])
+        openvino_gates["torch_bf16"] = {"mask_iou": report.mask_iou, "mask_iou_min": report.mask_iou_min,
+                                        "passed": report.passed,
+                                        "embedding_rel_l2": report.figures["embedding_rel_l2"]}
     results = {}
     for batch in batches:
         x = images[:batch]
         candidates = {"torch_fp32": lambda x=x: torch_fp32.encode(x)}
+        if torch_bf16 is not None:
+            candidates["torch_bf16"] = lambda x=x: torch_bf16.encode(x)
         candidates.update({f"onnxruntime_{p}": (lambda x=x, b=b: b.encode(x)) for p, b in onnx.items()})
         candidates.update({f"openvino_{p}": (lambda x=x, b=b: b.encode(x)) for p, b in openvino.items()})
         log(f"encoder {model} batch {batch}: {', '.join(candidates)}")
