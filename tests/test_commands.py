@@ -1,6 +1,10 @@
 """Commands end to end that no other test runs whole."""
 from __future__ import annotations
 
+import json
+import os
+
+import pytest
 import torch
 
 from .conftest import run_cli
@@ -35,3 +39,23 @@ def test_bench_run_times_whole_runs_with_their_rounds(phantom, tmp_path):
     assert len(result["semisam_rounds_s"]) == 2  # rounds at 2 and 4 (none at the last iteration)
     assert result["semisam_over_mt"] == result["seconds"]["semisam"] / result["seconds"]["mt"]
     assert (tmp_path / "runs" / "semisam" / "checkpoints" / "final.pt").is_file()
+
+
+@pytest.mark.slow
+def test_demo_end_to_end(tmp_path):
+    """The README's first command, shortened: export + gate, box prompts, embed, pseudo-label, sup and semisam runs,
+    evaluation, report (about 2.5 minutes here)."""
+    out = tmp_path / "demo"
+    result = run_cli("demo", "--out", str(out), "--iterations", "4", "--unlabelled", "1", "--labeled", "1",
+                     "--val", "1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    # genuine LiteMedSAM from label boxes, on LA slices when SEMISAM_LA_DIR is set (as here), else the phantom
+    assert report["box_prompts"]["slice_dice_sam"] > 0.7
+    assert report["box_prompts"]["slice_dice_sam"] > report["box_prompts"]["slice_dice_box_as_mask"]
+    assert report["sam_from_label_boxes_dice"][0] > 0.9
+    assert set(report["validation"]) == {"sup", "semisam"}
+    assert all(0.0 <= v["dice"][0] <= 1.0 for v in report["validation"].values())
+    assert all(os.path.getsize(p) > 0 for p in report["box_prompts"]["overlays"])
+    for method in ("sup", "semisam"):
+        assert (out / f"run_{method}" / "checkpoints" / "final.pt").is_file()
