@@ -27,9 +27,10 @@ def save_checkpoint(path: str | Path, state: dict) -> Path:
     return atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
-def read_checkpoint(path: str | Path, device: str = "cpu") -> dict:
-    """A checkpoint's dict, loaded with weights_only=True: tensors, numbers, strings and containers only, so a
-    crafted file cannot run code. Anything else is a UserError naming the file."""
+def load_plain(path: str | Path, device: str = "cpu") -> object:
+    """torch.load with weights_only=True (tensors, numbers, strings and containers only, so a crafted file cannot
+    run code), for every .pt/.pth this project reads: run and student checkpoints, SAM weights. Any failure is a
+    UserError naming the file."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"checkpoint not found: {path}")
@@ -40,13 +41,20 @@ def read_checkpoint(path: str | Path, device: str = "cpu") -> dict:
     except pickle.UnpicklingError as exc:
         found = re.search(r"GLOBAL (\S+)", str(exc))
         if found:  # the file asks the unpickler for a function or class: a crafted file, never one of ours
-            raise UserError(f"refused {path}: it names {found.group(1)}, which only a crafted or foreign file does "
-                            "(checkpoints are read as tensors and plain data, never unpickled as code)") from None
-        raise UserError(f"cannot read checkpoint {path}: truncated, not a PyTorch file, or holding objects other "
-                        "than tensors and plain data") from None
+            raise UserError(f"cannot read checkpoint {path}: refused, it names {found.group(1)}, which only a crafted "
+                            "or foreign file does (checkpoints are read as tensors and plain data, never unpickled "
+                            "as code)") from None
+        raise UserError(f"cannot read checkpoint {path}: truncated, not a PyTorch weights file, or holding objects "
+                        "other than tensors and plain data") from None
     except Exception as exc:  # zip/torch raise many types for a truncated or foreign file
-        raise UserError(f"cannot read checkpoint {path}: truncated or not a PyTorch file "
+        raise UserError(f"cannot read checkpoint {path}: truncated or not a PyTorch weights file "
                         f"({type(exc).__name__})") from None
+    return state
+
+
+def read_checkpoint(path: str | Path, device: str = "cpu") -> dict:
+    """A run or student checkpoint's dict (see `load_plain`)."""
+    state = load_plain(path, device)
     if not isinstance(state, dict):
         raise UserError(f"{path} is not a training checkpoint (holds a {type(state).__name__}, not a dict)")
     return state

@@ -90,7 +90,8 @@ def build_cache(dataset: Dataset, backend: Backend, cache_dir: str | Path, case_
     computed = world.sum(n_todo)
     world.barrier()  # every process's shards are written
     if world.leader:
-        cache = EmbeddingCache(cache_dir, fingerprint, clean=False)
+        if world.distributed:  # the other processes' shards: this process's index has only its own
+            cache = EmbeddingCache(cache_dir, fingerprint, clean=False)
         problems = cache.coverage_problems(wanted_slices)
         if problems:
             raise UserError(f"cache {cache_dir} is incomplete after the build: {'; '.join(problems[:3])}; re-run embed")

@@ -25,10 +25,11 @@ def open_artefact(path: str | Path, provider: str = "cpu", **kwargs) -> Backend:
     raise UserError(f"unknown artefact type {path.suffix!r} ({path}); expected .onnx or .engine")
 
 
-def find_artefacts(folder: str | Path, model: str, precision: str | None = None) -> dict[str, Path]:
+def find_artefacts(folder: str | Path, model: str, precision: str | None = None,
+                   suffixes: tuple[str, ...] = (".engine", ".onnx")) -> dict[str, Path]:
     """encoder/decoder files for `model` in an export folder (fp32 preferred when no precision is given)."""
     found: dict[str, Path] = {}
-    for suffix in (".engine", ".onnx"):
+    for suffix in suffixes:
         for path in sorted(Path(folder).glob(f"{model}_*{suffix}")):
             try:
                 meta = read_sidecar(path)
@@ -39,6 +40,10 @@ def find_artefacts(folder: str | Path, model: str, precision: str | None = None)
             if meta["part"] not in found or meta["precision"] == "fp32":
                 found[meta["part"]] = path
     return found
+
+
+# backend names -> the artefact suffix they open
+_SUFFIX = {"onnx": ".onnx", "onnxruntime": ".onnx", "openvino": ".onnx", "engine": ".engine", "tensorrt": ".engine"}
 
 
 def create_backend(name: str = "torch", model: str = "litemedsam", checkpoint: str | Path | None = None,
@@ -62,43 +67,35 @@ def create_backend(name: str = "torch", model: str = "litemedsam", checkpoint: s
     if checkpoint is not None and not Path(checkpoint).is_file():
         raise UserError(f"checkpoint not found: {checkpoint}")
     sha = file_sha256(checkpoint) if checkpoint is not None else None
-    target = Path(artefact or (name if name not in ("onnx", "onnxruntime", "openvino", "engine", "tensorrt")
-                               else "engines"))
-    if name == "openvino":  # the fp32 ONNX files, compiled by OpenVINO in `precision` (fp32 or bf16)
-        from .openvino_backend import OpenVinoBackend
-
-        if target.is_file():
-            parts = {read_sidecar(target)["part"]: target}
-        elif target.is_dir():
-            parts = find_artefacts(target, model, "fp32")
-        else:
-            parts = {}
-        if not parts:
-            raise UserError(f"no exported {model} fp32 .onnx files at {target}; run `semisam-fast export --model "
-                            f"{model} --out {target}`")
-        return OpenVinoBackend(**{k: v for k, v in parts.items() if v.suffix == ".onnx"}, precision=precision or "fp32",
-                               model=model, checkpoint_sha256=sha)
+    target = Path(artefact or (name if name not in _SUFFIX else "engines"))
+    suffix = _SUFFIX.get(name)  # None: a path given as the name; the files' own suffixes decide
+    # openvino compiles the fp32 ONNX files itself, in `precision`; the others open the export made in `precision`
+    wanted_precision = "fp32" if name == "openvino" else precision
     if target.is_file():
-        wanted = {"onnx": ".onnx", "onnxruntime": ".onnx", "engine": ".engine", "tensorrt": ".engine"}.get(name)
-        if wanted is not None and target.suffix != wanted:
-            raise UserError(f"--backend {name} needs a {wanted} file, got {target.name}")
-        # the artefact must be the model asked for: a tiny encoder must not fill a litemedsam cache
-        backend = open_artefact(target, provider="cuda" if device.startswith("cuda") else "cpu", model=model,
-                                checkpoint_sha256=sha)
-        if precision is not None and backend.precision != precision:
-            raise UserError(f"{target.name} was exported in {backend.precision}, not {precision}; pass --precision "
-                            f"{backend.precision} or another artefact")
-        return backend
-    if not target.is_dir():
+        if suffix is not None and target.suffix != suffix:
+            raise UserError(f"--backend {name} needs a {suffix} file, got {target.name}")
+        parts = {read_sidecar(target)["part"]: target}
+    elif target.is_dir():
+        parts = find_artefacts(target, model, wanted_precision, (suffix,) if suffix else (".engine", ".onnx"))
+    else:
         raise UserError(f"no artefact at {target}; export one with `semisam-fast export --model {model}`")
-    parts = find_artefacts(target, model, precision)
     if not parts:
-        which = f" {precision}" if precision else ""
+        which = f" {wanted_precision}" if wanted_precision else ""
         raise UserError(f"no exported {model}{which} artefacts in {target}; run `semisam-fast export --model {model} "
                         f"--out {target}`")
+    # every backend checks the files against the model (a tiny encoder must not fill a litemedsam cache) and checkpoint
+    checks = {"model": model, "checkpoint_sha256": sha}
+    if name == "openvino":
+        from .openvino_backend import OpenVinoBackend
+
+        return OpenVinoBackend(**parts, precision=precision or "fp32", **checks)
     if any(p.suffix == ".engine" for p in parts.values()):
         from .tensorrt_backend import TensorRTBackend
 
-        return TensorRTBackend(**parts, model=model, checkpoint_sha256=sha)
-    return OnnxBackend(**parts, provider="cuda" if device.startswith("cuda") else "cpu", model=model,
-                       checkpoint_sha256=sha)
+        backend = TensorRTBackend(**parts, **checks)
+    else:
+        backend = OnnxBackend(**parts, provider="cuda" if device.startswith("cuda") else "cpu", **checks)
+    if precision is not None and backend.precision != precision:
+        raise UserError(f"{target.name} was exported in {backend.precision}, not {precision}; pass --precision "
+                        f"{backend.precision} or another artefact")
+    return backend

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import torch
 
+from ..checkpoints import load_plain
 from ..errors import UserError
 from .sam import TINY_CONFIG, VIT_CONFIGS
 
@@ -15,15 +16,9 @@ _VIT_BY_DIM_DEPTH[VIT_CONFIGS["vit_b"][:2]] = "vit_b (or medsam)"
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """torch.load with weights_only=True; unwraps {"model": ...} / {"state_dict": ...}; one clear error otherwise."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"checkpoint not found: {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for truncated / foreign files
-        raise UserError(f"cannot read checkpoint {path}: not a PyTorch weights file, or truncated "
-                        f"({type(exc).__name__})") from None
+    """SAM weights (`checkpoints.load_plain`: weights_only); unwraps {"model": ...} / {"state_dict": ...}; one clear
+    error otherwise."""
+    state = load_plain(path)
     if isinstance(state, dict):
         for key in ("model", "state_dict"):
             if key in state and isinstance(state[key], dict):

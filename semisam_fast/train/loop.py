@@ -142,7 +142,7 @@ class Trainer:
         self.student.train()
         self._set_lr()
         lab = self._draw(self.labelled, c.labelled_batch)
-        self.step_logs = logs = {}
+        logs: dict = {}
         if not method.uses_unlabelled:
             logits = self.student(lab.images.to(dev))
             loss = supervised_loss(logits, lab.labels.to(dev))
@@ -162,9 +162,11 @@ class Trainer:
             logs["loss_sup"] = loss.item()
             with torch.no_grad(), teacher_mode(self.teacher, c.teacher_mode):
                 teacher_u = self.teacher(unl_images + self.noise(unl_images))
-            for name, weight, term in method.unlabelled_terms(self, student_u, teacher_u, unl_images, unl):
+            terms, extra = method.unlabelled_terms(self, student_u, teacher_u, unl_images, unl)
+            for name, weight, term in terms:
                 loss = loss + weight * term
                 logs.update({f"loss_{name}": term.item(), f"w_{name}": weight})
+            logs.update(extra)
         if not torch.isfinite(loss):
             terms = ", ".join(f"{k} {v:.4g}" for k, v in logs.items() if k.startswith("loss"))
             last = latest_checkpoint(self.run_dir)

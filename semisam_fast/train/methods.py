@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from .loop import Trainer
 
 Terms = list[tuple[str, float, Tensor]]  # (name, weight, loss): added to the supervised loss in this order
+# unlabelled_terms returns (terms, extra logs for the step's record)
 
 
 @contextmanager
@@ -50,8 +51,8 @@ class Method:
     uses_unlabelled = False
 
     def unlabelled_terms(self, trainer: Trainer, student_u: Tensor, teacher_u: Tensor, unl_images: Tensor,
-                         unl) -> Terms:
-        return []
+                         unl) -> tuple[Terms, dict]:
+        return [], {}
 
 
 class MeanTeacher(Method):
@@ -63,9 +64,9 @@ class MeanTeacher(Method):
         return softmax_mse(student_u, teacher_u)
 
     def unlabelled_terms(self, trainer: Trainer, student_u: Tensor, teacher_u: Tensor, unl_images: Tensor,
-                         unl) -> Terms:
+                         unl) -> tuple[Terms, dict]:
         weight = trainer.config.consistency * trainer.ramp("up")
-        return [("cons", weight, self.consistency(trainer, student_u, teacher_u, unl_images))]
+        return [("cons", weight, self.consistency(trainer, student_u, teacher_u, unl_images))], {}
 
 
 class UncertaintyAwareMT(MeanTeacher):
@@ -85,11 +86,11 @@ class SemiSAM(MeanTeacher):
     """Mean teacher plus the SAM term: SAM's masks, prompted from the network's prediction, as targets."""
 
     def unlabelled_terms(self, trainer: Trainer, student_u: Tensor, teacher_u: Tensor, unl_images: Tensor,
-                         unl) -> Terms:
-        terms = super().unlabelled_terms(trainer, student_u, teacher_u, unl_images, unl)
+                         unl) -> tuple[Terms, dict]:
+        terms, logs = super().unlabelled_terms(trainer, student_u, teacher_u, unl_images, unl)
         loss_sam, sam_logs = trainer.sam_term(student_u, teacher_u, unl)
-        trainer.step_logs.update(sam_logs)
-        return terms + [("sam", trainer.config.sam_weight * trainer.ramp(trainer.config.sam_ramp), loss_sam)]
+        weight = trainer.config.sam_weight * trainer.ramp(trainer.config.sam_ramp)
+        return terms + [("sam", weight, loss_sam)], {**logs, **sam_logs}
 
 
 METHODS: dict[str, Method] = {"sup": Method(), "mt": MeanTeacher(), "uamt": UncertaintyAwareMT(), "semisam": SemiSAM()}
