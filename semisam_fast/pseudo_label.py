@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from . import choices
 from .backends import Backend
 from .cache import EmbeddingCache
 from .data import Dataset
@@ -22,7 +23,7 @@ from .overlay import overlay
 from .prompts import box_prompts, mask_to_box, mask_to_points, point_prompts
 from .sam_targets import TargetOptions, case_targets, score_targets
 
-PROMPTS = ("gt-box", "mask-box", "points")
+PROMPTS = tuple(p for p in choices.PROMPTS if p != "teacher")  # mask-made prompts; teacher: teacher_pseudo_label
 log = logging.getLogger(__name__)
 
 
