@@ -139,7 +139,9 @@ def pseudo_label_cmd(
     list_file: Optional[Path] = typer.Option(None, "--list", help="case list (default: the cached cases)"),
     prompt: Literal[choices.PROMPTS] = typer.Option("gt-box", help="teacher needs --run"),
     masks: Optional[Path] = typer.Option(None, help="mask volumes for --prompt mask-box"),
-    run: Optional[Path] = typer.Option(None, help="--prompt teacher: a training run folder or student checkpoint"),
+    run: Optional[Path] = typer.Option(None, "--run", "--run-dir",
+                                       help="--prompt teacher: a training run folder or student checkpoint "
+                                            "(--run-dir under torchrun, which takes --run for its --run-path)"),
     margin: Optional[float] = typer.Option(None, min=0.0,
                                            help="box margin in SAM-input pixels (default 4; teacher: the run's)"),
     min_iou_pred: Optional[float] = typer.Option(None, min=0.0, max=1.0,
@@ -157,13 +159,16 @@ def pseudo_label_cmd(
     out: Path = typer.Option(..., help="output folder for masks, report.json and overlays"),
 ) -> None:
     """Prompts from masks or a run's teacher -> SAM masks from cached embeddings, written in the input's format;
-    Dice (and, for --prompt teacher, precision and coverage) when labels exist."""
+    Dice (and, for --prompt teacher, precision and coverage) when labels exist. Under torchrun the cases are shared
+    out between the processes and rank 0 writes the merged report."""
     from .backends import create_backend
     from .cache import EmbeddingCache
     from .data import open_dataset
+    from .distributed import world_from_env
     from .pseudo_label import pseudo_label, teacher_pseudo_label
     if prompt == "teacher" and run is None:
         raise UserError("--prompt teacher needs --run RUN (a training run folder or a student checkpoint)")
+    world = world_from_env()
     store = EmbeddingCache(cache)
     dataset = open_dataset(data, list_file)
     runtime = create_backend(backend, store.fingerprint["model"], checkpoint, artefact)
@@ -171,12 +176,15 @@ def pseudo_label_cmd(
         # the run's own options (its config), unless given here
         overrides = {"margin": margin, "largest_3d": largest_3d, "min_iou_pred": min_iou_pred,
                      "min_agreement": min_agreement, "negatives": negatives}
-        report = teacher_pseudo_label(dataset, store, runtime, run, out, None, overrides)
+        report = teacher_pseudo_label(dataset, store, runtime, run, out, None, overrides, world=world)
     else:
         report = pseudo_label(dataset, store, runtime, out, None, prompt, masks, 4.0 if margin is None else margin,
-                              batch)
+                              batch, world=world)
+    if report is None:  # not rank 0
+        return
     print(report.table())
-    _log(f"[green]wrote[/green] {len(report.outputs)} mask volumes to {out}")
+    processes = f" by {world.size} processes" if world.distributed else ""
+    _log(f"[green]wrote[/green] {len(report.outputs)} mask volumes to {out}{processes}")
 
 
 @app.command()
@@ -232,7 +240,9 @@ def train(
     device: Literal[choices.DEVICES] = typer.Option("cpu"),
     out: Path = typer.Option(..., help="run folder (rerun the same command to resume)"),
 ) -> None:
-    """Train a student (sup, MT, UA-MT or SemiSAM); checkpoints resume exactly; TensorBoard logs in the run folder."""
+    """Train a student (sup, MT, UA-MT or SemiSAM); checkpoints resume exactly; TensorBoard logs in the run folder.
+    Under torchrun (`torchrun --nproc-per-node N -m semisam_fast.cli train ...`): DDP, the batches being global."""
+    from .distributed import world_from_env
     from .train import build_trainer
     from .train import preset as make_preset
 
@@ -245,9 +255,14 @@ def train(
                          sam_largest_3d=sam_largest_3d, sam_pixels=sam_pixels, lr_schedule=lr_schedule,
                          teacher_mode=teacher_mode, consistency=consistency, student_batch=student_batch,
                          intensity_aug=intensity_aug)
-    trainer = build_trainer(config, data, list_file, labeled, val, out, cache, backend, artefact, checkpoint, device)
+    world = world_from_env()
+    trainer = build_trainer(config, data, list_file, labeled, val, out, cache, backend, artefact, checkpoint,
+                            world.device(device), world=world)
     result = trainer.run()
-    _log(f"[green]trained[/green] {method}: {result['iteration']} iterations, validation Dice "
+    if not world.leader:
+        return
+    processes = f" by {world.size} processes" if world.distributed else ""
+    _log(f"[green]trained[/green] {method}{processes}: {result['iteration']} iterations, validation Dice "
          f"{result['val_dice']:.4f}, {result['seconds']:.0f} s -> {out}")
 
 
@@ -354,7 +369,7 @@ def main(argv: Optional[list] = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     args = [a for a in args if a != "--debug"]
-    logging.basicConfig(level=logging.WARNING, format="warning: %(message)s")
+    _warnings_to_stderr()
     from . import doctor
 
     doctor.ALLOCATOR = tune_allocator()
@@ -394,7 +409,36 @@ def main(argv: Optional[list] = None) -> None:
         _debug(debug)
         print(_bug(exc), file=sys.stderr)
         code = 1
+    if code == 0:
+        from .distributed import close_world
+
+        close_world()  # a torchrun launch leaves its process group (a no-op otherwise)
     sys.exit(code)
+
+
+def _warnings_to_stderr() -> None:
+    """Warnings as `warning: ...` lines on stderr: the package's own (through its logger, so a host that configured
+    logging, such as pytest, does not swallow them) and other libraries' (through the root logger)."""
+    logging.basicConfig(level=logging.WARNING, format="warning: %(message)s", handlers=[_StderrHandler()])
+    package = logging.getLogger("semisam_fast")
+    if not any(isinstance(h, _StderrHandler) for h in package.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("warning: %(message)s"))
+        package.addHandler(handler)
+        package.setLevel(logging.WARNING)
+        package.propagate = False  # said once, not again by the root logger's handler
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Warnings go to whatever sys.stderr is now (an in-process runner swaps it), not the stream of the first call."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
 
 
 def _bug(exc: BaseException) -> str:

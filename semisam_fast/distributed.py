@@ -7,7 +7,9 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+import numpy as np
 import torch
+from torch import Tensor
 
 
 @dataclass(frozen=True)
@@ -32,9 +34,30 @@ class World:
         """The sum of an integer over all processes."""
         if not self.distributed:
             return int(value)
-        tensor = torch.tensor([int(value)], dtype=torch.int64)
+        tensor = torch.tensor([int(value)], dtype=torch.int64, device=_collective_device())
         torch.distributed.all_reduce(tensor)
         return int(tensor.item())
+
+    def any(self, flag: bool) -> bool:
+        """True on every process when `flag` is true on any (a decision all processes must take together)."""
+        return self.sum(int(bool(flag))) > 0
+
+    def mean(self, values: dict[str, float]) -> dict[str, float]:
+        """Each value averaged over the processes (every process passes the same keys)."""
+        if not self.distributed or not values:
+            return values
+        keys = sorted(values)
+        tensor = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=_collective_device())
+        torch.distributed.all_reduce(tensor)
+        return {k: float(v) / self.size for k, v in zip(keys, tensor.tolist())}
+
+    def gather(self, obj: object) -> list | None:
+        """Every process's `obj` in rank order on rank 0 (None elsewhere); [obj] in one process."""
+        if not self.distributed:
+            return [obj]
+        out = [None] * self.size if self.leader else None
+        torch.distributed.gather_object(obj, out, dst=0)
+        return out
 
     def device(self, device: str) -> str:
         """`cuda` means this process's own GPU (LOCAL_RANK) under torchrun."""
@@ -50,8 +73,58 @@ def world_from_env() -> World:
     world = World(int(os.environ["RANK"]), size, int(os.environ.get("LOCAL_RANK", "0")))
     if not torch.distributed.is_initialized():
         backend = "nccl" if torch.cuda.is_available() and os.environ.get("SEMISAM_DIST_BACKEND") != "gloo" else "gloo"
+        if backend == "nccl":
+            torch.cuda.set_device(world.local_rank)  # NCCL's object collectives use the current device
         torch.distributed.init_process_group(backend)
     return world
+
+
+def _collective_device() -> torch.device:
+    """Where a small tensor for a collective must live: NCCL reduces GPU tensors only."""
+    if torch.distributed.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def close_world() -> None:
+    """Leave the process group (torch warns at exit about one left open)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
+def _launched() -> bool:
+    return (torch.distributed.is_available() and torch.distributed.is_initialized()
+            and torch.distributed.get_world_size() > 1)
+
+
+def global_sum(tensor: Tensor) -> Tensor:
+    """The sum of `tensor` over all processes, differentiable; itself in one process.
+
+    A loss that is a function of global sums (soft Dice, a masked mean) then has the same value on every process as
+    the single-process loss over the global batch, and the gradient is right: the all-reduce's backward sums the
+    processes' gradients and DDP divides by their number. (nnU-Net gathers its Dice statistics the same way.)"""
+    return _GlobalSum.apply(tensor) if _launched() else tensor
+
+
+class _GlobalSum(torch.autograd.Function):
+    """all_reduce(SUM) forward and backward (torch.distributed.nn's all_reduce does the same and is deprecated)."""
+
+    @staticmethod
+    def forward(ctx, tensor: Tensor) -> Tensor:
+        out = tensor.clone(memory_format=torch.contiguous_format)
+        torch.distributed.all_reduce(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        grad = grad.clone(memory_format=torch.contiguous_format)
+        torch.distributed.all_reduce(grad)
+        return grad
+
+
+def rank_seed(seed: int, rank: int) -> int:
+    """A process's own seed, derived from the run seed (independent streams for any number of processes)."""
+    return int(np.random.SeedSequence([int(seed), int(rank)]).generate_state(1)[0])
 
 
 def deal_cases(sizes: dict[str, int], world: World) -> list[str]:

@@ -14,6 +14,7 @@ from . import choices
 from .backends import Backend
 from .cache import EmbeddingCache
 from .data import Dataset
+from .distributed import World, deal_cases
 from .errors import UserError
 from .fsutil import write_json
 from .metrics import binary_metrics, format_table, summarize
@@ -52,10 +53,36 @@ class PseudoLabelReport:
     def table(self) -> str:
         return format_table(self.rows, self.summary) if self.rows else "no labels: nothing to score"
 
+    def merged(self, world: World, case_ids: list[str]) -> "PseudoLabelReport | None":
+        """Every process's part in the order of `case_ids` on rank 0 (None elsewhere); itself in one process."""
+        parts = world.gather(self)
+        if parts is None or len(parts) == 1:
+            return parts and parts[0]
+        order = {c: i for i, c in enumerate(case_ids)}
+        merged = PseudoLabelReport()
+        for part in parts:
+            merged.rows += part.rows
+            merged.outputs += part.outputs
+            merged.overlays += part.overlays
+        merged.rows.sort(key=lambda row: order[row["case"]])
+        return merged
+
+
+def _my_cases(case_ids: list[str], cache: EmbeddingCache, world: World) -> list[str]:
+    """Under torchrun, this process's whole cases (dealt by cached slices, largest first); all of them alone."""
+    if not world.distributed:
+        return case_ids
+    mine = set(deal_cases({c: len(cache.slices(c)) for c in case_ids}, world))
+    return [c for c in case_ids if c in mine]
+
 
 def pseudo_label(dataset: Dataset, cache: EmbeddingCache, backend: Backend, out: str | Path,
                  case_ids: list[str] | None = None, prompt: str = "gt-box", masks_dir: str | Path | None = None,
-                 margin: float = 4.0, batch: int = 32, n_overlays: int = 4, progress: bool = True) -> PseudoLabelReport:
+                 margin: float = 4.0, batch: int = 32, n_overlays: int = 4, progress: bool = True,
+                 world: World | None = None) -> PseudoLabelReport | None:
+    """Under torchrun (`world`) each process labels its share of the cases and rank 0 writes the merged report
+    (and returns it; the other processes return None)."""
+    world = world or World()
     if prompt not in PROMPTS:
         raise UserError(f"--prompt must be one of {', '.join(PROMPTS)}, not {prompt!r}")
     if prompt == "mask-box" and masks_dir is None:
@@ -69,7 +96,9 @@ def pseudo_label(dataset: Dataset, cache: EmbeddingCache, backend: Backend, out:
     if case_ids is None:  # default: the cases of the data set that are in the cache
         case_ids = [c for c in dataset.case_ids if c in set(cache.case_ids)]
     report = PseudoLabelReport()
-    for case_id in tqdm(case_ids, desc="pseudo-label", unit="case", disable=not progress, dynamic_ncols=True):
+    n_overlays = -(-n_overlays // world.size)  # each process its share of the overlays
+    for case_id in tqdm(_my_cases(case_ids, cache, world), desc="pseudo-label", unit="case",
+                        disable=not (progress and world.leader), dynamic_ncols=True):
         case = dataset.load(case_id, with_label=dataset.has_labels)
         source = case.label if prompt in ("gt-box", "points") else dataset.read_mask(case_id, Path(masks_dir))
         if source is None:
@@ -94,7 +123,8 @@ def pseudo_label(dataset: Dataset, cache: EmbeddingCache, backend: Backend, out:
                 box = boxes_to_input(torch.from_numpy(mask_to_box(source[:, :, z])), frame, margin) / frame.scale
                 report.overlays.append(str(overlay(case.image[:, :, z], out / "overlays" / f"{case_id}_z{z}.png",
                                                    volume[:, :, z], case.label[:, :, z], [box.tolist()])))
-    if report.rows:
+    report = report.merged(world, case_ids)
+    if report is not None and report.rows:
         report.summary = summarize(report.rows)
         payload = {"prompt": prompt, "margin": margin, "model": backend.model, "cases": report.rows,
                    "summary": {k: {"mean": m, "sd": s} for k, (m, s) in report.summary.items()},
@@ -106,12 +136,15 @@ def pseudo_label(dataset: Dataset, cache: EmbeddingCache, backend: Backend, out:
 def teacher_pseudo_label(dataset: Dataset, cache: EmbeddingCache, backend: Backend, run: str | Path,
                          out: str | Path, case_ids: list[str] | None = None,
                          options: TargetOptions | dict | None = None, weights: str = "teacher",
-                         n_overlays: int = 4, progress: bool = True) -> PseudoLabelReport:
+                         n_overlays: int = 4, progress: bool = True,
+                         world: World | None = None) -> PseudoLabelReport | None:
     """The SAM targets a training run's pseudo-label rounds make, for a person to inspect: a run's teacher (or
     student) predicts each case, SAM is prompted from it and gated (`sam_targets.case_targets`), the targets are
     written as mask volumes (zeros on slices without a target) with overlays; where labels exist they are read
     AFTER the targets are made, for the report only (teacher vs target Dice, precision, coverage).
-    options: the run's own (from its config), with a dict's non-None entries overriding them."""
+    options: the run's own (from its config), with a dict's non-None entries overriding them.
+    Under torchrun (`world`) the cases are shared out as in `pseudo_label`; rank 0 writes and returns the report."""
+    world = world or World()
     from .checkpoints import find_checkpoint
     from .evaluate import load_student
     from .inference import predict_case
@@ -132,7 +165,9 @@ def teacher_pseudo_label(dataset: Dataset, cache: EmbeddingCache, backend: Backe
     if case_ids is None:
         case_ids = [c for c in dataset.case_ids if c in set(cache.case_ids)]
     report = PseudoLabelReport()
-    for case_id in tqdm(case_ids, desc="pseudo-label", unit="case", disable=not progress, dynamic_ncols=True):
+    n_overlays = -(-n_overlays // world.size)
+    for case_id in tqdm(_my_cases(case_ids, cache, world), desc="pseudo-label", unit="case",
+                        disable=not (progress and world.leader), dynamic_ncols=True):
         image = dataset.load(case_id, with_label=False).image
         targets = case_targets(case_id, predict_case(net, image, config), cache, backend, options)
         volume = np.zeros(image.shape, dtype=np.uint8)
@@ -148,6 +183,9 @@ def teacher_pseudo_label(dataset: Dataset, cache: EmbeddingCache, backend: Backe
             z = targets.slices[s]
             report.overlays.append(str(overlay(image[:, :, z], out / "overlays" / f"{case_id}_z{z}.png",
                                                targets.sam[:, :, s], label[:, :, z])))
+    report = report.merged(world, case_ids)
+    if report is None:
+        return None
     payload = {"prompt": "teacher", "run": str(run), "checkpoint": str(checkpoint), "weights": weights,
                "options": options.as_dict(), "model": backend.model, "cases": report.rows,
                "overlays": report.overlays}

@@ -192,7 +192,10 @@ def test_vnet_3d_path_runs_and_resumes(small, tmp_path, method, mode):
     for x, y in zip(whole.state()["student"].values(), resumed.state()["student"].values()):
         assert torch.equal(x, y)
     if mode == "rounds" and method == "semisam":
-        assert whole.sam_table is not None and any(k.startswith("valid/") for k in whole.sam_table)
+        assert whole.sam_table is not None and set(whole.sam_table) <= set(whole.split.unlabeled)
+        for case_id, part in whole.sam_table.items():  # one whole-volume target per unlabelled case
+            shape = whole.unlabelled.images[whole.unlabelled.case_ids.index(case_id)].shape
+            assert part["masks"].shape == shape and part["valid"].shape == (shape[2],)
 
 
 def test_sam_online_on_volumes_of_different_sizes(tmp_path):
@@ -253,7 +256,7 @@ def test_sam_ramp_and_prompt_source(small, tmp_path):
     for source in ("student", "teacher"):  # the student sees nothing, the teacher a blob: only one of them prompts
         trainer = build_trainer(_config("semisam", 3, sam_mode="step", sam_prompt_from=source), root, None, labeled=2,
                                 val=1, run_dir=tmp_path / source, cache=cache, tensorboard=False)
-        unl = trainer._draw(trainer.unlabelled, 2)
+        unl = trainer._draw(trainer.unlabelled, 2, trainer.own_generator)
         background = torch.zeros(2, 2, *unl.images.shape[-2:])
         background[:, 0] = 10.0
         blob = background.clone()

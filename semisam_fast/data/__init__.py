@@ -12,11 +12,12 @@ from .la_h5 import LAH5Dataset, case_h5
 from .nifti import NiftiDataset
 from .phantom import make_phantom
 from .png import PngDataset
-from .splits import Split, every_kth, read_list, run_unlabelled, split_cases
+from .splits import Split, every_kth, process_unlabelled, read_list, run_unlabelled, split_cases
 
 __all__ = [
     "Case", "Dataset", "LAH5Dataset", "NiftiDataset", "PngDataset", "Split",
-    "detect_format", "every_kth", "make_phantom", "open_dataset", "read_list", "run_unlabelled", "split_cases",
+    "detect_format", "every_kth", "make_phantom", "open_dataset", "process_unlabelled", "read_list", "run_unlabelled",
+    "split_cases",
 ]
 
 _LAYOUTS = (

@@ -58,3 +58,18 @@ def every_kth(num_slices: int, every: int = 1) -> list[int]:
     """The slices of a case that are used: every k-th from the first. `embed --every K` caches these and a run with
     `unlabelled_every=K` draws these, so the two must come from this one rule."""
     return list(range(0, num_slices, max(1, int(every))))
+
+
+def process_unlabelled(dataset, split: Split, limit: int | None, every: int, world) -> list[str]:
+    """This process's share of a run's unlabelled cases under torchrun (`distributed.World`): whole cases, dealt by
+    their number of used slices; all of them in one process. Kept in the run's order."""
+    from semisam_fast.distributed import deal_cases
+
+    ids = run_unlabelled(split, limit)
+    if not world.distributed:
+        return ids
+    if len(ids) < world.size:
+        raise UserError(f"{len(ids)} unlabelled cases cannot be shared by {world.size} processes: each process "
+                        "holds whole cases; use fewer processes")
+    mine = set(deal_cases({c: len(every_kth(dataset.num_slices(c), every)) for c in ids}, world))
+    return [c for c in ids if c in mine]

@@ -5,7 +5,8 @@ import json
 from pathlib import Path
 
 from ..checkpoints import latest_checkpoint
-from ..data import every_kth, run_unlabelled
+from ..data import every_kth, process_unlabelled, run_unlabelled
+from ..distributed import World
 from ..errors import UserError
 from ..fsutil import json_safe, write_json
 from .config import METHODS, PRESETS, TrainConfig, preset
@@ -17,13 +18,15 @@ __all__ = ["METHODS", "PRESETS", "TrainConfig", "Trainer", "build_trainer", "lat
 def build_trainer(config: TrainConfig, data: str | Path, list_file: str | Path | None, labeled: int, val: int,
                   run_dir: str | Path, cache: str | Path | None = None, backend: str = "torch",
                   artefact: str | Path | None = None, checkpoint: str | Path | None = None,
-                  device: str = "cpu", tensorboard: bool = True) -> Trainer:
-    """Open the data, split it, attach SAM (cache or online) and describe the run in <run_dir>/run.json."""
+                  device: str = "cpu", tensorboard: bool = True, world: World | None = None) -> Trainer:
+    """Open the data, split it, attach SAM (cache or online) and describe the run in <run_dir>/run.json.
+    `world`: this process's place under torchrun (each process holds only its share of the unlabelled cases)."""
     from ..backends import create_backend
     from ..cache import EmbeddingCache
     from ..data import open_dataset, split_cases
     from .sam_term import SamTeacher
 
+    world = world or World()
     dataset = open_dataset(data, list_file)
     split = split_cases(dataset.case_ids, labeled, val)
     run_dir = Path(run_dir)
@@ -34,8 +37,8 @@ def build_trainer(config: TrainConfig, data: str | Path, list_file: str | Path |
             if cache is not None:
                 model = EmbeddingCache(cache).fingerprint["model"]
             runtime = create_backend(backend, model, checkpoint, artefact, device)
-            images = {cid: dataset.load(cid, with_label=False).image
-                      for cid in run_unlabelled(split, config.unlabelled_cases)}
+            mine = process_unlabelled(dataset, split, config.unlabelled_cases, config.unlabelled_every, world)
+            images = {cid: dataset.load(cid, with_label=False).image for cid in mine}
             sam = SamTeacher(runtime, None, config.sam_margin, online_images=images)
         else:
             if cache is None:
@@ -59,8 +62,10 @@ def build_trainer(config: TrainConfig, data: str | Path, list_file: str | Path |
                 or old.get("labeled_cases") != record["labeled_cases"]:
             raise UserError(f"{run_dir} holds a run with other settings; resume it with the same options or use "
                             "another --out")
-    write_json(previous, record)
-    return Trainer(config, dataset, split, run_dir, sam, device, tensorboard)
+    world.barrier()  # every process has read the old record before rank 0 replaces it
+    if world.leader:
+        write_json(previous, record)
+    return Trainer(config, dataset, split, run_dir, sam, device, tensorboard, world)
 
 
 def _check_cache_covers(store, dataset, split, config: TrainConfig) -> None:

@@ -1,4 +1,9 @@
-"""One training loop for sup, mt, uamt and semisam; checkpoints resume bit for bit."""
+"""One training loop for sup, mt, uamt and semisam; checkpoints resume bit for bit.
+
+Under torchrun (`world`) the student is wrapped in DDP with its BatchNorm over the global batch; the configured
+batch sizes are the global ones: each process draws its share of the labelled batch from the same stream (so the
+labelled samples are those of one process with the same seed) and its share of the unlabelled batch from its own
+cases, with its own stream. Only rank 0 validates, logs and writes checkpoints (docs/architecture.md)."""
 from __future__ import annotations
 
 import copy
@@ -11,38 +16,57 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ..checkpoints import checkpoint_path, latest_checkpoint, read_checkpoint, save_checkpoint
-from ..data import Dataset, Split, every_kth, run_unlabelled
+from ..data import Dataset, Split, every_kth, process_unlabelled
 from ..data.student_input import StudentInput
 from ..errors import UserError
+from ..distributed import World, rank_seed
 from ..fsutil import remove_stale_temps
 from ..nets import build_student
+from ..nets.sync_batchnorm import sync_batchnorm
 from ..sam_targets import TargetOptions
 from .batches import VolumeStore, draw_2d, draw_3d
 from .config import TrainConfig
 from .losses import sam_loss, sigmoid_rampup, supervised_loss
 from .methods import METHODS, teacher_mode
-from .sam_rounds import make_round, round_summary, step_targets_2d, step_targets_3d, table_2d, table_3d
+from .sam_rounds import (make_round, round_summary, step_targets_2d, step_targets_3d, table_2d, table_3d,
+                         table_from_parts, table_parts)
 from .sam_term import SamTeacher
 from .slices import SliceStore
 
 
 class Trainer:
     def __init__(self, config: TrainConfig, dataset: Dataset, split: Split, run_dir: str | Path,
-                 sam: SamTeacher | None = None, device: str = "cpu", log_tensorboard: bool = True) -> None:
+                 sam: SamTeacher | None = None, device: str = "cpu", log_tensorboard: bool = True,
+                 world: World | None = None) -> None:
         self.config = config.check()
         self.method = METHODS[config.method]  # what the method adds to the supervised loss (methods.py)
         self.dataset, self.split, self.device = dataset, split, device
+        self.world = world = world or World()
         self.run_dir = Path(run_dir)
         self.sam = sam
         if config.method == "semisam" and sam is None:
             raise UserError("--method semisam needs SAM: an embedding cache (--cache) or --sam-online")
+        for name in ("labelled_batch", "unlabelled_batch"):
+            if getattr(config, name) % world.size:
+                raise UserError(f"--{name.replace('_', '-')} {getattr(config, name)} is the global batch; it must "
+                                f"be a multiple of the {world.size} processes")
         self.three_d = config.student == "vnet"
-        torch.manual_seed(config.seed)
-        self.generator = torch.Generator().manual_seed(config.seed)
-        self.unlabelled_ids = run_unlabelled(split, config.unlabelled_cases)
+        torch.manual_seed(config.seed)  # the student's initial weights: the same in every process
+        self.generator = torch.Generator().manual_seed(config.seed)  # labelled draws: one stream for all processes
+        # unlabelled draws and the teacher's noise: each process its own stream (one process: the same as above)
+        self.own_generator = (torch.Generator().manual_seed(rank_seed(config.seed, world.rank))
+                              if world.distributed else self.generator)
+        self.unlabelled_ids = (process_unlabelled(dataset, split, config.unlabelled_cases, config.unlabelled_every,
+                                                  world) if self.method.uses_unlabelled else [])
         self.student_input = StudentInput.from_config(self.checkpoint_config())
         self._load_data()
         self.student = build_student(config.student, **config.student_kwargs).to(device)
+        self.model = self.student  # what the step calls: the student, or its DDP wrapper under torchrun
+        if world.distributed:
+            self.student = sync_batchnorm(self.student, device)
+            self.model = torch.nn.parallel.DistributedDataParallel(
+                self.student, device_ids=[world.local_rank] if str(device).startswith("cuda") else None)
+            torch.manual_seed(rank_seed(config.seed, world.rank))  # dropout: each process its own
         self.teacher = None
         if self.method.uses_unlabelled:
             self.teacher = copy.deepcopy(self.student).eval()
@@ -58,7 +82,7 @@ class Trainer:
         self.sam_table: dict[str, torch.Tensor] | None = None  # targets of the latest pseudo-label round
         self.round_logs: dict = {}
         self.writer = None
-        if log_tensorboard:
+        if log_tensorboard and world.leader:
             from torch.utils.tensorboard import SummaryWriter
 
             self.writer = SummaryWriter(str(self.run_dir / "tensorboard"))
@@ -88,21 +112,56 @@ class Trainer:
     def rounds(self) -> bool:
         return self.config.method == "semisam" and self.config.sam_mode == "rounds"
 
-    def _draw(self, store, n: int):
+    def _draw(self, store, n: int, generator: torch.Generator):
         if self.three_d:
-            return draw_3d(store, n, self.config.patch, self.generator, self.config.intensity_aug)
-        return draw_2d(store, n, self.config.crop, self.generator, self.config.intensity_aug)
+            return draw_3d(store, n, self.config.patch, generator, self.config.intensity_aug)
+        return draw_2d(store, n, self.config.crop, generator, self.config.intensity_aug)
+
+    def _draw_labelled(self):
+        """This process's share of the global labelled batch: every process draws the whole batch from the shared
+        stream (cheap: crops of slices held in memory) and keeps its rows."""
+        batch = self._draw(self.labelled, self.config.labelled_batch, self.generator)
+        if not self.world.distributed:
+            return batch
+        share = self.config.labelled_batch // self.world.size
+        rows = slice(self.world.rank * share, (self.world.rank + 1) * share)
+        return type(batch)(batch.images[rows], batch.labels[rows], batch.refs[rows],
+                           batch.geometries[rows] if batch.geometries else None,
+                           batch.index[rows] if batch.index else None)
 
     # ---- state ---------------------------------------------------------------------------------------------------
-    def state(self) -> dict:
-        return {"student": self.student.state_dict(),
-                "teacher": self.teacher.state_dict() if self.teacher is not None else None,
-                "optimizer": self.optimizer.state_dict(), "iteration": self.iteration,
-                "rng": {"torch": torch.get_rng_state(), "generator": self.generator.get_state()},
-                "config": self.checkpoint_config(), "history": self.history, "sam_table": self.sam_table}
+    def _own_rng(self) -> dict:
+        return {"torch": torch.get_rng_state(), "generator": self.own_generator.get_state()}
 
-    def save(self, final: bool = False) -> Path:
-        return save_checkpoint(checkpoint_path(self.run_dir, None if final else self.iteration), self.state())
+    def _targets(self) -> dict | None:
+        store = self.unlabelled
+        return None if self.sam_table is None else table_parts(self.sam_table, store)
+
+    def state(self) -> dict:
+        """The whole run (collective under torchrun: every process calls it; the full state is rank 0's, with every
+        process's random streams and round targets gathered into it)."""
+        own = self.world.gather({"rng": self._own_rng(), "targets": self._targets()})
+        state = {"student": self.student.state_dict(),
+                 "teacher": self.teacher.state_dict() if self.teacher is not None else None,
+                 "optimizer": self.optimizer.state_dict(), "iteration": self.iteration,
+                 "rng": {"torch": torch.get_rng_state(), "generator": self.generator.get_state()},
+                 "config": self.checkpoint_config(), "history": self.history, "processes": self.world.size}
+        if own is None:  # not rank 0
+            return state
+        if self.world.distributed:
+            state["process_rng"] = [part["rng"] for part in own]
+        targets = [part["targets"] for part in own if part["targets"] is not None]
+        state["sam_targets"] = {k: v for part in targets for k, v in part.items()} if targets else None
+        return state
+
+    def save(self, final: bool = False) -> Path | None:
+        """Write a checkpoint (rank 0 writes; every process must call it under torchrun)."""
+        state = self.state()
+        path = checkpoint_path(self.run_dir, None if final else self.iteration)
+        if self.world.leader:
+            save_checkpoint(path, state)
+        self.world.barrier()  # no process reads on (or resumes) before the file is complete
+        return path
 
     def load(self, path: Path) -> None:
         state = read_checkpoint(path, self.device)
@@ -116,9 +175,20 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.iteration = state["iteration"]
         self.history = state.get("history", [])
-        self.sam_table = state.get("sam_table")
-        torch.set_rng_state(state["rng"]["torch"])
+        self.sam_table = state.get("sam_table")  # written by one process before per-case targets
+        if state.get("sam_targets") is not None:
+            self.sam_table = table_from_parts(state["sam_targets"], self.unlabelled)
         self.generator.set_state(state["rng"]["generator"])
+        own = state.get("process_rng")
+        if not self.world.distributed:
+            torch.set_rng_state(state["rng"]["torch"])  # a run of several processes goes on from rank 0's streams
+        elif own is not None and len(own) == self.world.size:
+            torch.set_rng_state(own[self.world.rank]["torch"])
+            self.own_generator.set_state(own[self.world.rank]["generator"])
+        else:  # another number of processes than the checkpoint's: fresh streams, derived from seed and iteration
+            seed = rank_seed(self.config.seed * 1_000_003 + self.iteration, self.world.rank)
+            torch.manual_seed(seed)
+            self.own_generator.manual_seed(seed)
 
     # ---- one step ------------------------------------------------------------------------------------------------
     def ramp(self, kind: str = "up") -> float:
@@ -128,7 +198,7 @@ class Trainer:
 
     def noise(self, x: torch.Tensor) -> torch.Tensor:
         """The teacher's input noise (UA-MT's: N(0, 0.1) clipped to +-0.2), drawn from the run's generator."""
-        return (torch.randn(x.shape, generator=self.generator) * 0.1).clamp(-0.2, 0.2).to(x.device)
+        return (torch.randn(x.shape, generator=self.own_generator) * 0.1).clamp(-0.2, 0.2).to(x.device)
 
     def _set_lr(self) -> None:
         c = self.config
@@ -141,23 +211,23 @@ class Trainer:
         method = self.method
         self.student.train()
         self._set_lr()
-        lab = self._draw(self.labelled, c.labelled_batch)
+        lab = self._draw_labelled()
         logs: dict = {}
         if not method.uses_unlabelled:
-            logits = self.student(lab.images.to(dev))
+            logits = self.model(lab.images.to(dev))
             loss = supervised_loss(logits, lab.labels.to(dev))
             logs["loss_sup"] = loss.item()
         else:
-            unl = self._draw(self.unlabelled, c.unlabelled_batch)
+            unl = self._draw(self.unlabelled, c.unlabelled_batch // self.world.size, self.own_generator)
             if unl.labels is not None:  # nothing of an unlabelled case's label exists in this process
                 raise RuntimeError("an unlabelled batch carries labels")
             unl_images = unl.images.to(dev)  # copied to the device once: student, teacher and UA-MT passes share it
-            n_lab = c.labelled_batch
+            n_lab = len(lab.images)
             if c.student_batch == "joint":  # one forward: BatchNorm statistics over labelled + unlabelled
-                logits = self.student(torch.cat([lab.images.to(dev), unl_images]))
+                logits = self.model(torch.cat([lab.images.to(dev), unl_images]))
                 logits_l, student_u = logits[:n_lab], logits[n_lab:]
             else:  # "split": each group normalised by its own batch statistics
-                logits_l, student_u = self.student(lab.images.to(dev)), self.student(unl_images)
+                logits_l, student_u = self.model(lab.images.to(dev)), self.model(unl_images)
             loss = supervised_loss(logits_l, lab.labels.to(dev))
             logs["loss_sup"] = loss.item()
             with torch.no_grad(), teacher_mode(self.teacher, c.teacher_mode):
@@ -167,7 +237,7 @@ class Trainer:
                 loss = loss + weight * term
                 logs.update({f"loss_{name}": term.item(), f"w_{name}": weight})
             logs.update(extra)
-        if not torch.isfinite(loss):
+        if self.world.any(not torch.isfinite(loss)):  # every process stops together
             terms = ", ".join(f"{k} {v:.4g}" for k, v in logs.items() if k.startswith("loss"))
             last = latest_checkpoint(self.run_dir)
             kept = f"the last good checkpoint, {last.name}, is kept" if last else "no checkpoint was written yet"
@@ -180,6 +250,7 @@ class Trainer:
         if self.teacher is not None:
             self._ema()
         logs["loss"] = loss.item()
+        logs = self.world.mean(logs)  # the global batch's (each process logged its share)
         if self.rounds and self.iteration % c.sam_round_every == 0 and self.iteration < c.iterations:
             self.sam_round()
             logs.update(self.round_logs)
@@ -191,10 +262,10 @@ class Trainer:
     def sam_round(self) -> None:
         """A pseudo-label round: the teacher's predictions -> gated SAM targets, stored for the next steps."""
         rounds = make_round(self.teacher, self.unlabelled_volumes, self.checkpoint_config(), self.sam.cache,
-                            self.sam.backend, self.target_options(), self.device)
+                            self.sam.backend, self.target_options(), self.device, progress=self.world.leader)
         self.sam_table = (table_3d(rounds, self.unlabelled) if self.three_d
                           else table_2d(rounds, self.unlabelled, self.student_input))
-        self.round_logs = round_summary(rounds)
+        self.round_logs = self.world.mean(round_summary(rounds))  # each process made its own cases' targets
 
     def sam_term(self, student_u: torch.Tensor, teacher_u: torch.Tensor, unl) -> tuple[torch.Tensor, dict]:
         c = self.config
@@ -254,13 +325,16 @@ class Trainer:
 
     def run(self, until: int | None = None, progress: bool = True) -> dict:
         """Train to `config.iterations` (or stop early at `until`, saving a checkpoint to resume from)."""
-        remove_stale_temps(checkpoint_path(self.run_dir).parent)  # half-written by a killed run; never valid
+        leader = self.world.leader
+        if leader:
+            remove_stale_temps(checkpoint_path(self.run_dir).parent)  # half-written by a killed run; never valid
+        self.world.barrier()
         last = latest_checkpoint(self.run_dir)
         if last is not None:
             self.load(last)
         stop = min(until or self.config.iterations, self.config.iterations)
         val_dice = self.history[-1]["val_dice"] if self.history else float("nan")
-        bar = tqdm(total=stop, initial=self.iteration, desc=self.config.method, unit="it", disable=not progress,
+        bar = tqdm(total=stop, initial=self.iteration, desc=self.config.method, unit="it", disable=not (progress and leader),
                    dynamic_ncols=True)
         start = time.perf_counter()
         try:
@@ -269,7 +343,8 @@ class Trainer:
                 if self.writer is not None:
                     for key, value in logs.items():
                         self.writer.add_scalar(f"train/{key}", value, self.iteration)
-                if self.iteration % self.config.val_every == 0 or self.iteration == self.config.iterations:
+                validating = self.iteration % self.config.val_every == 0 or self.iteration == self.config.iterations
+                if validating and leader:
                     val_dice = self.validate()
                     self.history.append({"iteration": self.iteration, "val_dice": val_dice})
                     if self.writer is not None:
@@ -279,7 +354,8 @@ class Trainer:
                 bar.set_postfix(loss=f"{logs['loss']:.3f}", val_dice=f"{val_dice:.3f}")
                 bar.update(1)
         except KeyboardInterrupt:
-            self.save()  # Ctrl-C keeps the work done: rerun the same command to resume
+            if not self.world.distributed:  # (several processes stop at different points: no collective save)
+                self.save()  # Ctrl-C keeps the work done: rerun the same command to resume
             raise
         finally:
             bar.close()

@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..distributed import global_sum
+
 __all__ = [
     "dice_loss",
     "supervised_loss",
@@ -29,7 +31,8 @@ def sigmoid_rampup(current: float, length: float) -> float:
 
 
 def dice_loss(probs: Tensor, target_onehot: Tensor, eps: float = 1e-5, include_background: bool = False) -> Tensor:
-    """1 - soft Dice, per class over the whole batch and all spatial dims, then averaged over classes.
+    """1 - soft Dice, per class over the whole batch and all spatial dims, then averaged over classes. Under torchrun
+    the batch is the global one (`global_sum`), so the loss does not depend on the number of processes.
 
     probs and target_onehot are (B, C, ...). By default class 0 (background) is left out; with a
     single channel that channel is used. include_background=True averages over all classes.
@@ -38,8 +41,8 @@ def dice_loss(probs: Tensor, target_onehot: Tensor, eps: float = 1e-5, include_b
         raise ValueError(f"shape mismatch: probs {tuple(probs.shape)} vs target {tuple(target_onehot.shape)}")
     target_onehot = target_onehot.to(probs.dtype)
     dims = [0] + list(range(2, probs.ndim))
-    inter = (probs * target_onehot).sum(dims)
-    denom = probs.sum(dims) + target_onehot.sum(dims)
+    inter = global_sum((probs * target_onehot).sum(dims))
+    denom = global_sum(probs.sum(dims) + target_onehot.sum(dims))
     dice = (2 * inter + eps) / (denom + eps)
     if not include_background and dice.numel() > 1:
         dice = dice[1:]
@@ -102,6 +105,7 @@ def sam_loss(student_fg_prob: Tensor, sam_mask: Tensor, valid: Tensor, kind: str
     kind="mse": mean squared error; kind="dicece": 0.5 * BCE + 0.5 * (1 - soft Dice) over the valid samples.
     weight (B, ...) in {0, 1}, optional: only those pixels count (e.g. where SAM and the teacher agree).
     With no valid sample returns a zero that is still attached to the graph, so backward() works.
+    Sums are over the global batch under torchrun (`global_sum`; every process takes the same branch).
     """
     if sam_mask.shape != student_fg_prob.shape:
         raise ValueError(f"shape mismatch: prob {tuple(student_fg_prob.shape)} vs SAM mask {tuple(sam_mask.shape)}")
@@ -111,16 +115,16 @@ def sam_loss(student_fg_prob: Tensor, sam_mask: Tensor, valid: Tensor, kind: str
     if kind not in ("mse", "dicece"):
         raise ValueError(f"kind must be 'mse' or 'dicece', got {kind!r}")
     p = student_fg_prob[valid]
-    if p.numel() == 0:
+    if float(global_sum(valid.sum().float())) == 0:
         # sum of an empty selection: exactly 0, keeps the grad graph, never NaN
         return p.sum()
     m = sam_mask[valid.to(sam_mask.device)].to(p)
     w = torch.ones_like(p) if weight is None else weight[valid.to(weight.device)].to(p)
-    total = w.sum().clamp_min(1.0)
+    total = global_sum(w.sum()).clamp_min(1.0)
     if kind == "mse":
-        return (w * (p - m) ** 2).sum() / total
+        return global_sum((w * (p - m) ** 2).sum()) / total
     # BCE on probabilities is autocast-unsafe; compute it in float32
     bce = F.binary_cross_entropy(p.float().clamp(1e-6, 1 - 1e-6), m.float(), reduction="none")
-    bce = (w.float() * bce).sum() / total
-    dice = (2 * (w * p * m).sum() + 1e-5) / ((w * p).sum() + (w * m).sum() + 1e-5)
+    bce = global_sum((w.float() * bce).sum()) / total
+    dice = (2 * global_sum((w * p * m).sum()) + 1e-5) / (global_sum((w * p).sum() + (w * m).sum()) + 1e-5)
     return 0.5 * bce + 0.5 * (1 - dice)

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import choices
+from ..distributed import global_sum
 from .losses import softmax_mse, uamt_threshold, uncertainty_mask
 
 if TYPE_CHECKING:
@@ -79,7 +80,7 @@ class UncertaintyAwareMT(MeanTeacher):
                       for _ in range(max(1, c.uamt_samples))]
             mask, _ = uncertainty_mask(torch.stack(passes), uamt_threshold(trainer.iteration, c.iterations))
         mse = softmax_mse(student_u, teacher_u, reduction="none")
-        return (mask * mse).sum() / (mse.shape[1] * mask.sum() + 1e-16)
+        return global_sum((mask * mse).sum()) / (mse.shape[1] * global_sum(mask.sum()) + 1e-16)
 
 
 class SemiSAM(MeanTeacher):

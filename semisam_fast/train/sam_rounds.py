@@ -23,10 +23,12 @@ from .slices import SliceStore
 
 
 def make_round(teacher: nn.Module, volumes: dict[str, np.ndarray], config: dict, cache: EmbeddingCache,
-               backend: Backend, options: TargetOptions, device: str = "cpu") -> dict[str, CaseTargets]:
+               backend: Backend, options: TargetOptions, device: str = "cpu",
+               progress: bool = True) -> dict[str, CaseTargets]:
     """Teacher prediction of each unlabelled volume -> gated SAM targets of its cached slices."""
     out = {}
-    for case_id, image in tqdm(volumes.items(), desc="SAM round", unit="case", leave=False, dynamic_ncols=True):
+    for case_id, image in tqdm(volumes.items(), desc="SAM round", unit="case", leave=False, dynamic_ncols=True,
+                               disable=not progress):
         prob = predict_case(teacher, image, config, device=device)
         out[case_id] = case_targets(case_id, prob, cache, backend, options)
     return out
@@ -56,8 +58,8 @@ def table_2d(rounds: dict[str, CaseTargets], store: SliceStore, student_input: S
     return table
 
 
-def table_3d(rounds: dict[str, CaseTargets], store: VolumeStore) -> dict[str, torch.Tensor]:
-    """Targets as whole volumes per case (zeros, invalid, on slices that are not cached), keyed 'masks/<case>' etc."""
+def table_3d(rounds: dict[str, CaseTargets], store: VolumeStore) -> dict[str, dict[str, torch.Tensor]]:
+    """Targets as whole volumes per case (zeros, invalid, on slices that are not cached): {case: masks, agree, valid}."""
     table = {}
     for case_id, targets in rounds.items():
         shape = tuple(store.images[store.case_ids.index(case_id)].shape)
@@ -67,7 +69,37 @@ def table_3d(rounds: dict[str, CaseTargets], store: VolumeStore) -> dict[str, to
         masks[:, :, targets.slices] = torch.from_numpy(targets.target())
         agree[:, :, targets.slices] = torch.from_numpy(_agree(targets))
         valid[targets.slices] = torch.from_numpy(targets.valid)
-        table.update({f"masks/{case_id}": masks, f"agree/{case_id}": agree, f"valid/{case_id}": valid})
+        table[case_id] = {"masks": masks, "agree": agree, "valid": valid}
+    return table
+
+
+def _rows_by_case(store: SliceStore) -> dict[str, list[int]]:
+    rows: dict[str, list[int]] = {}
+    for row, ref in enumerate(store.refs):
+        rows.setdefault(ref.case_id, []).append(row)
+    return rows
+
+
+def table_parts(table: dict, store: SliceStore | VolumeStore) -> dict[str, dict[str, torch.Tensor]]:
+    """A round's table as {case: its targets}: what checkpoints keep, so a run resumes under any number of
+    processes (each takes its own cases' parts; the rows of a case do not depend on who holds it)."""
+    if isinstance(store, VolumeStore):
+        return table
+    return {case_id: {key: value[rows].clone() for key, value in table.items()}
+            for case_id, rows in _rows_by_case(store).items()}
+
+
+def table_from_parts(parts: dict[str, dict[str, torch.Tensor]], store: SliceStore | VolumeStore) -> dict:
+    """The table of this process's store from per-case parts (`table_parts`)."""
+    if isinstance(store, VolumeStore):
+        return {case_id: parts[case_id] for case_id in store.case_ids if case_id in parts}
+    n, size = len(store), store.size
+    table = {"masks": torch.zeros(n, size, size, dtype=torch.uint8), "valid": torch.zeros(n, dtype=torch.bool),
+             "agree": torch.zeros(n, size, size, dtype=torch.uint8)}
+    for case_id, rows in _rows_by_case(store).items():
+        if case_id in parts:
+            for key in table:
+                table[key][rows] = parts[case_id][key]
     return table
 
 
@@ -84,9 +116,9 @@ def step_targets_3d(table: dict[str, torch.Tensor], batch: Batch,
     masks, agree, valid = [], [], []
     for case_id, z0, y0, x0, *_ in batch.refs:
         window = (slice(y0, y0 + patch[0]), slice(x0, x0 + patch[1]), slice(z0, z0 + patch[2]))
-        masks.append(pad_to(table[f"masks/{case_id}"], patch)[window])
-        agree.append(pad_to(table[f"agree/{case_id}"], patch)[window])
-        v = table[f"valid/{case_id}"]
+        masks.append(pad_to(table[case_id]["masks"], patch)[window])
+        agree.append(pad_to(table[case_id]["agree"], patch)[window])
+        v = table[case_id]["valid"]
         valid.append(torch.cat([v, v.new_zeros(max(0, z0 + patch[2] - len(v)))])[z0:z0 + patch[2]])
     return torch.stack(masks), torch.stack(valid), torch.stack(agree)
 
