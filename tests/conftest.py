@@ -52,3 +52,23 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None) -> sub
     """The real console entry point in a subprocess (exit codes and stderr as a user sees them)."""
     return subprocess.run([sys.executable, "-m", "semisam_fast.cli", *args], capture_output=True, text=True,
                           cwd=cwd, env={**os.environ, **(env or {})}, timeout=900)
+
+
+def invoke(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """The console entry point (`cli.main`, with its exit-code contract) run in this process by typer's runner,
+    which gives it its own stdin/stdout/stderr and environment: for CLI checks where a separate process is not the
+    point (it saves the interpreter and torch start-up of `run_cli`). Returns what `run_cli` returns."""
+    from typer.testing import CliRunner
+
+    from semisam_fast import cli
+
+    code = 0
+    with CliRunner().isolation(env=env) as (stdout, stderr, _):
+        try:
+            cli.main(list(args))
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        sys.stdout.flush()
+        sys.stderr.flush()
+        return subprocess.CompletedProcess(["semisam-fast", *args], code, stdout.getvalue().decode(),
+                                           stderr.getvalue().decode())

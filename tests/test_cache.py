@@ -98,12 +98,19 @@ def test_gather_across_cases_keeps_order_and_values(phantom, tmp_path, resident)
         cache.gather([(a, 10_000)], "cpu", resident=resident)
 
 
-def test_batched_decode_equals_one_prompt_at_a_time(phantom, tmp_path):
+@pytest.fixture(scope="module")
+def lite(phantom, tmp_path_factory):
+    """The LiteMedSAM backend and a cache of the phantom's first two cases (every 2nd slice), built once here."""
     dataset = open_dataset(phantom)
-    case = dataset.load(dataset.case_ids[0])
     backend = TorchBackend(load_model("litemedsam"))
-    build_cache(dataset, backend, tmp_path / "c", case_ids=[case.case_id], batch=4, every=2, progress=False)
-    cache = EmbeddingCache(tmp_path / "c")
+    cache = tmp_path_factory.mktemp("lite") / "c"
+    build_cache(dataset, backend, cache, case_ids=dataset.case_ids[:2], batch=4, every=2, progress=False)
+    return dataset, backend, EmbeddingCache(cache)
+
+
+def test_batched_decode_equals_one_prompt_at_a_time(lite):
+    dataset, backend, cache = lite
+    case = dataset.load(dataset.case_ids[0])
     zs = [z for z in cache.slices(case.case_id) if case.label[:, :, z].any()]
     frame = Frame(case.image.shape[0], case.image.shape[1], 256)
     labels = case.label[:, :, zs].transpose(2, 0, 1)
@@ -115,12 +122,10 @@ def test_batched_decode_equals_one_prompt_at_a_time(phantom, tmp_path):
     torch.testing.assert_close(batched, looped, atol=1e-3, rtol=1e-3)
 
 
-def test_pseudo_label_writes_masks_and_report(phantom, tmp_path):
-    dataset = open_dataset(phantom)
+def test_pseudo_label_writes_masks_and_report(lite, tmp_path):
+    dataset, backend, cache = lite
     cases = dataset.case_ids[:2]
-    backend = TorchBackend(load_model("litemedsam"))
-    build_cache(dataset, backend, tmp_path / "c", case_ids=cases, batch=6, every=2, progress=False)
-    report = pseudo_label(dataset, EmbeddingCache(tmp_path / "c"), backend, tmp_path / "out", cases, progress=False)
+    report = pseudo_label(dataset, cache, backend, tmp_path / "out", cases, progress=False)
     assert [row["case"] for row in report.rows] == cases
     assert report.summary["dice"][0] > 0.7  # a box-prompted SAM on a high-contrast blob
     for case in cases:
@@ -130,7 +135,7 @@ def test_pseudo_label_writes_masks_and_report(phantom, tmp_path):
     assert payload["summary"]["dice"]["mean"] == pytest.approx(report.summary["dice"][0])
     assert report.overlays and all(os.path.getsize(p) > 0 for p in report.overlays)
     # mask-box from the masks just written reproduces a mask set of similar quality
-    again = pseudo_label(dataset, EmbeddingCache(tmp_path / "c"), backend, tmp_path / "out2", cases,
+    again = pseudo_label(dataset, cache, backend, tmp_path / "out2", cases,
                          prompt="mask-box", masks_dir=tmp_path / "out", progress=False)
     assert again.summary["dice"][0] > 0.6
 

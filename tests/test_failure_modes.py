@@ -1,6 +1,7 @@
-"""The bad-input matrix, each case through the real command in a subprocess: a user error is one `error:` line and
-exit 2 (no traceback unless --debug), a bug is exit 1 with where it happened, and nothing already written is lost or
-left half-written as if valid."""
+"""The bad-input matrix, each case through the real entry point (`cli.main`, run in-process by typer's runner; in a
+subprocess where the process itself matters: a file-size limit): a user error is one `error:` line and exit 2 (no
+traceback unless --debug), a bug is exit 1 with where it happened, and nothing already written is lost or left
+half-written as if valid."""
 from __future__ import annotations
 
 import gzip
@@ -21,7 +22,7 @@ from semisam_fast.cache import EmbeddingCache
 from semisam_fast.models import load_model
 from semisam_fast.checkpoints import iteration_checkpoints, read_checkpoint
 
-from .conftest import run_cli
+from .conftest import invoke
 
 
 def user_error(result: subprocess.CompletedProcess, *needles: str) -> str:
@@ -50,7 +51,7 @@ class Crafted:
 def trained(phantom, tmp_path_factory) -> Path:
     """A finished 2-iteration sup run on the phantom (checkpoints at 1 and 2, final.pt)."""
     run = tmp_path_factory.mktemp("fm") / "run"
-    result = run_cli("train", "--data", str(phantom), "--labeled", "2", "--val", "1", "--method", "sup",
+    result = invoke("train", "--data", str(phantom), "--labeled", "2", "--val", "1", "--method", "sup",
                      "--iterations", "2", "--save-every", "1", "--out", str(run))
     assert result.returncode == 0, result.stderr
     return run
@@ -72,28 +73,29 @@ def _blob(shape=(32, 32, 4)) -> tuple[np.ndarray, np.ndarray]:
 
 def test_usage_errors_and_out_of_range_options(phantom, tmp_path):
     data = str(phantom)
-    user_error(run_cli("train", "--data", data, "--labeled", "2", "--method", "supervised"), "--method", "sup")
-    user_error(run_cli("train", "--data", data, "--labeled", "2", "--bogus"), "--bogus")
-    user_error(run_cli("train", "--labeled", "2"), "--data")
-    user_error(run_cli("train", "--data", data, "--labeled", "2", "--iterations", "0"), "--iterations")
-    user_error(run_cli("train", "--data", data, "--labeled", "2", "--iterations", "-5"), "--iterations")
-    user_error(run_cli("train", "--data", data, "--labeled", "2", "--method", "sup", "--val", "100",
+    user_error(invoke("train", "--data", data, "--labeled", "2", "--method", "supervised"), "--method", "sup")
+    user_error(invoke("train", "--data", data, "--labeled", "2", "--bogus"), "--bogus")
+    user_error(invoke("train", "--labeled", "2"), "--data")
+    user_error(invoke("train", "--data", data, "--labeled", "2", "--iterations", "0"), "--iterations")
+    user_error(invoke("train", "--data", data, "--labeled", "2", "--iterations", "-5"), "--iterations")
+    user_error(invoke("train", "--data", data, "--labeled", "2", "--method", "sup", "--val", "100",
                        "--out", str(tmp_path / "r")))
-    user_error(run_cli("train", "--data", data, "--labeled", "0"), "--labeled")
-    user_error(run_cli("embed", "--data", data, "--cache", str(tmp_path / "c"), "--batch", "0"), "--batch")
-    user_error(run_cli("evaluate"), "--run")
-    user_error(run_cli("bench", "everything"), "encoder")
+    user_error(invoke("train", "--data", data, "--labeled", "0"), "--labeled")
+    user_error(invoke("embed", "--data", data, "--cache", str(tmp_path / "c"), "--batch", "0"), "--batch")
+    user_error(invoke("evaluate"), "--run")
+    user_error(invoke("bench", "everything"), "encoder")
     # --debug adds the traceback; the exit code and the error line stay
-    debug = run_cli("evaluate", "--run", str(tmp_path / "nope"), "--debug")
+    debug = invoke("evaluate", "--run", str(tmp_path / "nope"), "--debug")
     assert debug.returncode == 2 and "Traceback" in debug.stderr
     assert debug.stderr.strip().splitlines()[-1].startswith("error: run folder not found")
 
 
-def test_a_bug_exits_1_and_says_where():
+def test_a_bug_exits_1_and_says_where(monkeypatch):
     """An internal error (injected here: only a real bug would reach this path) is not dressed as a user error."""
-    code = ("import sys; from semisam_fast import cli, doctor; doctor.report = lambda: {}['missing']; "
-            "cli.main(['doctor'])")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    from semisam_fast import doctor
+
+    monkeypatch.setattr(doctor, "report", lambda: {}["missing"])
+    result = invoke("doctor")
     assert result.returncode == 1 and "Traceback" not in result.stderr
     line = result.stderr.strip().splitlines()[-1]
     assert line.startswith("internal error (a bug in semisam-fast") and "KeyError" in line and "--debug" in line
@@ -101,8 +103,8 @@ def test_a_bug_exits_1_and_says_where():
 
 def test_student_checkpoint_files(trained, phantom, tmp_path):
     """Missing, truncated, not a checkpoint, another model's weights, a crafted pickle: refused, nothing runs."""
-    def evaluate(path: Path) -> subprocess.CompletedProcess:
-        return run_cli("evaluate", "--checkpoint", str(path), "--data", str(phantom), "--out", str(tmp_path / "e.json"))
+    def evaluate(path: Path) -> subprocess.CompletedProcess:  # what invoke returns
+        return invoke("evaluate", "--checkpoint", str(path), "--data", str(phantom), "--out", str(tmp_path / "e.json"))
 
     final = trained / "checkpoints" / "final.pt"
     user_error(evaluate(tmp_path / "missing.pt"), "not found")
@@ -126,7 +128,7 @@ def test_crafted_sam_checkpoint(tmp_path):
     marker = tmp_path / "code-ran"
     crafted = tmp_path / "medsam_vit_b.pth"
     torch.save({"image_encoder.patch_embed.proj.weight": Crafted(marker)}, crafted)
-    user_error(run_cli("export", "--model", "medsam", "--checkpoint", str(crafted), "--out", str(tmp_path / "e")),
+    user_error(invoke("export", "--model", "medsam", "--checkpoint", str(crafted), "--out", str(tmp_path / "e")),
                "cannot read checkpoint")
     assert not marker.exists()
 
@@ -137,7 +139,7 @@ def test_crafted_run_checkpoint_on_resume(trained, phantom, tmp_path):
     marker = tmp_path / "code-ran"
     latest = iteration_checkpoints(run)[-1][1]
     torch.save({"student": Crafted(marker), "iteration": 2}, latest)
-    result = run_cli("train", "--data", str(phantom), "--labeled", "2", "--val", "1", "--method", "sup",
+    result = invoke("train", "--data", str(phantom), "--labeled", "2", "--val", "1", "--method", "sup",
                      "--iterations", "2", "--save-every", "1", "--out", str(run))
     user_error(result, "refused", latest.name)
     assert not marker.exists()
@@ -148,7 +150,7 @@ def test_corrupt_and_truncated_data_files(phantom, trained, tmp_path):
     shutil.copytree(phantom, la)
     first = sorted(la.glob("*/mri_norm2.h5"))[0]
     first.write_bytes(first.read_bytes()[:2000])
-    user_error(run_cli("embed", "--data", str(la), "--model", "tiny", "--cache", str(tmp_path / "c")),
+    user_error(invoke("embed", "--data", str(la), "--model", "tiny", "--cache", str(tmp_path / "c")),
                first.parent.name)
 
     image, label = _blob()
@@ -158,14 +160,14 @@ def test_corrupt_and_truncated_data_files(phantom, trained, tmp_path):
     broken.write_bytes(gzip.compress(b"not a nifti header" * 20))
     ckpt = str(trained / "checkpoints" / "final.pt")
     out = str(tmp_path / "e.json")
-    user_error(run_cli("evaluate", "--checkpoint", ckpt, "--data", str(nifti), "--out", out), "a_0000.nii.gz")
+    user_error(invoke("evaluate", "--checkpoint", ckpt, "--data", str(nifti), "--out", out), "a_0000.nii.gz")
     _nifti_case(nifti, "a", image, label)
     broken.write_bytes(broken.read_bytes()[:100])  # truncated gzip stream
-    user_error(run_cli("evaluate", "--checkpoint", ckpt, "--data", str(nifti), "--out", out), "a_0000.nii.gz")
+    user_error(invoke("evaluate", "--checkpoint", ckpt, "--data", str(nifti), "--out", out), "a_0000.nii.gz")
     nan_image = image.copy()
     nan_image[0, 0, 0] = np.nan
     _nifti_case(nifti, "a", nan_image, label)
-    user_error(run_cli("evaluate", "--checkpoint", ckpt, "--data", str(nifti), "--out", out), "NaN")
+    user_error(invoke("evaluate", "--checkpoint", ckpt, "--data", str(nifti), "--out", out), "NaN")
 
 
 def test_label_problems_and_lists(trained, tmp_path):
@@ -173,13 +175,13 @@ def test_label_problems_and_lists(trained, tmp_path):
     image, label = _blob()
     mismatch = tmp_path / "mismatch"
     _nifti_case(mismatch, "a", image, label[:, :, :3])
-    user_error(run_cli("evaluate", "--checkpoint", ckpt, "--data", str(mismatch), "--out", str(tmp_path / "m.json")),
+    user_error(invoke("evaluate", "--checkpoint", ckpt, "--data", str(mismatch), "--out", str(tmp_path / "m.json")),
                "label shape")
 
     empty = tmp_path / "empty"
     _nifti_case(empty, "a", image, label)
     _nifti_case(empty, "b", image, np.zeros_like(label))
-    result = run_cli("evaluate", "--checkpoint", ckpt, "--data", str(empty), "--out", str(tmp_path / "e.json"))
+    result = invoke("evaluate", "--checkpoint", ckpt, "--data", str(empty), "--out", str(tmp_path / "e.json"))
     assert result.returncode == 0, result.stderr
     assert "warning: case b has an empty label" in result.stderr
     doc = json.loads((tmp_path / "e.json").read_text())
@@ -192,7 +194,7 @@ def test_label_problems_and_lists(trained, tmp_path):
 
     listed = tmp_path / "list.txt"
     listed.write_text("a\nghost\n")
-    user_error(run_cli("evaluate", "--checkpoint", ckpt, "--data", str(empty), "--list", str(listed), "--out",
+    user_error(invoke("evaluate", "--checkpoint", ckpt, "--data", str(empty), "--list", str(listed), "--out",
                        str(tmp_path / "l.json")), "ghost")
 
 
@@ -202,10 +204,10 @@ def test_artefact_that_differs_from_its_sidecar(tiny_artefacts, phantom, tmp_pat
     shutil.copy(encoder, copy)
     shutil.copy(encoder.with_suffix(".json"), copy.with_suffix(".json"))
     embed = ["embed", "--data", str(phantom), "--backend", "onnx", "--cache", str(tmp_path / "c"), "--every", "6"]
-    user_error(run_cli(*embed, "--model", "litemedsam", "--artefact", str(copy)), "exported for model")
+    user_error(invoke(*embed, "--model", "litemedsam", "--artefact", str(copy)), "exported for model")
     with open(copy, "ab") as handle:
         handle.write(b"\0")
-    user_error(run_cli(*embed, "--model", "tiny", "--artefact", str(copy)), "sidecar")
+    user_error(invoke(*embed, "--model", "tiny", "--artefact", str(copy)), "sidecar")
     assert not (tmp_path / "c").exists() or not list((tmp_path / "c").rglob("*.npy"))
 
 
@@ -214,18 +216,18 @@ def test_cache_of_another_model_and_truncated_shard(phantom, tmp_path):
     list_file = tmp_path / "one.list"
     list_file.write_text(sorted(p.name for p in phantom.iterdir() if p.is_dir())[0] + "\n")
     base = ["--data", str(phantom), "--list", str(list_file)]
-    assert run_cli("embed", *base, "--model", "tiny", "--every", "4", "--cache", str(cache)).returncode == 0
-    user_error(run_cli("embed", *base, "--model", "litemedsam", "--every", "4", "--cache", str(cache)),
+    assert invoke("embed", *base, "--model", "tiny", "--every", "4", "--cache", str(cache)).returncode == 0
+    user_error(invoke("embed", *base, "--model", "litemedsam", "--every", "4", "--cache", str(cache)),
                "fingerprint")
     shard = sorted((cache / "shards").glob("*.npy"))[0]
     shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
-    user_error(run_cli("pseudo-label", "--cache", str(cache), *base, "--out", str(tmp_path / "p")),
+    user_error(invoke("pseudo-label", "--cache", str(cache), *base, "--out", str(tmp_path / "p")),
                "truncated or corrupt")
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(phantom, tmp_path):
     run = tmp_path / "run"
-    result = run_cli("train", "--data", str(phantom), "--labeled", "2", "--val", "1", "--method", "sup",
+    result = invoke("train", "--data", str(phantom), "--labeled", "2", "--val", "1", "--method", "sup",
                      "--iterations", "50", "--lr", "1e30", "--save-every", "1", "--out", str(run))
     line = user_error(result, "the loss became nan at iteration")
     kept = iteration_checkpoints(run)

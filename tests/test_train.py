@@ -15,7 +15,7 @@ from semisam_fast.data import make_phantom, open_dataset, split_cases
 from semisam_fast.errors import UserError
 from semisam_fast.embed import build_cache
 from semisam_fast.metrics import binary_metrics
-from semisam_fast.models import load_model
+from semisam_fast.models import get_spec, load_model
 from semisam_fast.train import build_trainer, preset
 from semisam_fast.train.augment import Geometry, random_geometry
 from semisam_fast.train.sam_term import SamTeacher
@@ -263,6 +263,45 @@ def test_sam_ramp_and_prompt_source(small, tmp_path):
         blob[:, 0, 16:32, 16:32], blob[:, 1, 16:32, 16:32] = 0.0, 10.0
         _, logs = trainer.sam_term(background, blob, unl)
         assert logs["sam_prompted"] == (1.0 if source == "teacher" else 0.0)
+
+
+def test_point_prompts_in_the_training_step(small, tmp_path):
+    """SAM ViT-B/L/H take points (`ModelSpec.prompt`): the positive point, taken back from SAM's input frame to the
+    slice's pixels, falls inside the predicted object (not its transpose), a negative and the padding point follow,
+    and the step's SAM term prompts every slice with foreground with points. The real decoder runs; the test only
+    records what it was given."""
+    root, cache, _ = small
+    trainer = build_trainer(_config("semisam", 2, sam_mode="step"), root, None, labeled=2, val=1,
+                            run_dir=tmp_path / "points", cache=cache, tensorboard=False)
+    sam = trainer.sam
+    sam.prompt = "point"  # the tiny model is registered with boxes; the point path is the ViT models'
+    seen, decode = [], sam.backend.decode
+    sam.backend.decode = lambda emb, coords, labels: seen.append((coords, labels)) or decode(emb, coords, labels)
+
+    refs = trainer.unlabelled.refs[:2]
+    canvas = torch.zeros(2, 64, 64)
+    canvas[:, 16:32, 40:56] = 0.9  # rows 16-31, columns 40-55 of a 64x64 slice (the canvas is the slice here)
+    canvas[:, 16:20, 40:44] = 0.0  # a notch: background inside the box, where the negative point goes
+    masks, valid = sam.canvas_masks(canvas, refs)
+    assert bool(valid.all()) and masks.shape == canvas.shape
+    coords, labels = seen[-1]
+    assert coords.shape == (2, 1, 3, 2) and labels[:, 0].tolist() == [[1, 0, -1]] * 2
+    to_slice = 64 / get_spec("tiny").image_size  # SAM's input is the slice scaled to image_size
+    x, y = (coords[:, 0, 0] * to_slice).unbind(-1)
+    assert bool(((x >= 40) & (x < 56) & (y >= 16) & (y < 32)).all()), coords[:, 0, 0]
+    assert not bool(((x < 44) & (y < 20)).any())  # the positive is not in the notch
+    x, y = (coords[:, 0, 1] * to_slice).unbind(-1)
+    assert bool(((x >= 40) & (x < 44) & (y >= 16) & (y < 20)).all()), coords[:, 0, 1]  # the negative is
+
+    unl = trainer._draw(trainer.unlabelled, 2, trainer.own_generator)
+    blob = torch.zeros(2, 2, *unl.images.shape[-2:])
+    blob[:, 0] = 10.0
+    blob[:, 0, 16:32, 16:32], blob[:, 1, 16:32, 16:32] = 0.0, 10.0
+    seen.clear()
+    loss, logs = trainer.sam_term(blob, blob, unl)
+    assert logs["sam_prompted"] == 1.0 and torch.isfinite(loss)
+    # a square blob leaves no background inside its box: the negative becomes SAM's "not a point"
+    assert seen and all(lab[:, 0].tolist() == [[1, -1, -1]] * len(lab) for _, lab in seen)
 
 
 def test_build_trainer_refusals(small, tmp_path):
