@@ -9,7 +9,8 @@ import torch
 
 from semisam_fast.data import open_dataset
 from semisam_fast.data.student_input import StudentInput
-from semisam_fast.evaluate import evaluate_cases, load_student
+from semisam_fast.evaluate import evaluate_cases
+from semisam_fast.nets import load_student
 from semisam_fast.checkpoints import find_checkpoint
 from semisam_fast.train.slices import SliceStore
 

@@ -20,7 +20,7 @@ from tqdm import tqdm
 from semisam_fast.backends import create_backend
 from semisam_fast.cache import EmbeddingCache
 from semisam_fast.data import open_dataset, read_list
-from semisam_fast.evaluate import load_student
+from semisam_fast.nets import load_student
 from semisam_fast.fsutil import write_json
 from semisam_fast.checkpoints import find_checkpoint
 from semisam_fast.inference import predict_case

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -13,7 +14,7 @@ import numpy as np
 import torch
 
 from .doctor import allocator_setting, cpu_isa, cpu_name, kernel_choice
-from .fsutil import atomic_write, write_json
+from .results import write_bench
 
 
 def machine() -> dict:
@@ -162,7 +163,7 @@ def bench_decoder(model: str = "litemedsam", n_slices: int = 16, repeats: int = 
     from .export import export
     from .models import Frame, load_model
     from .models.preprocess import boxes_to_input
-    from .pseudo_label import decode_slices
+    from .sam_targets import decode_slices
     from .samples import load_samples
 
     loaded = load_model(model)
@@ -183,6 +184,17 @@ def bench_decoder(model: str = "litemedsam", n_slices: int = 16, repeats: int = 
             export(model, part="decoder", out=engines)
         onnx = OnnxBackend(decoder=decoder_path, provider=provider)
         candidates["batched_onnxruntime"] = lambda: decode_slices(onnx, embeddings, labels, frame)
+        for precision, backend in _openvino_decoders(decoder_path, log).items():
+            candidates[f"batched_openvino_{precision}"] = partial(decode_slices, backend, embeddings, labels, frame)
+    # each batched runtime's masks against torch fp32's, on the same prompts: a speed-up is worth its agreement
+    with torch.inference_mode():
+        reference = candidates["batched_torch"]().cpu() > 0
+    agreement = {}
+    for name, decode in candidates.items():
+        if name != "batched_torch":
+            with torch.inference_mode():
+                mask = decode().cpu() > 0
+            agreement[name] = float((mask & reference).sum() / max(int((mask | reference).sum()), 1))
 
     sam = Sam(image_encoder=loaded.encoder, prompt_encoder=loaded.decoder.prompt_encoder,
               mask_decoder=loaded.decoder.mask_decoder).to(device).eval()
@@ -202,7 +214,25 @@ def bench_decoder(model: str = "litemedsam", n_slices: int = 16, repeats: int = 
     candidates = {"sampredictor_loop": looped, **candidates}
     log(f"decoder {model}: {n_slices} box prompts, {', '.join(candidates)}")
     return {"decoder": summarise(interleaved(candidates, repeats), "sampredictor_loop", n_slices, "prompts"),
-            "prompts_per_call": n_slices, "decoder_device": device}
+            "prompts_per_call": n_slices, "decoder_device": device, "mask_iou_vs_torch_fp32": agreement}
+
+
+def _openvino_decoders(decoder_path: Path, log) -> dict:
+    """OpenVINO over the fp32 ONNX decoder in f32 and, where the CPU has BF16, bf16; none without OpenVINO."""
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        return {}
+    from .backends.openvino_backend import OpenVinoBackend
+    from .errors import UserError
+
+    backends = {}
+    for precision in ("fp32", "bf16"):
+        try:
+            backends[precision] = OpenVinoBackend(decoder=decoder_path, precision=precision)
+        except UserError as exc:
+            log(f"openvino decoder {precision}: {exc}")
+    return backends
 
 
 TRAIN_SHAPES = {"la-cpu": ((128, 128, 16), "4 labelled + 4 unlabelled 80x80 crops, 2D U-Net base 16"),
@@ -278,7 +308,7 @@ def bench_train(steps: int = 10, log=print, engines: Path = Path("engines"), wor
 
 def bench_run(data: Path, cache: Path, artefact: Path | None = None, list_file: Path | None = None,
               iterations: int | None = None, labelled: int = 2, val: int = 8, workdir: Path | None = None,
-              log=print, **overrides) -> dict:
+              log=print, backend: str | None = None, precision: str | None = None, **overrides) -> dict:
     """Whole `la-cpu` runs, one after the other in this process: mt, then semisam with its pseudo-label rounds, same
     data, seed and iterations; wall-clock of each (data loading and validation included; the one-time embedding
     cache excluded: it must exist). The ratio is P1 end to end."""
@@ -287,13 +317,13 @@ def bench_run(data: Path, cache: Path, artefact: Path | None = None, list_file: 
     from .train import build_trainer, preset
 
     work = Path(workdir or tempfile.mkdtemp(prefix="semisam-run-"))
-    backend = "onnx" if artefact is not None else "torch"
+    backend = backend or ("onnx" if artefact is not None else "torch")
     seconds, rounds = {}, {}
     for method in ("mt", "semisam"):
         config = preset("la-cpu", method=method, iterations=iterations, **overrides)
         start = time.perf_counter()
         trainer = build_trainer(config, data, list_file, labelled, val, work / method, cache=cache, backend=backend,
-                                artefact=artefact, tensorboard=False)
+                                artefact=artefact, tensorboard=False, precision=precision)
         timed_rounds = []
         if trainer.rounds:
             original = trainer.sam_round
@@ -309,58 +339,15 @@ def bench_run(data: Path, cache: Path, artefact: Path | None = None, list_file: 
         log(f"{method}: {seconds[method]:.0f} s" + (f", rounds {[round(r) for r in timed_rounds]} s"
                                                     if timed_rounds else ""))
     return {"run": {"iterations": iterations or preset("la-cpu").iterations, "seconds": seconds,
+                    "decoder": {"backend": backend, "precision": precision or "fp32"},
                     "semisam_rounds_s": rounds["semisam"],
                     "semisam_over_mt": seconds["semisam"] / seconds["mt"]}}
 
 
-def _tables(results: dict):
-    """(kind, title, table) of every timing table: `bench` keeps them at the top ("encoder": {...}), the GPU suite
-    one level down ("vit_b": {"encoder": {...}}, "train_3d": {"train": {...}})."""
-    for name, section in results.items():
-        if not isinstance(section, dict) or "error" in section:
-            continue
-        for kind in ("encoder", "decoder", "train"):
-            if isinstance(section.get(kind), dict):
-                yield kind, name if name.startswith(kind) else f"{name} {kind}", section[kind]
-            elif name == kind:
-                yield kind, kind, section
-
-
-def plot(results: dict, path: Path) -> Path | None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    panels = list(_tables(results))
-    if not panels:
-        return None
-    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.5))
-    axes = np.atleast_1d(axes)
-    for ax, (kind, title, data) in zip(axes, panels):
-        if kind == "encoder":
-            for batch, rows in data.items():
-                names = list(rows)
-                ax.bar([f"{n}\n{batch}" for n in names], [rows[n]["images_per_s"] for n in names])
-            ax.set_ylabel("images / s")
-        else:
-            names = list(data)
-            key = "prompts_per_s" if kind == "decoder" else "iterations_per_s"
-            ax.bar(names, [data[n][key] for n in names])
-            ax.set_ylabel(key.replace("_", " "))
-        ax.set_title(title)
-        ax.tick_params(axis="x", labelrotation=30, labelsize=7)
-    fig.suptitle(results.get("machine", {}).get("gpu") or results.get("machine", {}).get("cpu", ""))
-    fig.tight_layout()
-    path = Path(path)
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100))
-    plt.close(fig)
-    return path
-
-
 def run(what: str, out: Path, model: str = "litemedsam", precisions=("fp32", "int8"), batches=(1, 4),
         repeats: int = 5, engines: Path = Path("engines"), log=print, data: Path | None = None,
-        cache: Path | None = None, artefact: Path | None = None, iterations: int | None = None) -> dict:
+        cache: Path | None = None, artefact: Path | None = None, iterations: int | None = None,
+        backend: str | None = None, precision: str | None = None) -> dict:
     results: dict = {"machine": machine(), "what": what}
     if what == "run":
         if data is None or cache is None:
@@ -368,8 +355,9 @@ def run(what: str, out: Path, model: str = "litemedsam", precisions=("fp32", "in
 
             raise UserError("bench run times whole training runs: give --data and --cache (an embedding cache of "
                             "the run's unlabelled cases, from `semisam-fast embed --every 2`)")
-        results.update(bench_run(data, cache, artefact, iterations=iterations, log=log))
-        write_json(out, results)
+        results.update(bench_run(data, cache, artefact, iterations=iterations, log=log, backend=backend,
+                                 precision=precision))
+        write_bench(results, out, figure=False)
         return results
     if what in ("encoder", "all"):
         results.update(bench_encoder(model, tuple(precisions), tuple(batches), repeats, engines, log))
@@ -377,7 +365,5 @@ def run(what: str, out: Path, model: str = "litemedsam", precisions=("fp32", "in
         results.update(bench_decoder(model, repeats=max(2, repeats // 2), engines=engines, log=log))
     if what in ("train", "all"):
         results.update(bench_train(steps=max(5, repeats * 2), log=log, engines=engines))
-    out = Path(out)
-    write_json(out, results)
-    plot(results, out.with_suffix(".png"))
+    write_bench(results, out)
     return results

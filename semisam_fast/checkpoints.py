@@ -1,6 +1,8 @@
-"""Run checkpoints: written atomically, read without running pickled code, found by name."""
+"""A run folder's files: its record (`run.json`) and its checkpoints, written atomically, read without running
+pickled code, found by name."""
 from __future__ import annotations
 
+import json
 import pickle
 import re
 import warnings
@@ -9,11 +11,46 @@ from pathlib import Path
 import torch
 
 from .errors import UserError
-from .fsutil import atomic_write
+from .fsutil import atomic_write, json_safe, write_json
 
 FOLDER = "checkpoints"
 FINAL = "final.pt"
 _ITER = re.compile(r"iter_(\d+)\.pt")
+
+
+def keep_run_record(run_dir: str | Path, record: dict, write: bool = True) -> Path:
+    """`<run>/run.json` (data, split, config): a run folder that already holds a run with another config or other
+    labelled cases is refused (a rerun resumes the same run; it must not mix two); `write=False` only checks."""
+    path = Path(run_dir) / "run.json"
+    if path.is_file():
+        try:
+            old = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise UserError(f"cannot read {path}: {exc}; it is not a run's record (use another --out)") from None
+        if not isinstance(old, dict) or old.get("config") != json_safe(record["config"]) \
+                or old.get("labeled_cases") != record["labeled_cases"]:
+            raise UserError(f"{run_dir} holds a run with other settings; resume it with the same options or use "
+                            "another --out")
+    if write:
+        write_json(path, record)
+    return path
+
+
+def read_run_record(run_dir: str | Path) -> dict:
+    """A run folder's `run.json` (data, split, config), or one clear error."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise UserError(f"run folder not found: {run_dir}")
+    path = run_dir / "run.json"
+    if not path.is_file():
+        raise UserError(f"{run_dir} is not a training run (no run.json)")
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"cannot read {path}: {exc}") from exc
+    if not isinstance(record, dict):
+        raise UserError(f"{path} does not hold a JSON object")
+    return record
 
 
 def checkpoint_path(run_dir: str | Path, iteration: int | None = None) -> Path:

@@ -236,6 +236,8 @@ def train(
     unlabelled_every: Optional[int] = typer.Option(None, min=1, help="use every k-th unlabelled slice"),
     backend: Literal[choices.BACKENDS] = typer.Option("torch", help="SAM decoder runtime"),
     artefact: Optional[Path] = typer.Option(None, help="decoder artefact or export folder"),
+    precision: Optional[Literal[choices.RUNTIME_PRECISIONS]] = typer.Option(
+        None, help="SAM decoder: torch / openvino compute precision, or which onnx / engine export (default fp32)"),
     checkpoint: Optional[Path] = typer.Option(None, help="SAM weights (medsam / vit_*)"),
     device: Literal[choices.DEVICES] = typer.Option("cpu"),
     out: Path = typer.Option(..., help="run folder (rerun the same command to resume)"),
@@ -257,7 +259,7 @@ def train(
                          intensity_aug=intensity_aug)
     world = world_from_env()
     trainer = build_trainer(config, data, list_file, labeled, val, out, cache, backend, artefact, checkpoint,
-                            world.device(device), world=world)
+                            world.device(device), world=world, precision=precision)
     result = trainer.run()
     if not world.leader:
         return
@@ -280,7 +282,9 @@ def evaluate(
 ) -> None:
     """Per-volume Dice, Jaccard, 95% Hausdorff, ASD (medpy semantics), mean ± sd; JSON + CSV + table."""
     from .data import open_dataset, read_list
-    from .evaluate import evaluate_cases, evaluate_run, load_student, write_results
+    from .evaluate import evaluate_cases, evaluate_run
+    from .nets import load_student
+    from .results import write_results
     from .metrics import format_table
 
     spacing_mm = _parse_spacing(spacing)
@@ -310,6 +314,10 @@ def bench(
     data: Optional[Path] = typer.Option(None, help="run: the data set to train on"),
     cache: Optional[Path] = typer.Option(None, help="run: the embedding cache of its unlabelled cases"),
     artefact: Optional[Path] = typer.Option(None, help="run: SAM decoder .onnx (default: torch)"),
+    backend: Optional[Literal[choices.BACKENDS]] = typer.Option(
+        None, help="run: SAM decoder runtime (default: onnx with --artefact, else torch)"),
+    precision: Optional[Literal[choices.RUNTIME_PRECISIONS]] = typer.Option(
+        None, help="run: the decoder's precision (openvino: bf16 where the CPU has it)"),
     iterations: Optional[int] = typer.Option(None, min=1, help="run: iterations per run (default: the preset's)"),
 ) -> None:
     """Median/min/max latency and throughput, side by side and interleaved, as ratios to the reference; `run`:
@@ -321,7 +329,8 @@ def bench(
     except ValueError:
         raise UserError(f"--batch must be comma-separated integers, got {batch!r}") from None
     results = bench_lib.run(what, out, model, precisions.split(","), batches, repeats, engines, _log, data=data,
-                            cache=cache, artefact=artefact, iterations=iterations)
+                            cache=cache, artefact=artefact, iterations=iterations, backend=backend,
+                            precision=precision)
     print(json.dumps({k: v for k, v in results.items() if k != "machine"}, indent=2, default=str))
     png = out.with_suffix(".png")
     _log(f"[green]wrote[/green] {out}" + (f" and {png}" if png.is_file() else ""))

@@ -15,9 +15,9 @@ from .backends import OnnxBackend
 from .cache import EmbeddingCache
 from .data import open_dataset, split_cases
 from .embed import build_cache
-from .evaluate import evaluate_cases, write_results
+from .evaluate import evaluate_cases
+from .results import write_report, write_results
 from .export import export
-from .fsutil import write_json
 from .metrics import binary_metrics
 from .overlay import overlay
 from .pseudo_label import pseudo_label
@@ -94,7 +94,7 @@ def run_demo(out: str | Path = "runs/demo", data: str | Path | None = None, labe
                                                  for k in ("dice", "jaccard", "hd95", "asd")))
     table = "\n".join(lines)
     report["table"] = table
-    write_json(out / "report.json", report)
+    write_report(out / "report.json", report)
     log(f"validation cases {split.val}:\n{table}")
     log(f"report: {out / 'report.json'}; overlays: {out / 'overlays'}; TensorBoard: {out}/run_*/tensorboard")
     return report

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from .data.student_input import StudentInput, resize_slices
 from .errors import UserError
 
-__all__ = ["predict_volume_2d", "predict_volume_3d", "predict_case", "foreground_prob"]
+__all__ = ["predict_volume_2d", "predict_volume_3d", "predict_case", "foreground_prob", "largest_component"]
 
 
 @contextmanager
@@ -130,3 +130,17 @@ def predict_case(net: nn.Module, image: np.ndarray, config: dict, device: str = 
     if "patch" not in config:
         raise UserError("config of a vnet student has no 'patch' size")
     return predict_volume_3d(net, image, config["patch"], config.get("stride", (18, 18, 4)), device=device)
+
+
+def largest_component(mask: np.ndarray) -> np.ndarray:
+    """The largest connected component of a binary mask (full connectivity, as UA-MT's getLargestCC): the
+    post-processing LA papers apply to a prediction."""
+    from scipy import ndimage
+
+    mask = np.asarray(mask, dtype=bool)
+    labels, n = ndimage.label(mask, structure=np.ones((3,) * mask.ndim, dtype=bool))
+    if n <= 1:
+        return mask
+    sizes = np.bincount(labels.ravel())
+    sizes[0] = 0
+    return labels == int(sizes.argmax())

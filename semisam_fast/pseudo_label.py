@@ -1,5 +1,6 @@
 """`pseudo-label`: prompts from masks (labels, mask volumes) or from a trained run's teacher -> SAM's decoder on
-cached embeddings -> mask volumes in the input's format, with a report and overlays."""
+cached embeddings -> mask volumes in the input's format, with a report and overlays. The steps are others': SAM is
+prompted in `sam_targets.py`, volumes read and masks written by the `Dataset`, the report by `results.py`."""
 from __future__ import annotations
 
 import logging
@@ -16,31 +17,16 @@ from .cache import EmbeddingCache
 from .data import Dataset
 from .distributed import World, deal_cases
 from .errors import UserError
-from .fsutil import write_json
-from .metrics import binary_metrics, format_table, summarize
-from .models import Frame, get_spec, masks_to_original
-from .models.preprocess import boxes_to_input, points_to_input
+from .metrics import binary_metrics, format_table
+from .models import Frame, get_spec
+from .models.preprocess import boxes_to_input
 from .overlay import overlay
-from .prompts import box_prompts, mask_to_box, mask_to_points, point_prompts
-from .sam_targets import TargetOptions, case_targets, score_targets
+from .prompts import mask_to_box
+from .results import write_results
+from .sam_targets import TargetOptions, case_targets, decode_slices, score_targets
 
 PROMPTS = tuple(p for p in choices.PROMPTS if p != "teacher")  # mask-made prompts; teacher: teacher_pseudo_label
 log = logging.getLogger(__name__)
-
-
-def decode_slices(backend: Backend, embeddings: torch.Tensor, source_masks: np.ndarray, frame: Frame,
-                  prompt: str = "box", margin: float = 4.0) -> torch.Tensor:
-    """One prompt per slice from its mask (N,H,W) -> SAM logits (N,H,W) at slice size, on the backend's device;
-    one decoder call. The caller passes only slices whose mask has foreground. `margin`: SAM-input pixels."""
-    masks = torch.from_numpy(source_masks.astype(bool))
-    if prompt == "points":
-        points, labels, _ = mask_to_points(masks.float(), n_positive=1, n_negative=1)
-        coords, labels = point_prompts(points_to_input(points, frame)[:, None], labels[:, None])
-    else:
-        boxes = torch.from_numpy(np.stack([mask_to_box(m) for m in source_masks]))
-        coords, labels = box_prompts(boxes_to_input(boxes, frame, margin)[:, None])
-    low_res, _ = backend.decode(embeddings, coords, labels)
-    return masks_to_original(low_res[:, 0, 0], frame)
 
 
 @dataclass
@@ -125,11 +111,8 @@ def pseudo_label(dataset: Dataset, cache: EmbeddingCache, backend: Backend, out:
                                                    volume[:, :, z], case.label[:, :, z], [box.tolist()])))
     report = report.merged(world, case_ids)
     if report is not None and report.rows:
-        report.summary = summarize(report.rows)
-        payload = {"prompt": prompt, "margin": margin, "model": backend.model, "cases": report.rows,
-                   "summary": {k: {"mean": m, "sd": s} for k, (m, s) in report.summary.items()},
-                   "overlays": report.overlays}
-        write_json(out / "report.json", payload)
+        meta = {"prompt": prompt, "margin": margin, "model": backend.model, "overlays": report.overlays}
+        report.summary = write_results(report.rows, out / "report.json", meta)
     return report
 
 
@@ -146,7 +129,7 @@ def teacher_pseudo_label(dataset: Dataset, cache: EmbeddingCache, backend: Backe
     Under torchrun (`world`) the cases are shared out as in `pseudo_label`; rank 0 writes and returns the report."""
     world = world or World()
     from .checkpoints import find_checkpoint
-    from .evaluate import load_student
+    from .nets import load_student
     from .inference import predict_case
 
     cache.check_decoder(backend)
@@ -186,11 +169,7 @@ def teacher_pseudo_label(dataset: Dataset, cache: EmbeddingCache, backend: Backe
     report = report.merged(world, case_ids)
     if report is None:
         return None
-    payload = {"prompt": "teacher", "run": str(run), "checkpoint": str(checkpoint), "weights": weights,
-               "options": options.as_dict(), "model": backend.model, "cases": report.rows,
-               "overlays": report.overlays}
-    if report.rows:
-        report.summary = summarize(report.rows)
-        payload["summary"] = {k: {"mean": m, "sd": sd} for k, (m, sd) in report.summary.items()}
-    write_json(out / "report.json", payload)
+    meta = {"prompt": "teacher", "run": str(run), "checkpoint": str(checkpoint), "weights": weights,
+            "options": options.as_dict(), "model": backend.model, "overlays": report.overlays}
+    report.summary = write_results(report.rows, out / "report.json", meta)  # (no labels: the targets' record)
     return report

@@ -7,7 +7,8 @@ batches -> gates: SAM's own IoU prediction, and SAM's agreement (IoU) with the t
 Cached slices outside the z-range of the teacher's mask get an EMPTY target (negatives): without them nothing ever
 tells the student that a slice holds no atrium, and a spurious blob, boxed, is filled by SAM and reinforced.
 
-No label is read here: the teacher's prediction is the only source of prompts.
+No label is read here: the teacher's prediction is the only source of prompts. (`decode_slices`, SAM prompted from
+any masks, one per slice, serves `pseudo-label`'s label- and mask-made prompts and the decoder bench.)
 """
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ from .backends import Backend
 from .cache import EmbeddingCache
 from .models import Frame, get_spec, masks_to_original
 from .models.preprocess import boxes_to_input
-from .prompts import box_prompts, mask_to_box
+from .models.preprocess import points_to_input
+from .prompts import box_prompts, mask_to_box, mask_to_points, point_prompts
 
 
 @dataclass(frozen=True)
@@ -70,8 +72,23 @@ class CaseTargets:
         return (self.sam & self.kept[None, None, :]).astype(np.uint8)
 
 
+def decode_slices(backend: Backend, embeddings: torch.Tensor, source_masks: np.ndarray, frame: Frame,
+                  prompt: str = "box", margin: float = 4.0) -> torch.Tensor:
+    """One prompt per slice from its mask (N,H,W) -> SAM logits (N,H,W) at slice size, on the backend's device;
+    one decoder call. The caller passes only slices whose mask has foreground. `margin`: SAM-input pixels."""
+    masks = torch.from_numpy(source_masks.astype(bool))
+    if prompt == "points":
+        points, labels, _ = mask_to_points(masks.float(), n_positive=1, n_negative=1)
+        coords, labels = point_prompts(points_to_input(points, frame)[:, None], labels[:, None])
+    else:
+        boxes = torch.from_numpy(np.stack([mask_to_box(m) for m in source_masks]))
+        coords, labels = box_prompts(boxes_to_input(boxes, frame, margin)[:, None])
+    low_res, _ = backend.decode(embeddings, coords, labels)
+    return masks_to_original(low_res[:, 0, 0], frame)
+
+
 def teacher_mask(prob: np.ndarray, options: TargetOptions) -> np.ndarray:
-    from .evaluate import largest_component
+    from .inference import largest_component
 
     mask = prob > options.threshold
     return largest_component(mask) if options.largest_3d else mask

@@ -18,7 +18,8 @@ from semisam_fast.data import open_dataset
 from semisam_fast.embed import backend_fingerprint, build_cache
 from semisam_fast.errors import UserError
 from semisam_fast.models import Frame, load_model
-from semisam_fast.pseudo_label import decode_slices, pseudo_label
+from semisam_fast.pseudo_label import pseudo_label
+from semisam_fast.sam_targets import decode_slices
 
 from .conftest import run_cli
 

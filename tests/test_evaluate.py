@@ -13,7 +13,10 @@ from torch import nn
 
 from semisam_fast.data import make_phantom, open_dataset
 from semisam_fast.errors import UserError
-from semisam_fast.evaluate import evaluate_cases, evaluate_run, largest_component, load_student, write_results
+from semisam_fast.evaluate import evaluate_cases, evaluate_run
+from semisam_fast.inference import largest_component
+from semisam_fast.nets import load_student
+from semisam_fast.results import write_results
 from semisam_fast.inference import predict_case, predict_volume_2d, predict_volume_3d
 from semisam_fast.metrics import METRIC_KEYS, binary_metrics, summarize
 from semisam_fast.nets import build_student

@@ -112,7 +112,7 @@ def test_compiled_cuda_graph_encoder_matches_eager_and_outputs_survive_the_next_
 def test_batched_decoding_on_cuda_matches_the_cpu():
     from semisam_fast.backends import TorchBackend
     from semisam_fast.models import Frame, load_model
-    from semisam_fast.pseudo_label import decode_slices
+    from semisam_fast.sam_targets import decode_slices
     from semisam_fast.samples import load_samples
 
     samples = load_samples(4)

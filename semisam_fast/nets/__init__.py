@@ -11,7 +11,7 @@ from ..errors import UserError
 from .unet2d import UNet2D
 from .vnet import VNet
 
-__all__ = ["STUDENTS", "UNet2D", "VNet", "build_student"]
+__all__ = ["STUDENTS", "UNet2D", "VNet", "build_student", "load_student"]
 
 STUDENTS: dict[str, Callable[..., nn.Module]] = {"unet2d": UNet2D, "vnet": VNet}
 
@@ -25,3 +25,5 @@ def build_student(name: str, in_channels: int = 1, n_classes: int = 2, **kw) -> 
     return cls(in_channels=in_channels, n_classes=n_classes, **kw)
 
 assert tuple(STUDENTS) == choices.TRAIN["student"], "choices.TRAIN['student'] must list the registered students"
+
+from .loading import load_student  # noqa: E402  (it builds students with build_student, defined above)

@@ -1,14 +1,12 @@
-"""Students, losses, the SAM term and the training loop. `train()` is what `semisam-fast train` calls."""
+"""Students, losses, the SAM term and the training loop: `build_trainer` then `Trainer.run` is `semisam-fast train`."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from ..checkpoints import latest_checkpoint
+from ..checkpoints import keep_run_record, latest_checkpoint
 from ..data import every_kth, process_unlabelled, run_unlabelled
 from ..distributed import World
 from ..errors import UserError
-from ..fsutil import json_safe, write_json
 from .config import METHODS, PRESETS, TrainConfig, preset
 from .loop import Trainer
 
@@ -18,9 +16,12 @@ __all__ = ["METHODS", "PRESETS", "TrainConfig", "Trainer", "build_trainer", "lat
 def build_trainer(config: TrainConfig, data: str | Path, list_file: str | Path | None, labeled: int, val: int,
                   run_dir: str | Path, cache: str | Path | None = None, backend: str = "torch",
                   artefact: str | Path | None = None, checkpoint: str | Path | None = None,
-                  device: str = "cpu", tensorboard: bool = True, world: World | None = None) -> Trainer:
+                  device: str = "cpu", tensorboard: bool = True, world: World | None = None,
+                  precision: str | None = None) -> Trainer:
     """Open the data, split it, attach SAM (cache or online) and describe the run in <run_dir>/run.json.
-    `world`: this process's place under torchrun (each process holds only its share of the unlabelled cases)."""
+    `world`: this process's place under torchrun (each process holds only its share of the unlabelled cases).
+    `precision`: the SAM decoder's (`create_backend`: torch's dtype, openvino's compute precision, the export
+    onnx / engine open)."""
     from ..backends import create_backend
     from ..cache import EmbeddingCache
     from ..data import open_dataset, split_cases
@@ -36,7 +37,7 @@ def build_trainer(config: TrainConfig, data: str | Path, list_file: str | Path |
             model = "litemedsam"
             if cache is not None:
                 model = EmbeddingCache(cache).fingerprint["model"]
-            runtime = create_backend(backend, model, checkpoint, artefact, device)
+            runtime = create_backend(backend, model, checkpoint, artefact, device, precision)
             mine = process_unlabelled(dataset, split, config.unlabelled_cases, config.unlabelled_every, world)
             images = {cid: dataset.load(cid, with_label=False).image for cid in mine}
             sam = SamTeacher(runtime, None, config.sam_margin, online_images=images)
@@ -44,7 +45,7 @@ def build_trainer(config: TrainConfig, data: str | Path, list_file: str | Path |
             if cache is None:
                 raise UserError("--method semisam needs --cache DIR (from `semisam-fast embed`) or --sam-online")
             store = EmbeddingCache(cache)
-            runtime = create_backend(backend, store.fingerprint["model"], checkpoint, artefact, device)
+            runtime = create_backend(backend, store.fingerprint["model"], checkpoint, artefact, device, precision)
             store.check_decoder(runtime)
             _check_cache_covers(store, dataset, split, config)
             sam = SamTeacher(runtime, store, config.sam_margin)
@@ -52,19 +53,9 @@ def build_trainer(config: TrainConfig, data: str | Path, list_file: str | Path |
     record = {"data": str(Path(data).resolve()), "list": str(Path(list_file).resolve()) if list_file else None,
               "labeled": labeled, "val": val, "labeled_cases": split.labeled, "unlabeled_cases": split.unlabeled,
               "val_cases": split.val, "cache": str(cache) if cache else None, "config": config.as_dict()}
-    previous = run_dir / "run.json"
-    if previous.is_file():
-        try:
-            old = json.loads(previous.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise UserError(f"cannot read {previous}: {exc}; it is not a run's record (use another --out)") from None
-        if not isinstance(old, dict) or old.get("config") != json_safe(record["config"]) \
-                or old.get("labeled_cases") != record["labeled_cases"]:
-            raise UserError(f"{run_dir} holds a run with other settings; resume it with the same options or use "
-                            "another --out")
-    world.barrier()  # every process has read the old record before rank 0 replaces it
-    if world.leader:
-        write_json(previous, record)
+    keep_run_record(run_dir, record, write=False)  # every process checks the old record ...
+    world.barrier()  # ... before rank 0 replaces it
+    keep_run_record(run_dir, record, write=world.leader)
     return Trainer(config, dataset, split, run_dir, sam, device, tensorboard, world)
 
 

@@ -1,0 +1,60 @@
+"""A trained student (or its EMA teacher) rebuilt from a training checkpoint: evaluation, pseudo-labelling from a
+run and the bench scripts all load students here."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from torch import nn
+
+from ..checkpoints import read_checkpoint
+from ..errors import UserError
+from . import build_student
+
+_GEOMETRY_KEY = {"unet2d": "in_plane", "vnet": "patch"}
+# prefixes that torch.compile / DataParallel put in front of every parameter name
+_WRAPPER_PREFIXES = ("_orig_mod.", "module.")
+
+
+def _strip_prefixes(state: dict) -> dict:
+    for prefix in _WRAPPER_PREFIXES:
+        if state and all(isinstance(k, str) and k.startswith(prefix) for k in state):
+            state = {k[len(prefix):]: v for k, v in state.items()}
+    return state
+
+
+def load_student(checkpoint: str | Path, weights: str = "student", device: str = "cpu") -> tuple[nn.Module, dict]:
+    """Rebuild the student (or, with weights="teacher", its EMA teacher) from a training checkpoint.
+
+    Returns the network on `device` in eval mode and the checkpoint's config. Any problem raises UserError."""
+    path = Path(checkpoint)
+    if weights not in ("student", "teacher"):
+        raise UserError(f"weights must be 'student' or 'teacher', not {weights!r}")
+    ckpt = read_checkpoint(path, device)
+    missing = [k for k in ("config", weights) if k not in ckpt]
+    if missing:
+        raise UserError(f"checkpoint {path} lacks {', '.join(repr(k) for k in missing)}")
+    config = ckpt["config"]
+    if not isinstance(config, dict) or "student" not in config:
+        raise UserError(f"checkpoint {path}: 'config' must be a dict naming the 'student' network")
+    state = ckpt[weights]
+    if state is None:
+        raise UserError(f"checkpoint {path} holds no {weights} weights (trained without an EMA teacher?)")
+    if not isinstance(state, dict):
+        raise UserError(f"checkpoint {path}: {weights!r} is not a state_dict")
+    geometry = _GEOMETRY_KEY.get(str(config["student"]).lower())
+    if geometry is not None and geometry not in config:
+        raise UserError(f"checkpoint {path}: config of a {config['student']} student lacks {geometry!r}")
+    kwargs = config.get("student_kwargs") or {}
+    if not isinstance(kwargs, dict):
+        raise UserError(f"checkpoint {path}: 'student_kwargs' must be a dict, got {type(kwargs).__name__}")
+    try:
+        net = build_student(str(config["student"]), **kwargs)
+    except TypeError as exc:
+        raise UserError(f"checkpoint {path}: bad student_kwargs {kwargs}: {exc}") from exc
+    try:
+        net.load_state_dict(_strip_prefixes(state))
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()
+        raise UserError(f"checkpoint {path}: {weights} weights do not fit a {config['student']} with {kwargs}: "
+                        f"{' '.join(first[:3])}") from exc
+    return net.to(device).eval(), config
