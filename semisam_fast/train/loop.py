@@ -176,6 +176,10 @@ class Trainer:
         self.iteration = state["iteration"]
         self.history = state.get("history", [])
         self.sam_table = state.get("sam_table")  # written by one process before per-case targets
+        if self.sam_table is not None and self.three_d and any("/" in k for k in self.sam_table):
+            old = self.sam_table  # that format's 3D keys: "masks/<case>", "agree/<case>", "valid/<case>"
+            self.sam_table = {case: {kind: old[f"{kind}/{case}"] for kind in ("masks", "agree", "valid")}
+                              for case in {key.split("/", 1)[1] for key in old}}
         if state.get("sam_targets") is not None:
             self.sam_table = table_from_parts(state["sam_targets"], self.unlabelled)
         self.generator.set_state(state["rng"]["generator"])
