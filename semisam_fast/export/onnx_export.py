@@ -30,6 +30,13 @@ def _quiet_export(module: torch.nn.Module, args: tuple, path: Path, **kwargs) ->
         torch.onnx.export(module, args, str(path), dynamo=False, do_constant_folding=True, **kwargs)
 
 
+def _tensor_bytes(model: onnx.ModelProto) -> int:
+    """The bytes of a graph's weights, counted without serialising it (`ByteSize()` raises on a > 2 GiB proto: ViT-H)."""
+    tensors = list(model.graph.initializer)
+    tensors += [a.t for node in model.graph.node for a in node.attribute if a.HasField("t")]
+    return sum(len(t.raw_data) or 4 * (len(t.float_data) + len(t.int32_data)) + 8 * len(t.int64_data) for t in tensors)
+
+
 def _finish(raw: Path, path: Path, precision: str, external: bool | None = None) -> None:
     """Optional fp16 conversion (I/O stays fp32); one external data file beside the .onnx for > 2 GiB graphs."""
     model = onnx.load(str(raw), load_external_data=True)
@@ -37,7 +44,7 @@ def _finish(raw: Path, path: Path, precision: str, external: bool | None = None)
         from onnxconverter_common import float16
 
         model = float16.convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=False)
-    large = model.ByteSize() > EXTERNAL_DATA_LIMIT - (1 << 24) if external is None else external
+    large = _tensor_bytes(model) > EXTERNAL_DATA_LIMIT - (1 << 24) if external is None else external
     for stale in path.parent.glob(path.name + ".data"):
         stale.unlink()
     tmp = path.with_suffix(".onnx.tmp")
