@@ -117,7 +117,8 @@ def bench_encoder(model: str = "litemedsam", precisions: tuple[str, ...] = ("fp3
     parity = {f"onnxruntime_{p}": {"mask_iou": g.get("mask_iou"), "mask_iou_min": g.get("mask_iou_min"),
                                    "passed": g.get("passed")} for p, g in gates.items()}
     parity.update(openvino_gates)
-    return {"encoder": results, "model": model, "parity": parity,
+    exports = {f"onnx_{p}": read_sidecar(b.encoder.path).get("export_peak_rss_gb") for p, b in onnx.items()}
+    return {"encoder": results, "model": model, "parity": parity, "export_peak_rss_gb": exports,
             "providers": {p: b.encoder.provider for p, b in onnx.items()}}
 
 

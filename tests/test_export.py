@@ -160,3 +160,10 @@ def test_weight_bytes_are_counted_without_serialising(tiny_artefacts):
     weights = sum(int(np.prod(t.dims)) * 4 for t in model.graph.initializer if t.data_type == onnx.TensorProto.FLOAT)
     assert weights <= _tensor_bytes(model) <= model.ByteSize()
     assert _tensor_bytes(model) > 0.9 * model.ByteSize()
+
+
+def test_every_export_records_its_peak_memory(tiny_artefacts):
+    """The sidecar says how much memory the export took (bench JSONs carry it), measured, not zero or missing."""
+    for result in tiny_artefacts.values():
+        peak = json.loads(result.path.with_suffix(".json").read_text())["export_peak_rss_gb"]
+        assert peak["scope"] in ("block", "process") and 0.05 < peak["value"] < 24

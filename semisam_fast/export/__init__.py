@@ -10,6 +10,7 @@ import torch
 from ..artefact import write_sidecar
 from ..errors import UserError
 from ..models import load_model
+from ..runtime import PeakMemory
 from ..samples import load_samples
 from .onnx_export import export_onnx
 from .parity import ParityReport, enforce, verify_artefact
@@ -63,17 +64,19 @@ def export(model: str = "litemedsam", checkpoint: str | Path | None = None, part
     for name in PARTS if part == "all" else (part,):
         if progress:
             progress(f"exporting {model} {name} ({fmt}, {precision})")
-        if fmt == "engine":
-            from .tensorrt import build_engine
+        with PeakMemory() as memory:
+            if fmt == "engine":
+                from .tensorrt import build_engine
 
-            path, meta = build_engine(reference, name, out, precision=precision, profile=profile, opset=opset,
-                                      samples=samples)
-        elif precision == "int8" and name == "encoder":
-            path, meta = _export_int8(reference, out, opset, int8_mode, data)
-        else:
-            part_precision = "fp32" if precision == "int8" else precision  # int8 applies to the encoder only
-            path, shapes = export_onnx(reference, name, out, opset=opset, precision=part_precision)
-            meta = {"format": "onnx", "opset": opset, "precision": part_precision, **shapes}
+                path, meta = build_engine(reference, name, out, precision=precision, profile=profile, opset=opset,
+                                          samples=samples)
+            elif precision == "int8" and name == "encoder":
+                path, meta = _export_int8(reference, out, opset, int8_mode, data)
+            else:
+                part_precision = "fp32" if precision == "int8" else precision  # int8 applies to the encoder only
+                path, shapes = export_onnx(reference, name, out, opset=opset, precision=part_precision)
+                meta = {"format": "onnx", "opset": opset, "precision": part_precision, **shapes}
+        meta["export_peak_rss_gb"] = {"value": memory.gb, "scope": memory.scope}  # the gate's is its own
         meta.setdefault("precision", precision)
         meta.update({"model": model, "part": name, "checkpoint": reference.checkpoint,
                      "checkpoint_sha256": reference.checkpoint_sha256, "batch_profile": list(profile),
