@@ -23,12 +23,8 @@ def keep_run_record(run_dir: str | Path, record: dict, write: bool = True) -> Pa
     labelled cases is refused (a rerun resumes the same run; it must not mix two); `write=False` only checks."""
     path = Path(run_dir) / "run.json"
     if path.is_file():
-        try:
-            old = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise UserError(f"cannot read {path}: {exc}; it is not a run's record (use another --out)") from None
-        if not isinstance(old, dict) or old.get("config") != json_safe(record["config"]) \
-                or old.get("labeled_cases") != record["labeled_cases"]:
+        old = _read_record(path, "; it is not a run's record (use another --out)")
+        if old.get("config") != json_safe(record["config"]) or old.get("labeled_cases") != record["labeled_cases"]:
             raise UserError(f"{run_dir} holds a run with other settings; resume it with the same options or use "
                             "another --out")
     if write:
@@ -44,12 +40,16 @@ def read_run_record(run_dir: str | Path) -> dict:
     path = run_dir / "run.json"
     if not path.is_file():
         raise UserError(f"{run_dir} is not a training run (no run.json)")
+    return _read_record(path)
+
+
+def _read_record(path: Path, advice: str = "") -> dict:
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UserError(f"cannot read {path}: {exc}") from exc
+        raise UserError(f"cannot read {path}: {exc}{advice}") from None
     if not isinstance(record, dict):
-        raise UserError(f"{path} does not hold a JSON object")
+        raise UserError(f"{path} does not hold a JSON object{advice}")
     return record
 
 

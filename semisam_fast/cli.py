@@ -32,6 +32,11 @@ def _log(message: str) -> None:
     console.print(message, highlight=False)
 
 
+def _by(world) -> str:
+    """ " by N processes" under torchrun, for the closing line of a command (which rank 0 alone prints)."""
+    return f" by {world.size} processes" if world.distributed else ""
+
+
 @app.command("export")
 def export_cmd(
     model: Literal[choices.MODELS] = typer.Option("litemedsam", help="SAM-family model"),
@@ -128,8 +133,7 @@ def embed(
     runtime = create_backend(backend, model, checkpoint, artefact, world.device(device), precision)
     summary = build_cache(dataset, runtime, cache, batch=batch, every=every, world=world, progress=world.leader)
     if world.leader:
-        processes = f" by {world.size} processes" if world.distributed else ""
-        _log(f"[green]embedded[/green] {summary.line()}{processes}")
+        _log(f"[green]embedded[/green] {summary.line()}{_by(world)}")
 
 
 @app.command("pseudo-label")
@@ -183,8 +187,7 @@ def pseudo_label_cmd(
     if report is None:  # not rank 0
         return
     print(report.table())
-    processes = f" by {world.size} processes" if world.distributed else ""
-    _log(f"[green]wrote[/green] {len(report.outputs)} mask volumes to {out}{processes}")
+    _log(f"[green]wrote[/green] {len(report.outputs)} mask volumes to {out}{_by(world)}")
 
 
 @app.command()
@@ -263,8 +266,7 @@ def train(
     result = trainer.run()
     if not world.leader:
         return
-    processes = f" by {world.size} processes" if world.distributed else ""
-    _log(f"[green]trained[/green] {method}{processes}: {result['iteration']} iterations, validation Dice "
+    _log(f"[green]trained[/green] {method}{_by(world)}: {result['iteration']} iterations, validation Dice "
          f"{result['val_dice']:.4f}, {result['seconds']:.0f} s -> {out}")
 
 

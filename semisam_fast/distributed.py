@@ -38,10 +38,6 @@ class World:
         torch.distributed.all_reduce(tensor)
         return int(tensor.item())
 
-    def any(self, flag: bool) -> bool:
-        """True on every process when `flag` is true on any (a decision all processes must take together)."""
-        return self.sum(int(bool(flag))) > 0
-
     def mean(self, values: dict[str, float]) -> dict[str, float]:
         """Each value averaged over the processes (every process passes the same keys)."""
         if not self.distributed or not values:
@@ -125,6 +121,15 @@ class _GlobalSum(torch.autograd.Function):
 def rank_seed(seed: int, rank: int) -> int:
     """A process's own seed, derived from the run seed (independent streams for any number of processes)."""
     return int(np.random.SeedSequence([int(seed), int(rank)]).generate_state(1)[0])
+
+
+def my_cases(case_ids: list[str], size_of, world: World) -> list[str]:
+    """This process's whole cases (`deal_cases` by `size_of(case)`, the work each is), in the order of `case_ids`;
+    all of them in one process (sizes are then not asked for)."""
+    if not world.distributed:
+        return list(case_ids)
+    mine = set(deal_cases({c: size_of(c) for c in case_ids}, world))
+    return [c for c in case_ids if c in mine]
 
 
 def deal_cases(sizes: dict[str, int], world: World) -> list[str]:

@@ -12,7 +12,7 @@ from tqdm import tqdm
 from .backends import Backend
 from .cache import EmbeddingCache, fingerprint
 from .data import Dataset, every_kth
-from .distributed import World, deal_cases
+from .distributed import World, my_cases
 from .errors import UserError
 from .models import get_spec, preprocess
 
@@ -44,7 +44,7 @@ def build_cache(dataset: Dataset, backend: Backend, cache_dir: str | Path, case_
     """Encode what is not yet cached; resumable. Labels are never read here.
 
     Under torchrun (`world`): rank 0 creates the cache (fingerprint, embedding shape, batch grouping) and clears
-    what a killed build left, before the others open it; whole cases are dealt out (`deal_cases`); each process
+    what a killed build left, before the others open it; whole cases are dealt out (`my_cases`); each process
     writes only its own cases' shards; at the end rank 0 checks that every wanted slice is cached exactly once and
     writes the index. The result is the cache one process would have built."""
     world = world or World()
@@ -63,7 +63,7 @@ def build_cache(dataset: Dataset, backend: Backend, cache_dir: str | Path, case_
         cache = EmbeddingCache(cache_dir, fingerprint, clean=False)
     case_ids = case_ids if case_ids is not None else dataset.case_ids
     wanted_slices = {case_id: every_kth(dataset.num_slices(case_id), every) for case_id in case_ids}
-    mine = deal_cases({c: len(z) for c, z in wanted_slices.items()}, world) if world.distributed else case_ids
+    mine = my_cases(case_ids, lambda c: len(wanted_slices[c]), world)
     todo: dict[str, list[list[int]]] = {}
     total = 0
     for case_id in mine:

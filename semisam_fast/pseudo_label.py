@@ -15,7 +15,7 @@ from . import choices
 from .backends import Backend
 from .cache import EmbeddingCache
 from .data import Dataset
-from .distributed import World, deal_cases
+from .distributed import World, my_cases
 from .errors import UserError
 from .metrics import binary_metrics, format_table
 from .models import Frame, get_spec
@@ -42,8 +42,10 @@ class PseudoLabelReport:
     def merged(self, world: World, case_ids: list[str]) -> "PseudoLabelReport | None":
         """Every process's part in the order of `case_ids` on rank 0 (None elsewhere); itself in one process."""
         parts = world.gather(self)
-        if parts is None or len(parts) == 1:
-            return parts and parts[0]
+        if parts is None:  # not rank 0
+            return None
+        if len(parts) == 1:
+            return parts[0]
         order = {c: i for i, c in enumerate(case_ids)}
         merged = PseudoLabelReport()
         for part in parts:
@@ -52,14 +54,6 @@ class PseudoLabelReport:
             merged.overlays += part.overlays
         merged.rows.sort(key=lambda row: order[row["case"]])
         return merged
-
-
-def _my_cases(case_ids: list[str], cache: EmbeddingCache, world: World) -> list[str]:
-    """Under torchrun, this process's whole cases (dealt by cached slices, largest first); all of them alone."""
-    if not world.distributed:
-        return case_ids
-    mine = set(deal_cases({c: len(cache.slices(c)) for c in case_ids}, world))
-    return [c for c in case_ids if c in mine]
 
 
 def pseudo_label(dataset: Dataset, cache: EmbeddingCache, backend: Backend, out: str | Path,
@@ -83,8 +77,9 @@ def pseudo_label(dataset: Dataset, cache: EmbeddingCache, backend: Backend, out:
         case_ids = [c for c in dataset.case_ids if c in set(cache.case_ids)]
     report = PseudoLabelReport()
     n_overlays = -(-n_overlays // world.size)  # each process its share of the overlays
-    for case_id in tqdm(_my_cases(case_ids, cache, world), desc="pseudo-label", unit="case",
-                        disable=not (progress and world.leader), dynamic_ncols=True):
+    mine = my_cases(case_ids, lambda c: len(cache.slices(c)), world)
+    for case_id in tqdm(mine, desc="pseudo-label", unit="case", disable=not (progress and world.leader),
+                        dynamic_ncols=True):
         case = dataset.load(case_id, with_label=dataset.has_labels)
         source = case.label if prompt in ("gt-box", "points") else dataset.read_mask(case_id, Path(masks_dir))
         if source is None:
@@ -149,8 +144,9 @@ def teacher_pseudo_label(dataset: Dataset, cache: EmbeddingCache, backend: Backe
         case_ids = [c for c in dataset.case_ids if c in set(cache.case_ids)]
     report = PseudoLabelReport()
     n_overlays = -(-n_overlays // world.size)
-    for case_id in tqdm(_my_cases(case_ids, cache, world), desc="pseudo-label", unit="case",
-                        disable=not (progress and world.leader), dynamic_ncols=True):
+    mine = my_cases(case_ids, lambda c: len(cache.slices(c)), world)
+    for case_id in tqdm(mine, desc="pseudo-label", unit="case", disable=not (progress and world.leader),
+                        dynamic_ncols=True):
         image = dataset.load(case_id, with_label=False).image
         targets = case_targets(case_id, predict_case(net, image, config), cache, backend, options)
         volume = np.zeros(image.shape, dtype=np.uint8)

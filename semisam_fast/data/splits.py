@@ -63,13 +63,10 @@ def every_kth(num_slices: int, every: int = 1) -> list[int]:
 def process_unlabelled(dataset, split: Split, limit: int | None, every: int, world) -> list[str]:
     """This process's share of a run's unlabelled cases under torchrun (`distributed.World`): whole cases, dealt by
     their number of used slices; all of them in one process. Kept in the run's order."""
-    from semisam_fast.distributed import deal_cases
+    from semisam_fast.distributed import my_cases
 
     ids = run_unlabelled(split, limit)
-    if not world.distributed:
-        return ids
     if len(ids) < world.size:
         raise UserError(f"{len(ids)} unlabelled cases cannot be shared by {world.size} processes: each process "
                         "holds whole cases; use fewer processes")
-    mine = set(deal_cases({c: len(every_kth(dataset.num_slices(c), every)) for c in ids}, world))
-    return [c for c in ids if c in mine]
+    return my_cases(ids, lambda c: len(every_kth(dataset.num_slices(c), every)), world)

@@ -31,7 +31,8 @@ def _quiet_export(module: torch.nn.Module, args: tuple, path: Path, **kwargs) ->
 
 
 def _tensor_bytes(model: onnx.ModelProto) -> int:
-    """The bytes of a graph's weights, counted without serialising it (`ByteSize()` raises on a > 2 GiB proto: ViT-H)."""
+    """The bytes of a graph's weights, counted without serialising it (`ByteSize()` raises on a > 2 GiB proto,
+    ViT-H's)."""
     tensors = list(model.graph.initializer)
     tensors += [a.t for node in model.graph.node for a in node.attribute if a.HasField("t")]
     return sum(len(t.raw_data) or 4 * (len(t.float_data) + len(t.int32_data)) + 8 * len(t.int64_data) for t in tensors)

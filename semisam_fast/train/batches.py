@@ -21,6 +21,12 @@ class Batch:
     geometries: list[Geometry] | None = None
     index: list[int] | None = None  # 2D: the store rows drawn (stored SAM targets are looked up by row)
 
+    def take(self, rows: slice) -> "Batch":
+        """The samples `rows` of this batch (a process's share of a global batch)."""
+        return Batch(self.images[rows], None if self.labels is None else self.labels[rows], self.refs[rows],
+                     None if self.geometries is None else self.geometries[rows],
+                     None if self.index is None else self.index[rows])
+
 
 def intensity_jitter(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Random contrast (x0.8-1.2) and brightness (+-0.2 of the z-scored unit) per sample of a (B, 1, ...) batch:

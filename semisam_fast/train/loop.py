@@ -7,6 +7,7 @@ cases, with its own stream. Only rank 0 validates, logs and writes checkpoints (
 from __future__ import annotations
 
 import copy
+import math
 import time
 from pathlib import Path
 
@@ -29,7 +30,7 @@ from .config import TrainConfig
 from .losses import sam_loss, sigmoid_rampup, supervised_loss
 from .methods import METHODS, teacher_mode
 from .sam_rounds import (make_round, round_summary, step_targets_2d, step_targets_3d, table_2d, table_3d,
-                         table_from_parts, table_parts)
+                         table_from_checkpoint, table_parts)
 from .sam_term import SamTeacher
 from .slices import SliceStore
 
@@ -121,26 +122,20 @@ class Trainer:
         """This process's share of the global labelled batch: every process draws the whole batch from the shared
         stream (cheap: crops of slices held in memory) and keeps its rows."""
         batch = self._draw(self.labelled, self.config.labelled_batch, self.generator)
-        if not self.world.distributed:
-            return batch
         share = self.config.labelled_batch // self.world.size
-        rows = slice(self.world.rank * share, (self.world.rank + 1) * share)
-        return type(batch)(batch.images[rows], batch.labels[rows], batch.refs[rows],
-                           batch.geometries[rows] if batch.geometries else None,
-                           batch.index[rows] if batch.index else None)
+        return batch.take(slice(self.world.rank * share, (self.world.rank + 1) * share))
 
     # ---- state ---------------------------------------------------------------------------------------------------
     def _own_rng(self) -> dict:
         return {"torch": torch.get_rng_state(), "generator": self.own_generator.get_state()}
 
-    def _targets(self) -> dict | None:
-        store = self.unlabelled
-        return None if self.sam_table is None else table_parts(self.sam_table, store)
+    def _round_parts(self) -> dict | None:
+        return None if self.sam_table is None else table_parts(self.sam_table, self.unlabelled)
 
     def state(self) -> dict:
         """The whole run (collective under torchrun: every process calls it; the full state is rank 0's, with every
         process's random streams and round targets gathered into it)."""
-        own = self.world.gather({"rng": self._own_rng(), "targets": self._targets()})
+        own = self.world.gather({"rng": self._own_rng(), "targets": self._round_parts()})
         state = {"student": self.student.state_dict(),
                  "teacher": self.teacher.state_dict() if self.teacher is not None else None,
                  "optimizer": self.optimizer.state_dict(), "iteration": self.iteration,
@@ -175,13 +170,7 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.iteration = state["iteration"]
         self.history = state.get("history", [])
-        self.sam_table = state.get("sam_table")  # written by one process before per-case targets
-        if self.sam_table is not None and self.three_d and any("/" in k for k in self.sam_table):
-            old = self.sam_table  # that format's 3D keys: "masks/<case>", "agree/<case>", "valid/<case>"
-            self.sam_table = {case: {kind: old[f"{kind}/{case}"] for kind in ("masks", "agree", "valid")}
-                              for case in {key.split("/", 1)[1] for key in old}}
-        if state.get("sam_targets") is not None:
-            self.sam_table = table_from_parts(state["sam_targets"], self.unlabelled)
+        self.sam_table = table_from_checkpoint(state, self.unlabelled)
         self.generator.set_state(state["rng"]["generator"])
         own = state.get("process_rng")
         if not self.world.distributed:
@@ -241,11 +230,15 @@ class Trainer:
                 loss = loss + weight * term
                 logs.update({f"loss_{name}": term.item(), f"w_{name}": weight})
             logs.update(extra)
-        if self.world.any(not torch.isfinite(loss)):  # every process stops together
+        logs["loss"] = loss.item()
+        # the global batch's logs (each process logged its share): one all-reduce, which also carries a non-finite
+        # loss of any process to all of them, so they stop together
+        logs = self.world.mean(logs)
+        if not math.isfinite(logs["loss"]):
             terms = ", ".join(f"{k} {v:.4g}" for k, v in logs.items() if k.startswith("loss"))
             last = latest_checkpoint(self.run_dir)
             kept = f"the last good checkpoint, {last.name}, is kept" if last else "no checkpoint was written yet"
-            raise UserError(f"the loss became {loss.item()} at iteration {self.iteration + 1} ({terms}); training "
+            raise UserError(f"the loss became {logs['loss']} at iteration {self.iteration + 1} ({terms}); training "
                             f"stopped and {kept}: check the data, or train with a lower --lr into a new --out")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -253,8 +246,6 @@ class Trainer:
         self.iteration += 1
         if self.teacher is not None:
             self._ema()
-        logs["loss"] = loss.item()
-        logs = self.world.mean(logs)  # the global batch's (each process logged its share)
         if self.rounds and self.iteration % c.sam_round_every == 0 and self.iteration < c.iterations:
             self.sam_round()
             logs.update(self.round_logs)
@@ -338,8 +329,8 @@ class Trainer:
             self.load(last)
         stop = min(until or self.config.iterations, self.config.iterations)
         val_dice = self.history[-1]["val_dice"] if self.history else float("nan")
-        bar = tqdm(total=stop, initial=self.iteration, desc=self.config.method, unit="it", disable=not (progress and leader),
-                   dynamic_ncols=True)
+        bar = tqdm(total=stop, initial=self.iteration, desc=self.config.method, unit="it",
+                   disable=not (progress and leader), dynamic_ncols=True)
         start = time.perf_counter()
         try:
             while self.iteration < stop:

@@ -38,14 +38,24 @@ def _agree(targets: CaseTargets) -> np.ndarray:
     return (targets.target().astype(bool) == targets.teacher).astype(np.uint8)
 
 
+def _rows_of(store: SliceStore) -> dict[str, dict[int, int]]:
+    """case -> slice -> row of the unlabelled slice store (rows of a case in store order)."""
+    rows: dict[str, dict[int, int]] = {}
+    for row, ref in enumerate(store.refs):
+        rows.setdefault(ref.case_id, {})[ref.z] = row
+    return rows
+
+
+def _empty_table_2d(store: SliceStore) -> dict[str, torch.Tensor]:
+    n, size = len(store), store.size
+    return {"masks": torch.zeros(n, size, size, dtype=torch.uint8), "valid": torch.zeros(n, dtype=torch.bool),
+            "agree": torch.zeros(n, size, size, dtype=torch.uint8)}
+
+
 def table_2d(rounds: dict[str, CaseTargets], store: SliceStore, student_input: StudentInput) -> dict[str, torch.Tensor]:
     """Targets per row of the unlabelled slice store, on the student's canvas (resized as labels are)."""
-    n, size = len(store), store.size
-    table = {"masks": torch.zeros(n, size, size, dtype=torch.uint8), "valid": torch.zeros(n, dtype=torch.bool),
-             "agree": torch.zeros(n, size, size, dtype=torch.uint8)}
-    rows_of: dict[str, dict[int, int]] = {}
-    for row, ref in enumerate(store.refs):
-        rows_of.setdefault(ref.case_id, {})[ref.z] = row
+    table = _empty_table_2d(store)
+    rows_of = _rows_of(store)
     for case_id, targets in rounds.items():
         where = rows_of.get(case_id, {})
         keep = [s for s, z in enumerate(targets.slices) if z in where]
@@ -59,7 +69,8 @@ def table_2d(rounds: dict[str, CaseTargets], store: SliceStore, student_input: S
 
 
 def table_3d(rounds: dict[str, CaseTargets], store: VolumeStore) -> dict[str, dict[str, torch.Tensor]]:
-    """Targets as whole volumes per case (zeros, invalid, on slices that are not cached): {case: masks, agree, valid}."""
+    """Targets as whole volumes per case (zeros, invalid, on slices that are not cached):
+    {case: {"masks", "agree", "valid"}}."""
     table = {}
     for case_id, targets in rounds.items():
         shape = tuple(store.images[store.case_ids.index(case_id)].shape)
@@ -73,33 +84,32 @@ def table_3d(rounds: dict[str, CaseTargets], store: VolumeStore) -> dict[str, di
     return table
 
 
-def _rows_by_case(store: SliceStore) -> dict[str, list[int]]:
-    rows: dict[str, list[int]] = {}
-    for row, ref in enumerate(store.refs):
-        rows.setdefault(ref.case_id, []).append(row)
-    return rows
-
-
 def table_parts(table: dict, store: SliceStore | VolumeStore) -> dict[str, dict[str, torch.Tensor]]:
     """A round's table as {case: its targets}: what checkpoints keep, so a run resumes under any number of
     processes (each takes its own cases' parts; the rows of a case do not depend on who holds it)."""
     if isinstance(store, VolumeStore):
         return table
-    return {case_id: {key: value[rows].clone() for key, value in table.items()}
-            for case_id, rows in _rows_by_case(store).items()}
+    return {case_id: {key: value[list(rows.values())].clone() for key, value in table.items()}
+            for case_id, rows in _rows_of(store).items()}
 
 
-def table_from_parts(parts: dict[str, dict[str, torch.Tensor]], store: SliceStore | VolumeStore) -> dict:
-    """The table of this process's store from per-case parts (`table_parts`)."""
+def table_from_checkpoint(state: dict, store: SliceStore | VolumeStore) -> dict | None:
+    """This process's table from a checkpoint: its cases' per-case parts (`table_parts`), or, from a checkpoint
+    written before those, the one-process table (3D then keyed "masks/<case>", regrouped here)."""
+    parts = state.get("sam_targets")
+    if parts is None:
+        old = state.get("sam_table")
+        if old is None or not isinstance(store, VolumeStore):
+            return old
+        return {case: {kind: old[f"{kind}/{case}"] for kind in ("masks", "agree", "valid")}
+                for case in {key.split("/", 1)[1] for key in old}}
     if isinstance(store, VolumeStore):
         return {case_id: parts[case_id] for case_id in store.case_ids if case_id in parts}
-    n, size = len(store), store.size
-    table = {"masks": torch.zeros(n, size, size, dtype=torch.uint8), "valid": torch.zeros(n, dtype=torch.bool),
-             "agree": torch.zeros(n, size, size, dtype=torch.uint8)}
-    for case_id, rows in _rows_by_case(store).items():
+    table = _empty_table_2d(store)
+    for case_id, rows in _rows_of(store).items():
         if case_id in parts:
             for key in table:
-                table[key][rows] = parts[case_id][key]
+                table[key][list(rows.values())] = parts[case_id][key]
     return table
 
 
