@@ -5,12 +5,21 @@ import ctypes
 import ctypes.util
 import logging
 import os
+from contextlib import contextmanager
+from typing import Iterator
 
 log = logging.getLogger(__name__)
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
+_TUNED = {_M_MMAP_MAX: 0, _M_TRIM_THRESHOLD: 1 << 30}
+_GLIBC = {_M_MMAP_MAX: 65536, _M_TRIM_THRESHOLD: 128 * 1024}  # glibc's documented defaults
 _applied = False
+
+
+def _mallopt(settings: dict[int, int]) -> bool:
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    return all(libc.mallopt(option, value) for option, value in settings.items())
 
 
 def tune_allocator() -> str:
@@ -22,12 +31,26 @@ def tune_allocator() -> str:
         return "glibc default"
     if not _applied:
         try:
-            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-            ok = libc.mallopt(_M_MMAP_MAX, 0) and libc.mallopt(_M_TRIM_THRESHOLD, 1 << 30)
+            _applied = _mallopt(_TUNED)
         except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to tune
             return "platform default"
-        _applied = bool(ok)
     return "tuned (mmap_max=0, trim_threshold=1GiB)" if _applied else "glibc default"
+
+
+@contextmanager
+def untuned_allocator() -> Iterator[None]:
+    """glibc's own settings inside the block: large blocks mmap-ed and returned to the OS when freed. What the tuned
+    setting speeds up (the same activation sizes allocated again and again) is the opposite of an export, which
+    allocates and frees many GB once; there the tuned heap keeps every page (ViT-B export peak RSS 12.7 GB tuned,
+    4.3 GB untuned)."""
+    if not _applied:
+        yield
+        return
+    _mallopt(_GLIBC)
+    try:
+        yield
+    finally:
+        _mallopt(_TUNED)
 
 
 class PeakMemory:

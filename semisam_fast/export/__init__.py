@@ -10,7 +10,7 @@ import torch
 from ..artefact import write_sidecar
 from ..errors import UserError
 from ..models import load_model
-from ..runtime import PeakMemory
+from ..runtime import PeakMemory, untuned_allocator
 from ..samples import load_samples
 from .onnx_export import export_onnx
 from .parity import ParityReport, enforce, verify_artefact
@@ -47,11 +47,13 @@ def _export_int8(reference, out: Path, opset: int, mode: str, data) -> tuple[Pat
     return path, {"format": "onnx", "opset": opset, "precision": "int8", **shapes, **info}
 
 
+@untuned_allocator()
 def export(model: str = "litemedsam", checkpoint: str | Path | None = None, part: str = "all",
            fmt: str = "onnx", precision: str = "fp32", opset: int = 17, batch: str | None = None,
            out: str | Path = "engines", threshold: float | None = None, data: str | Path | None = None,
            progress=None, int8_mode: str = "dynamic") -> list[ExportResult]:
-    """Export, gate, describe. Raises ParityError after writing the sidecar (with passed=false) when the gate fails."""
+    """Export, gate, describe. Raises ParityError after writing the sidecar (with passed=false) when the gate fails.
+    Runs under glibc's own allocator settings (`runtime.untuned_allocator`)."""
     if part not in (*PARTS, "all"):
         raise UserError(f"--part must be encoder, decoder or all, not {part!r}")
     if fmt not in ("onnx", "engine"):
