@@ -29,7 +29,7 @@ console = Console(stderr=True)
 
 
 def _log(message: str) -> None:
-    console.print(message, highlight=False)
+    console.print(message, highlight=False, soft_wrap=True)  # one line per message, for logs and grep
 
 
 def _by(world) -> str:

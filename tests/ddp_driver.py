@@ -52,7 +52,7 @@ def main() -> None:
     mine = {"rank": world.rank, "student": digest(trainer.student.state_dict()),
             "teacher": digest(trainer.teacher.state_dict() if trainer.teacher is not None else None),
             "unlabelled": trainer.unlabelled_ids, "losses": losses, "iteration": trainer.iteration,
-            "targets": sorted(trainer._targets() or {})}
+            "targets": sorted(trainer._round_parts() or {})}
     everyone = world.gather(mine)
     if world.leader:
         torch.save(trainer.student.state_dict(), Path(run_dir) / "student.pt")
