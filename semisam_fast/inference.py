@@ -24,13 +24,20 @@ __all__ = ["predict_volume_2d", "predict_volume_3d", "predict_case", "foreground
 
 
 @contextmanager
-def _eval_mode(net: nn.Module) -> Iterator[None]:
+def _eval_mode(net: nn.Module, channels_last: bool = False) -> Iterator[None]:
+    """Eval mode under inference_mode; `channels_last`: the 2D net's weights in channels-last layout meanwhile
+    (oneDNN's faster convolutions on the CPU: 1.35x for la-cpu's U-Net, outputs equal to ~1e-7). The layout changes
+    outside inference_mode, so the restored weights stay ordinary tensors that training can use."""
     was_training = net.training
     net.eval()
+    if channels_last:
+        net.to(memory_format=torch.channels_last)
     try:
         with torch.inference_mode():
             yield
     finally:
+        if channels_last:
+            net.to(memory_format=torch.contiguous_format)
         net.train(was_training)
 
 
@@ -71,7 +78,7 @@ def predict_volume_2d(net: nn.Module, image: np.ndarray, size: int, batch: int =
     H, W, Z = image.shape
     out = np.empty((H, W, Z), dtype=np.float32)
     slices = resize_slices(image, size)  # (Z, size, size): the training canvas
-    with _eval_mode(net):
+    with _eval_mode(net, channels_last=torch.device(device).type == "cpu"):
         for start in range(0, Z, batch):
             x = slices[start:start + batch, None].to(device)
             logits = net(x).float()

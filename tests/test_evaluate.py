@@ -9,9 +9,11 @@ import math
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from semisam_fast.data import make_phantom, open_dataset
+from semisam_fast.data.student_input import resize_slices
 from semisam_fast.errors import UserError
 from semisam_fast.evaluate import evaluate_cases, evaluate_run
 from semisam_fast.inference import largest_component
@@ -70,6 +72,27 @@ def test_predict_2d_unet_shape_range_and_batching():
     assert net.training  # caller's mode restored
     np.testing.assert_allclose(prob, predict_volume_2d(net, image, size=32, batch=5), atol=1e-5)
 
+
+
+def test_predict_2d_runs_channels_last_and_gives_the_weights_back_as_they_were():
+    """Prediction on the CPU switches the net to channels-last meanwhile: the same probabilities as the plain
+    layout, and afterwards the weights are contiguous, ordinary (not inference) tensors a training step can use."""
+    torch.manual_seed(0)
+    net = build_student("unet2d", base=4).train()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    image = np.random.default_rng(0).standard_normal((40, 52, 5)).astype(np.float32)
+    prob = predict_volume_2d(net, image, size=32)
+    for name, value in net.state_dict().items():
+        assert value.is_contiguous() and not value.is_inference() and torch.equal(value, before[name]), name
+    with torch.inference_mode():  # the plain layout, by hand: the same arithmetic up to summation order
+        plain = net.eval()(resize_slices(image, 32)[:, None])
+    net.train()
+    np.testing.assert_allclose(prob, predict_volume_2d(net, image, size=32), atol=0)  # deterministic
+    want = torch.softmax(F.interpolate(plain, size=(40, 52), mode="bilinear", align_corners=False), 1)[:, 1]
+    np.testing.assert_allclose(prob, want.numpy().transpose(1, 2, 0), atol=1e-5)
+    loss = net(torch.randn(2, 1, 32, 32)).mean()
+    loss.backward()  # weights that went through inference mode would refuse this
+    assert all(p.grad is not None for p in net.parameters())
 
 def test_predict_2d_analytic_at_native_size():
     rng = np.random.default_rng(1)

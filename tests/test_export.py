@@ -78,6 +78,24 @@ def test_onnx_decoder_matches_torch_with_mask_input(tiny_artefacts):
     assert (want - without).abs().max() > 1e-3  # the mask prompt really is used
 
 
+
+def test_exported_decoder_takes_one_mask_prompt_for_all_or_one_per_prompt(tiny_artefacts):
+    """The exported decoder broadcasts a 1x1 mask input (what backends feed when there is no mask prompt), and a
+    per-prompt B x N one gives the same masks."""
+    backend = open_artefact(tiny_artefacts["decoder"].path)
+    assert backend.mask_input_broadcasts
+    assert backend.decoder.meta["inputs"]["mask_input"][:2] == ["mask_batch", "mask_prompts"]
+    torch.manual_seed(2)
+    embeddings = torch.randn(2, 256, 64, 64)
+    coords, labels = box_prompts(torch.tensor([[30.0, 40.0, 120.0, 160.0], [10.0, 20.0, 90.0, 200.0]]).expand(2, 2, 4))
+    default, default_iou = backend.decode(embeddings, coords, labels)
+    names = [i.name for i in backend.decoder.session.get_inputs()]
+    feeds = dict(zip(names, (embeddings.numpy(), coords.numpy(), labels.numpy(),
+                             np.zeros((2, 2, 1, 256, 256), np.float32), np.zeros(1, np.float32))))
+    per_prompt, per_prompt_iou = backend.decoder.session.run(None, feeds)
+    np.testing.assert_allclose(default.numpy(), per_prompt, atol=1e-4)
+    np.testing.assert_allclose(default_iou.numpy(), per_prompt_iou, atol=1e-5)
+
 def test_factory_picks_backend(tiny_artefacts):
     folder = tiny_artefacts["encoder"].path.parent
     assert isinstance(create_backend("torch", "tiny"), TorchBackend)

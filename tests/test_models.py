@@ -10,6 +10,7 @@ from semisam_fast.errors import UserError
 from semisam_fast.metrics import binary_metrics
 from semisam_fast.models import Frame, load_model, masks_to_original, preprocess
 from semisam_fast.models.checkpoint import identify, read_state_dict
+from semisam_fast.prompts import box_prompts, point_prompts
 from semisam_fast.samples import load_samples
 from semisam_fast.segment import box_as_mask_dice, segment_with_boxes
 
@@ -97,3 +98,36 @@ def test_cli_bad_checkpoints(tmp_path):
                            "not a PyTorch weights file")
     _assert_one_line_error(run_cli("export", "--model", "sam_xxl", "--out", str(tmp_path)), "is not one of 'litemedsam'")
     assert not list(tmp_path.glob("*.onnx"))  # nothing half-written
+
+
+@pytest.mark.parametrize("name", ["tiny", "litemedsam"])
+@pytest.mark.parametrize("multimask", [False, True])
+def test_batched_decoder_equals_segment_anythings_own(name, multimask):
+    """PromptDecoder keeps the image side in token layout and runs the upscaling as per-token matmuls: its masks
+    and IoU predictions equal segment-anything's PromptEncoder + MaskDecoder, one image at a time, for boxes, points
+    and a mask prompt (given per prompt, or once for every prompt)."""
+    model = load_model(name)
+    decoder = model.decoder
+    decoder.multimask = multimask
+    prompt_encoder, mask_decoder = decoder.prompt_encoder, decoder.mask_decoder
+    side = model.spec.low_res_side
+    torch.manual_seed(0)
+    embeddings = torch.randn(2, *model.spec.embedding_shape)
+    corners = torch.rand(2, 3, 2, 2) * model.spec.image_size
+    boxes = torch.cat([corners.min(dim=2).values, corners.max(dim=2).values], dim=-1)  # (2, 3, 4)
+    points, point_labels = torch.rand(2, 3, 2, 2) * model.spec.image_size, torch.tensor([1, 0]).expand(2, 3, 2)
+    mask = torch.randn(2, 3, 1, side, side)
+    cases = {"boxes": (box_prompts(boxes), None), "points": (point_prompts(points, point_labels), None),
+             "mask": (box_prompts(boxes), mask), "one mask": (box_prompts(boxes), mask[:1, :1])}
+    for case, ((coords, labels), mask_input) in cases.items():
+        given = mask_input if mask_input is not None else torch.zeros(1, 1, 1, side, side)
+        with torch.no_grad():
+            got, got_iou = decoder(embeddings, coords, labels, given, torch.tensor([float(mask_input is not None)]))
+            for b in range(2):
+                masks = None if mask_input is None else mask_input[min(b, len(mask_input) - 1)].expand(3, -1, -1, -1)
+                sparse, dense = prompt_encoder(points=None if case != "points" else (points[b], point_labels[b]),
+                                               boxes=None if case == "points" else boxes[b], masks=masks)
+                want, want_iou = mask_decoder(embeddings[b:b + 1], prompt_encoder.get_dense_pe(), sparse, dense,
+                                              multimask)
+                torch.testing.assert_close(got[b], want, atol=2e-4, rtol=1e-4, msg=f"{name} {case}")
+                torch.testing.assert_close(got_iou[b], want_iou, atol=1e-5, rtol=1e-5, msg=f"{name} {case}")

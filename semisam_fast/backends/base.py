@@ -47,11 +47,20 @@ class Backend(ABC):
     def describe(self) -> dict:
         """What actually runs: runtime, device/provider, precision, artefacts."""
 
-    @staticmethod
-    def mask_inputs(coords: torch.Tensor, mask_input: torch.Tensor | None,
+    def mask_inputs(self, coords: torch.Tensor, mask_input: torch.Tensor | None,
                     embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Fill the optional mask prompt: zeros and has_mask_input=0 when none is given."""
+        """Fill the optional mask prompt: zeros and has_mask_input=0 when none is given, one 1×1 mask for every
+        prompt (`PromptDecoder.MASK_INPUT_BROADCASTS`) unless the decoder was exported before it broadcast."""
         if mask_input is not None:
             return mask_input.float(), torch.ones(1)
         side = 4 * embeddings.shape[-1]
-        return torch.zeros(coords.shape[0], coords.shape[1], 1, side, side), torch.zeros(1)
+        batch, prompts = (1, 1) if self.mask_input_broadcasts else (coords.shape[0], coords.shape[1])
+        return torch.zeros(batch, prompts, 1, side, side), torch.zeros(1)
+
+    @property
+    def mask_input_broadcasts(self) -> bool:
+        decoder = getattr(self, "decoder", None)
+        meta = getattr(decoder, "meta", None)
+        if meta is None:  # torch: the module itself
+            return True
+        return meta.get("inputs", {}).get("mask_input", ["batch"])[0] != "batch"  # artefacts of before: per prompt

@@ -89,14 +89,14 @@ def export_decoder(model: LoadedModel, path: Path, opset: int = 17, precision: s
     embeddings = torch.randn(2, *model.spec.embedding_shape)
     coords = torch.rand(2, 3, 2, 2) * model.spec.image_size
     labels = torch.tensor([2, 3]).expand(2, 3, 2).contiguous()
-    mask_input = torch.zeros(2, 3, 1, side, side)
+    mask_input = torch.zeros(1, 1, 1, side, side)  # one for every prompt (PromptDecoder.MASK_INPUT_BROADCASTS)
     has_mask = torch.zeros(1)
     names = ["image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input"]
     dynamic = {
         "image_embeddings": {0: "batch"},
         "point_coords": {0: "batch", 1: "prompts", 2: "points"},
         "point_labels": {0: "batch", 1: "prompts", 2: "points"},
-        "mask_input": {0: "batch", 1: "prompts"},
+        "mask_input": {0: "mask_batch", 1: "mask_prompts"},  # B x N, or 1 x 1 for all
         "low_res_masks": {0: "batch", 1: "prompts"},
         "iou_predictions": {0: "batch", 1: "prompts"},
     }
@@ -106,7 +106,7 @@ def export_decoder(model: LoadedModel, path: Path, opset: int = 17, precision: s
     return {"inputs": {"image_embeddings": ["batch", *model.spec.embedding_shape],
                        "point_coords": ["batch", "prompts", "points", 2],
                        "point_labels": ["batch", "prompts", "points"],
-                       "mask_input": ["batch", "prompts", 1, side, side], "has_mask_input": [1]},
+                       "mask_input": ["mask_batch", "mask_prompts", 1, side, side], "has_mask_input": [1]},
             "outputs": {"low_res_masks": ["batch", "prompts", k, side, side],
                         "iou_predictions": ["batch", "prompts", k]},
             "multimask": model.decoder.multimask, "image_size": model.spec.image_size}

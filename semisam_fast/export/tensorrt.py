@@ -30,7 +30,7 @@ def _profiles(part: str, profile: tuple[int, int, int], spec: ModelSpec) -> dict
     return {"image_embeddings": ((lo, *emb), (opt, *emb), (hi, *emb)),
             "point_coords": ((lo, 1, 1, 2), (opt, 1, 2, 2), (hi, 16, 8, 2)),
             "point_labels": ((lo, 1, 1), (opt, 1, 2), (hi, 16, 8)),
-            "mask_input": ((lo, 1, 1, side, side), (opt, 1, 1, side, side), (hi, 16, 1, side, side)),
+            "mask_input": ((1, 1, 1, side, side), (1, 1, 1, side, side), (hi, 16, 1, side, side)),  # 1x1: for all
             "has_mask_input": ((1,), (1,), (1,))}
 
 

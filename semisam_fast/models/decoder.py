@@ -16,8 +16,19 @@ from torch import nn
 
 
 class PromptDecoder(nn.Module):
-    """(embeddings B×C×h×w, coords B×N×P×2, labels B×N×P, mask_input B×N×1×4h×4w, has_mask_input (1,))
+    """(embeddings B×C×h×w, coords B×N×P×2, labels B×N×P, mask_input B×N×1×4h×4w or 1×1×1×4h×4w (one for every
+    prompt: the zeros of "no mask prompt"), has_mask_input (1,))
     -> (low-res mask logits B×N×K×4h×4w, IoU predictions B×N×K); K=1 (single mask) or 3 (multimask)."""
+
+    # Two CPU-runtime facts shape this forward (both measured with OpenVINO's and onnxruntime's per-node profiles):
+    # - the mask prompt broadcasts: without one, the mask branch runs once per call instead of once per prompt, and
+    #   the image embedding meets the dense embedding in one broadcast add, not an Expand copy per prompt;
+    # - the image side stays in token layout (tokens x channels) from input to mask: SAM's two upscaling
+    #   ConvTranspose2d(k=2, s=2) layers are per-token matmuls to 4 sub-pixels each (`_upscale_tokens`), so the big
+    #   channel-first <-> token transposes, the LayerNorm2d reductions over a strided axis and the reorders around
+    #   the transposed convolutions are gone; one small 8-D transpose places the final mask's pixels.
+    # Same weights, same arithmetic up to summation order (masks within 1e-4 of segment-anything's).
+    MASK_INPUT_BROADCASTS = True
 
     def __init__(self, prompt_encoder: nn.Module, mask_decoder: nn.Module, multimask: bool = False) -> None:
         super().__init__()
@@ -26,7 +37,8 @@ class PromptDecoder(nn.Module):
         self.multimask = multimask
         height, width = prompt_encoder.input_image_size
         self.register_buffer("input_size_xy", torch.tensor([float(width), float(height)]), persistent=False)
-        self.register_buffer("image_pe", prompt_encoder.get_dense_pe().detach(), persistent=False)
+        pe = prompt_encoder.get_dense_pe().detach()  # 1 x C x h x w
+        self.register_buffer("image_pe_tokens", pe.flatten(2).transpose(1, 2).contiguous(), persistent=False)
 
     def embed_points(self, coords: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """coords (M,P,2) in the model input frame, labels (M,P) -> sparse embeddings (M,P,C)."""
@@ -43,6 +55,26 @@ class PromptDecoder(nn.Module):
             embedding = embedding + point_embedding.weight * (lab == index).to(embedding.dtype)
         return embedding
 
+    def _upscale_tokens(self, keys: torch.Tensor) -> torch.Tensor:
+        """SAM's output_upscaling (ConvTranspose2d k2 s2, LayerNorm2d, GELU, ConvTranspose2d k2 s2, GELU) on
+        (M, hw, C) tokens -> (M, hw, 16, C2): each token's 4x4 output pixels, sub-pixel index (i, j, k, l) with the
+        pixel at (4y + 2i + k, 4x + 2j + l)."""
+        up1, norm, act1, up2, act2 = self.mask_decoder.output_upscaling
+        m, hw = keys.shape[0], keys.shape[1]
+
+        def per_token(conv: nn.ConvTranspose2d) -> tuple[torch.Tensor, torch.Tensor]:
+            # weight (Cin, Cout, 2, 2) -> (Cin, [i, j, Cout]): out[2y+i, 2x+j, o] = sum_c in[y, x, c] W[c, o, i, j] + b[o]
+            cin, cout = conv.in_channels, conv.out_channels  # ints: traced shapes of constants do not export
+            return conv.weight.permute(0, 2, 3, 1).reshape(cin, 4 * cout), conv.bias.repeat(4)
+
+        weight, bias = per_token(up1)
+        x = (keys @ weight.to(keys.dtype) + bias.to(keys.dtype)).reshape(m, hw * 4, -1)
+        x = act1(torch.nn.functional.layer_norm(x, (up1.out_channels,), norm.weight.to(x.dtype), norm.bias.to(x.dtype),
+                                                norm.eps))
+        weight, bias = per_token(up2)
+        x = act2(x @ weight.to(x.dtype) + bias.to(x.dtype))
+        return x.reshape(m, hw, 16, -1)
+
     def forward(
         self,
         image_embeddings: torch.Tensor,
@@ -58,31 +90,40 @@ class PromptDecoder(nn.Module):
         sparse = self.embed_points(point_coords.reshape(flat, n_points, 2).float(),
                                    point_labels.reshape(flat, n_points)).to(dtype)
 
-        has_mask = has_mask_input.reshape(1, 1, 1, 1).to(dtype)
-        masks_in = mask_input.reshape(flat, 1, mask_input.shape[-2], mask_input.shape[-1]).to(dtype)
-        dense = has_mask * self.prompt_encoder.mask_downscaling(masks_in)
-        dense = dense + (1 - has_mask) * self.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1).to(dtype)
+        has_mask = has_mask_input.reshape(1, 1, 1).to(dtype)
+        mask_batch, mask_prompts = mask_input.shape[0], mask_input.shape[1]  # (B, N), or (1, 1) for every prompt
+        masks_in = mask_input.reshape(-1, 1, mask_input.shape[-2], mask_input.shape[-1]).to(dtype)
+        dense = has_mask * self.prompt_encoder.mask_downscaling(masks_in).flatten(2).transpose(1, 2)
+        dense = dense + (1 - has_mask) * self.prompt_encoder.no_mask_embed.weight.reshape(1, 1, -1).to(dtype)
 
         decoder = self.mask_decoder
         output_tokens = torch.cat([decoder.iou_token.weight, decoder.mask_tokens.weight], dim=0).to(dtype)
         tokens = torch.cat([output_tokens.unsqueeze(0).expand(flat, -1, -1), sparse], dim=1)
 
-        src = image_embeddings.unsqueeze(1).expand(-1, n_prompts, -1, -1, -1).reshape(flat, channels, h, w)
-        src = src + dense
-        pos_src = self.image_pe.to(dtype).expand(flat, -1, -1, -1)
-        hs, src = decoder.transformer(src, pos_src, tokens)
+        image = image_embeddings.flatten(2).transpose(1, 2)  # B x hw x C: the one layout change on the image side
+        # (B, 1) image + (1, N) dense in one broadcast add: an Expand node is a slow copy in OpenVINO even for N = 1
+        dense = dense.reshape(mask_batch, mask_prompts, h * w, channels) + dense.new_zeros(1, n_prompts, 1, 1)
+        keys = (image.unsqueeze(1) + dense).reshape(flat, h * w, channels)
+        # segment-anything's TwoWayTransformer.forward, minus its layout change (keys arrive as tokens); the
+        # positional encoding broadcasts over prompts
+        transformer, key_pe = decoder.transformer, self.image_pe_tokens.to(dtype)
+        queries = tokens
+        for layer in transformer.layers:
+            queries, keys = layer(queries=queries, keys=keys, query_pe=tokens, key_pe=key_pe)
+        attn_out = transformer.final_attn_token_to_image(q=queries + tokens, k=keys + key_pe, v=keys)
+        hs = transformer.norm_final_attn(queries + attn_out)
         iou_token_out = hs[:, 0, :]
         mask_tokens_out = hs[:, 1 : 1 + decoder.num_mask_tokens, :]
 
-        upscaled = decoder.output_upscaling(src.transpose(1, 2).reshape(flat, channels, h, w))
+        chosen = range(1, decoder.num_mask_tokens) if self.multimask else range(1)  # only the masks returned
         hyper_in = torch.stack(
-            [mlp(mask_tokens_out[:, i, :]) for i, mlp in enumerate(decoder.output_hypernetworks_mlps)], dim=1
+            [decoder.output_hypernetworks_mlps[i](mask_tokens_out[:, i, :]) for i in chosen], dim=1
         )
-        up_c, up_h, up_w = upscaled.shape[1], upscaled.shape[2], upscaled.shape[3]
-        masks = (hyper_in @ upscaled.reshape(flat, up_c, up_h * up_w)).reshape(flat, -1, up_h, up_w)
-        iou = decoder.iou_prediction_head(iou_token_out)
-
-        chosen = slice(1, None) if self.multimask else slice(0, 1)
-        masks, iou = masks[:, chosen], iou[:, chosen]
-        return (masks.reshape(batch, n_prompts, masks.shape[1], up_h, up_w),
-                iou.reshape(batch, n_prompts, iou.shape[1]))
+        upscaled = self._upscale_tokens(keys)  # flat x hw x 16 x C2
+        k = hyper_in.shape[1]
+        masks = upscaled.reshape(flat, h * w * 16, -1) @ hyper_in.transpose(1, 2)  # flat x (hw * 16) x K
+        # (y, x, i, j, k, l) -> pixel (4y + 2i + k, 4x + 2j + l)
+        masks = masks.reshape(flat, h, w, 2, 2, 2, 2, k).permute(0, 7, 1, 3, 5, 2, 4, 6).reshape(flat, k, 4 * h, 4 * w)
+        iou = decoder.iou_prediction_head(iou_token_out)[:, chosen.start:chosen.stop]
+        return (masks.reshape(batch, n_prompts, k, 4 * h, 4 * w),
+                iou.reshape(batch, n_prompts, k))
