@@ -54,3 +54,25 @@ def test_openvino_refusals(lite_artefacts, tiny_artefacts):
         create_backend("openvino", "litemedsam", artefact=tiny_artefacts["encoder"].path)
     with pytest.raises(UserError, match="runs fp32 or bf16"):
         create_backend("openvino", "litemedsam", artefact=lite_artefacts["encoder"].path, precision="fp16")
+
+
+def test_a_batch_split_over_streams_equals_one_request(lite_artefacts):
+    """On 2+ threads a batch runs as parts on single-threaded streams: the same outputs as one request, the parts
+    joined in order, a 1x1 mask input given whole to every part and a per-prompt one split with the batch."""
+    ov = create_backend("openvino", "litemedsam", artefact=lite_artefacts["encoder"].path.parent)
+    if ov.encoder.queue is None:
+        pytest.skip("one inference thread here: no streams")
+    torch.manual_seed(3)
+    images = torch.rand(3, 3, 256, 256)
+    whole = ov.encoder.request.infer({ov.encoder.input_names[0]: images.numpy()})
+    streamed = ov.encode(images)
+    torch.testing.assert_close(streamed, torch.from_numpy(whole[ov.encoder.compiled.outputs[0]]), atol=1e-5, rtol=0)
+    coords, labels = box_prompts(torch.tensor([[20.0, 30.0, 120.0, 140.0], [50.0, 50.0, 90.0, 200.0],
+                                               [0.0, 0.0, 255.0, 255.0]])[:, None].expand(3, 2, 4))
+    for mask_input in (None, torch.randn(3, 2, 1, 256, 256)):
+        masks, iou = ov.decode(streamed, coords, labels, mask_input)
+        for b in range(3):  # batch 1: one request
+            one = None if mask_input is None else mask_input[b:b + 1]
+            single, single_iou = ov.decode(streamed[b:b + 1], coords[b:b + 1], labels[b:b + 1], one)
+            torch.testing.assert_close(masks[b:b + 1], single, atol=1e-4, rtol=0)
+            torch.testing.assert_close(iou[b:b + 1], single_iou, atol=1e-5, rtol=0)
