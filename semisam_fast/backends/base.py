@@ -50,7 +50,7 @@ class Backend(ABC):
     def mask_inputs(self, coords: torch.Tensor, mask_input: torch.Tensor | None,
                     embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Fill the optional mask prompt: zeros and has_mask_input=0 when none is given, one 1×1 mask for every
-        prompt (`PromptDecoder.MASK_INPUT_BROADCASTS`) unless the decoder was exported before it broadcast."""
+        prompt (`PromptDecoder` broadcasts it) unless the decoder was exported before it did."""
         if mask_input is not None:
             return mask_input.float(), torch.ones(1)
         side = 4 * embeddings.shape[-1]

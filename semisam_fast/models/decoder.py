@@ -28,7 +28,6 @@ class PromptDecoder(nn.Module):
     #   channel-first <-> token transposes, the LayerNorm2d reductions over a strided axis and the reorders around
     #   the transposed convolutions are gone; one small 8-D transpose places the final mask's pixels.
     # Same weights, same arithmetic up to summation order (masks within 1e-4 of segment-anything's).
-    MASK_INPUT_BROADCASTS = True
 
     def __init__(self, prompt_encoder: nn.Module, mask_decoder: nn.Module, multimask: bool = False) -> None:
         super().__init__()
