@@ -39,19 +39,19 @@ class OpenVinoModel:
         if threads:
             config["INFERENCE_NUM_THREADS"] = int(threads)
         try:
-            model = core.read_model(str(self.path))
-            self.compiled = core.compile_model(model, "CPU", config)
-            # A batch of 2 or more is split over one single-threaded stream per thread: on 2 cores that beats one
-            # two-threaded request by 5-10% (encoder and decoder alike: the layout nodes between the matmuls do not
-            # use both threads); each item's arithmetic is the same either way (tests/test_openvino.py).
-            threads = int(self.compiled.get_property("INFERENCE_NUM_THREADS"))
-            self.queue = None
-            if threads >= 2:
-                streamed = core.compile_model(model, "CPU", {**config, "PERFORMANCE_HINT": "THROUGHPUT",
-                                                             "NUM_STREAMS": str(threads)})
-                self.queue = _StreamQueue(ov, streamed, threads)
+            self.model = core.read_model(str(self.path))
+            self.compiled = core.compile_model(self.model, "CPU", config)
         except Exception as exc:  # OpenVINO raises its own RuntimeError subclasses with long messages
             raise UserError(f"OpenVINO cannot compile {self.path.name}: {str(exc).splitlines()[0][:160]}") from None
+        # A batch of 2 or more is split over one single-threaded stream per thread: on 2 cores that beats one
+        # two-threaded request by ~5% (encoder and decoder alike: the layout nodes between the matmuls do not use
+        # both threads); each item's arithmetic is the same either way (tests/test_openvino.py). The streamed twin
+        # is a second compiled copy, made at the first batch and only for models under 1 GiB (not ViT-L/H).
+        self.threads = int(self.compiled.get_property("INFERENCE_NUM_THREADS"))
+        weights = sum(f.stat().st_size for f in self.path.parent.glob(self.path.name + "*") if f.is_file())
+        self.streamable = self.threads >= 2 and weights < 1 << 30
+        self._queue: _StreamQueue | None = None
+        self._core, self._config = core, config
         self.request = self.compiled.create_infer_request()
         self.input_names = [port.get_any_name() for port in self.compiled.inputs]
         self.compiled_precision = str(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
@@ -59,10 +59,17 @@ class OpenVinoModel:
     def run(self, feeds: dict[str, torch.Tensor]) -> list[torch.Tensor]:
         arrays = {name: np.ascontiguousarray(tensor.detach().cpu().numpy()) for name, tensor in feeds.items()}
         batch = len(next(iter(arrays.values())))
-        if self.queue is None or batch < 2:
+        if not self.streamable or batch < 2:
             results = self.request.infer(arrays)
             return [torch.from_numpy(np.array(results[port], dtype=np.float32)) for port in self.compiled.outputs]
-        return [torch.from_numpy(part) for part in self.queue.run(arrays, batch)]
+        return [torch.from_numpy(part) for part in self.stream_queue().run(arrays, batch)]
+
+    def stream_queue(self) -> _StreamQueue:
+        if self._queue is None:
+            streamed = self._core.compile_model(self.model, "CPU", {**self._config, "PERFORMANCE_HINT": "THROUGHPUT",
+                                                                    "NUM_STREAMS": str(self.threads)})
+            self._queue = _StreamQueue(import_openvino(), streamed, self.threads)
+        return self._queue
 
 
 class _StreamQueue:
@@ -86,7 +93,6 @@ class _StreamQueue:
             self.queue.start_async(part, userdata=index)
         self.queue.wait_all()
         return [np.concatenate(outputs) for outputs in zip(*self.parts)]
-
 
 
 class OpenVinoBackend(Backend):
