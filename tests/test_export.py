@@ -9,7 +9,7 @@ import pytest
 import torch
 from onnx import numpy_helper
 
-from semisam_fast.artefact import write_sidecar
+from semisam_fast.artefact import read_sidecar, write_sidecar
 from semisam_fast.backends import OnnxBackend, TorchBackend, create_backend, open_artefact
 from semisam_fast.errors import UserError
 from semisam_fast.models import load_model
@@ -95,6 +95,21 @@ def test_exported_decoder_takes_one_mask_prompt_for_all_or_one_per_prompt(tiny_a
     per_prompt, per_prompt_iou = backend.decoder.session.run(None, feeds)
     np.testing.assert_allclose(default.numpy(), per_prompt, atol=1e-4)
     np.testing.assert_allclose(default_iou.numpy(), per_prompt_iou, atol=1e-5)
+
+
+def test_engines_take_their_graphs_mask_layout(tiny_artefacts):
+    """A TensorRT engine records its ONNX graph's inputs (read from the file) and shapes its optimisation profile by
+    them: a 1x1 mask input for a broadcasting decoder, one per prompt for a decoder exported before."""
+    from semisam_fast.export.onnx_export import graph_inputs
+    from semisam_fast.export.tensorrt import _profiles
+
+    path = tiny_artefacts["decoder"].path
+    inputs = graph_inputs(path)
+    assert inputs == read_sidecar(path)["inputs"]  # what the ONNX sidecar says
+    spec = load_model("tiny").spec
+    assert _profiles("decoder", (1, 8, 32), spec, inputs)["mask_input"][1][:2] == (1, 1)
+    older = {**inputs, "mask_input": ["batch", "prompts", 1, 256, 256]}
+    assert _profiles("decoder", (1, 8, 32), spec, older)["mask_input"][1][:2] == (8, 1)
 
 def test_factory_picks_backend(tiny_artefacts):
     folder = tiny_artefacts["encoder"].path.parent

@@ -38,6 +38,14 @@ def _tensor_bytes(model: onnx.ModelProto) -> int:
     return sum(len(t.raw_data) or 4 * (len(t.float_data) + len(t.int32_data)) + 8 * len(t.int64_data) for t in tensors)
 
 
+
+def graph_inputs(path: Path) -> dict[str, list]:
+    """An exported graph's input shapes as its sidecar writes them (dynamic axes by name), read from the file: what
+    an engine built from it records, so a backend knows e.g. whether `mask_input` broadcasts (`mask_batch`)."""
+    graph = onnx.load(str(path), load_external_data=False).graph
+    return {value.name: [d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim]
+            for value in graph.input}
+
 def _finish(raw: Path, path: Path, precision: str, external: bool | None = None) -> None:
     """Optional fp16 conversion (I/O stays fp32); one external data file beside the .onnx for > 2 GiB graphs."""
     model = onnx.load(str(raw), load_external_data=True)
@@ -79,8 +87,7 @@ def export_encoder(model: LoadedModel, path: Path, opset: int = 17, precision: s
     _export(model.encoder, (example,), path, precision, external, opset_version=opset, input_names=["images"],
                   output_names=["embeddings"],
                   dynamic_axes={"images": {0: "batch"}, "embeddings": {0: "batch"}})
-    return {"inputs": {"images": ["batch", 3, size, size]},
-            "outputs": {"embeddings": ["batch", *embedding_shape]},
+    return {"outputs": {"embeddings": ["batch", *embedding_shape]},
             "image_size": size, "embedding_shape": embedding_shape}
 
 
@@ -103,11 +110,7 @@ def export_decoder(model: LoadedModel, path: Path, opset: int = 17, precision: s
     _export(model.decoder, (embeddings, coords, labels, mask_input, has_mask), path, precision, opset_version=opset,
                   input_names=names, output_names=["low_res_masks", "iou_predictions"], dynamic_axes=dynamic)
     k = 3 if model.decoder.multimask else 1
-    return {"inputs": {"image_embeddings": ["batch", *model.spec.embedding_shape],
-                       "point_coords": ["batch", "prompts", "points", 2],
-                       "point_labels": ["batch", "prompts", "points"],
-                       "mask_input": ["mask_batch", "mask_prompts", 1, side, side], "has_mask_input": [1]},
-            "outputs": {"low_res_masks": ["batch", "prompts", k, side, side],
+    return {"outputs": {"low_res_masks": ["batch", "prompts", k, side, side],
                         "iou_predictions": ["batch", "prompts", k]},
             "multimask": model.decoder.multimask, "image_size": model.spec.image_size}
 
@@ -122,4 +125,4 @@ def export_onnx(model: LoadedModel, part: str, out_dir: Path, opset: int = 17, p
     path = out_dir / f"{artefact_stem(model.spec.name, part, precision)}.onnx"
     exporter = {"encoder": export_encoder, "decoder": export_decoder}[part]
     shapes = exporter(model, path, opset=opset, precision=precision)
-    return path, shapes
+    return path, {"inputs": graph_inputs(path), **shapes}  # the inputs as the written graph declares them

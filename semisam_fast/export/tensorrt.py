@@ -12,7 +12,7 @@ from ..backends.tensorrt_backend import import_tensorrt
 from ..errors import UserError
 from ..fsutil import atomic_write
 from ..models import LoadedModel, ModelSpec
-from .onnx_export import artefact_stem, export_onnx
+from .onnx_export import artefact_stem, export_onnx, graph_inputs
 
 
 def engine_key(model: str, checkpoint_sha256: str, part: str, precision: str, profile: tuple[int, int, int],
@@ -21,7 +21,8 @@ def engine_key(model: str, checkpoint_sha256: str, part: str, precision: str, pr
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def _profiles(part: str, profile: tuple[int, int, int], spec: ModelSpec) -> dict[str, tuple]:
+def _profiles(part: str, profile: tuple[int, int, int], spec: ModelSpec, inputs: dict[str, list]) -> dict[str, tuple]:
+    """Shape ranges per input; `inputs`: the graph's (`graph_inputs`), which says how its mask input is laid out."""
     lo, opt, hi = profile
     size, emb, side = spec.image_size, spec.embedding_shape, spec.low_res_side
     if part == "encoder":
@@ -30,7 +31,9 @@ def _profiles(part: str, profile: tuple[int, int, int], spec: ModelSpec) -> dict
     return {"image_embeddings": ((lo, *emb), (opt, *emb), (hi, *emb)),
             "point_coords": ((lo, 1, 1, 2), (opt, 1, 2, 2), (hi, 16, 8, 2)),
             "point_labels": ((lo, 1, 1), (opt, 1, 2), (hi, 16, 8)),
-            "mask_input": ((1, 1, 1, side, side), (1, 1, 1, side, side), (hi, 16, 1, side, side)),  # 1x1: for all
+            "mask_input": ((1, 1, 1, side, side), (1, 1, 1, side, side), (hi, 16, 1, side, side))  # 1x1: for all
+            if inputs["mask_input"][0] != "batch" else  # a decoder exported before: one per prompt
+            ((lo, 1, 1, side, side), (opt, 1, 1, side, side), (hi, 16, 1, side, side)),
             "has_mask_input": ((1,), (1,), (1,))}
 
 
@@ -58,7 +61,7 @@ def _build(onnx_path: Path, part: str, precision: str, profile: tuple[int, int, 
     elif precision != "fp32":
         raise UserError(f"TensorRT engines are built in fp32 or fp16, not {precision!r}")
     optimisation = builder.create_optimization_profile()
-    for name, (lo, opt, hi) in _profiles(part, profile, spec).items():
+    for name, (lo, opt, hi) in _profiles(part, profile, spec, graph_inputs(onnx_path)).items():
         optimisation.set_shape(name, lo, opt, hi)
     config.add_optimization_profile(optimisation)
     serialized = builder.build_serialized_network(network, config)
@@ -91,6 +94,7 @@ def build_engine(reference: LoadedModel, part: str, out: Path, precision: str = 
     onnx_path = out / f"{artefact_stem(spec.name, part, 'fp32')}.onnx"
     if not onnx_path.is_file():
         onnx_path, _ = export_onnx(reference, part, out, opset=opset, precision="fp32")
+    meta["inputs"] = graph_inputs(onnx_path)  # the engine takes what its graph takes (an older decoder's per prompt)
     from ..backends.tensorrt_backend import TensorRTBackend
 
     for fp32_norms in ((False, True) if precision == "fp16" else (False,)):

@@ -62,7 +62,8 @@ class PromptDecoder(nn.Module):
         m, hw = keys.shape[0], keys.shape[1]
 
         def per_token(conv: nn.ConvTranspose2d) -> tuple[torch.Tensor, torch.Tensor]:
-            # weight (Cin, Cout, 2, 2) -> (Cin, [i, j, Cout]): out[2y+i, 2x+j, o] = sum_c in[y, x, c] W[c, o, i, j] + b[o]
+            # weight (Cin, Cout, 2, 2) -> (Cin, [i, j, Cout]):
+            # out[2y+i, 2x+j, o] = sum_c in[y, x, c] W[c, o, i, j] + b[o]
             cin, cout = conv.in_channels, conv.out_channels  # ints: traced shapes of constants do not export
             return conv.weight.permute(0, 2, 3, 1).reshape(cin, 4 * cout), conv.bias.repeat(4)
 
