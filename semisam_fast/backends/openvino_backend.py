@@ -62,9 +62,9 @@ class OpenVinoModel:
         if not self.streamable or batch < 2:
             results = self.request.infer(arrays)
             return [torch.from_numpy(np.array(results[port], dtype=np.float32)) for port in self.compiled.outputs]
-        return [torch.from_numpy(part) for part in self.stream_queue().run(arrays, batch)]
+        return [torch.from_numpy(part) for part in self._stream_queue().run(arrays, batch)]
 
-    def stream_queue(self) -> _StreamQueue:
+    def _stream_queue(self) -> _StreamQueue:
         if self._queue is None:
             streamed = self._core.compile_model(self.model, "CPU", {**self._config, "PERFORMANCE_HINT": "THROUGHPUT",
                                                                     "NUM_STREAMS": str(self.threads)})
