@@ -1,9 +1,9 @@
 """Where one pseudo-label round of a la-cpu SemiSAM run spends its time (cProfile, cumulative): the teacher's
 prediction of the unlabelled volumes, cache reads, the SAM decoder. One-off measurement for README:
-    python bench/profile_round.py DATA CACHE [BACKEND [PRECISION [ARTEFACT]]]
+    python bench/profile_round.py DATA CACHE [BACKEND [PRECISION [ARTEFACT [CHECKPOINT]]]]
 e.g. python bench/profile_round.py ../shared/data/la2018 runs/la/cache openvino bf16 \
-         engines/litemedsam_decoder_fp32.onnx
-The round runs at iteration 0 (untrained teacher), on a fresh run folder in /tmp.
+         engines/litemedsam_decoder_fp32.onnx runs/dev/l2_semisamA_s0/checkpoints/iter_000500.pt
+The round runs on a fresh run folder in /tmp, with an untrained teacher (iteration 0) or CHECKPOINT's teacher.
 """
 from __future__ import annotations
 
@@ -13,12 +13,15 @@ import sys
 import tempfile
 import time
 
+from semisam_fast.nets import load_student
 from semisam_fast.train import build_trainer, preset
 
 data, cache, *rest = sys.argv[1:]
-backend, precision, artefact = (rest + ["torch", None, None])[:3]
+backend, precision, artefact, checkpoint = (rest + ["torch", None, None, None][len(rest):])[:4]
 trainer = build_trainer(preset("la-cpu", method="semisam"), data, None, 2, 8, tempfile.mkdtemp(), cache=cache,
                         backend=backend, artefact=artefact, precision=precision, tensorboard=False)
+if checkpoint:
+    trainer.teacher.load_state_dict(load_student(checkpoint, weights="teacher")[0].state_dict())
 profile = cProfile.Profile()
 start = time.perf_counter()
 profile.enable()

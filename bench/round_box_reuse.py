@@ -24,11 +24,12 @@ for _, path in iteration_checkpoints(run_dir):
     teacher, config = load_student(path, weights="teacher")
     found = {}
     for case_id in cases:
-        mask = teacher_mask(predict_case(teacher, dataset.load(case_id, with_label=False).image, config),
-                            TargetOptions())
-        for z in cache.slices(case_id):
-            if mask[:, :, z].any():
-                found[(case_id, z)] = tuple(mask_to_box(mask[:, :, z]).tolist())
+        slices = cache.slices(case_id)  # as a round: the teacher's mask over the cached slices' stack
+        mask = teacher_mask(predict_case(teacher, dataset.load(case_id, with_label=False).image, config,
+                                         slices=slices), TargetOptions())
+        for s, z in enumerate(slices):
+            if mask[:, :, s].any():
+                found[(case_id, z)] = tuple(mask_to_box(mask[:, :, s]).tolist())
     boxes[path.stem] = found
 names = list(boxes)
 for before, after in zip(names, names[1:]):

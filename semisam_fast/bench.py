@@ -13,7 +13,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .doctor import allocator_setting, cpu_isa, cpu_name, kernel_choice
+from .doctor import allocator_setting, cpu_isa, cpu_name, has_bf16_matmuls, kernel_choice
 from .results import write_bench
 
 
@@ -95,7 +95,7 @@ def bench_encoder(model: str = "litemedsam", precisions: tuple[str, ...] = ("fp3
     images = loaded.preprocess(samples.slices)
     openvino, openvino_gates = _openvino_encoders(loaded, artefacts.get("fp32"), samples, log)
     torch_bf16 = None
-    if {"avx512_bf16", "amx_bf16"} & set(cpu_isa()):  # bf16 matmuls in hardware: torch's bf16 weights pay off
+    if has_bf16_matmuls():  # torch's bf16 weights pay off
         from .export.parity import DEFAULT_IOU, check_encoder
 
         torch_bf16 = TorchBackend(load_model(model), precision="bf16")

@@ -226,6 +226,8 @@ def train(
                                                   help="rounds: prompt from the teacher's largest 3D component"),
     sam_pixels: Optional[Literal[choices.TRAIN["sam_pixels"]]] = typer.Option(None,
                                              help="rounds: agree = only pixels where SAM and teacher agree"),
+    sam_teacher_precision: Optional[Literal[choices.TRAIN["sam_teacher_precision"]]] = typer.Option(
+        None, help="rounds: the teacher's prediction (default auto: bf16 on a CPU with bf16 matmuls)"),
     lr_schedule: Optional[Literal[choices.TRAIN["lr_schedule"]]] = typer.Option(None,
                                               help="default poly"),
     teacher_mode: Optional[Literal[choices.TRAIN["teacher_mode"]]] = typer.Option(None,
@@ -257,7 +259,8 @@ def train(
                          unlabelled_cases=unlabelled_cases, unlabelled_every=unlabelled_every, sam_mode=sam_mode,
                          sam_round_every=sam_round_every, sam_margin=sam_margin, sam_min_iou_pred=sam_min_iou_pred,
                          sam_min_agreement=sam_min_agreement, sam_negatives=sam_negatives,
-                         sam_largest_3d=sam_largest_3d, sam_pixels=sam_pixels, lr_schedule=lr_schedule,
+                         sam_largest_3d=sam_largest_3d, sam_pixels=sam_pixels,
+                         sam_teacher_precision=sam_teacher_precision, lr_schedule=lr_schedule,
                          teacher_mode=teacher_mode, consistency=consistency, student_batch=student_batch,
                          intensity_aug=intensity_aug)
     world = world_from_env()

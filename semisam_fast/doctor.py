@@ -41,6 +41,12 @@ def cpu_isa() -> list[str]:
     return []
 
 
+def has_bf16_matmuls() -> bool:
+    """The CPU multiplies bf16 in hardware (AVX512-BF16 or AMX): there bf16 runs about twice fp32's speed; elsewhere
+    it is emulated and slower than fp32."""
+    return bool({"avx512_bf16", "amx_bf16"} & set(cpu_isa()))
+
+
 def kernel_choice() -> dict:
     """What each runtime dispatches to on this CPU: torch reports its ATen capability; onnxruntime's MLAS picks
     its kernels from the same CPUID flags at load time and does not report the choice."""

@@ -123,20 +123,32 @@ def predict_volume_3d(net: nn.Module, image: np.ndarray, patch: Sequence[int] = 
     return np.ascontiguousarray(prob[crop], dtype=np.float32)
 
 
-def predict_case(net: nn.Module, image: np.ndarray, config: dict, device: str = "cpu") -> np.ndarray:
+def predict_case(net: nn.Module, image: np.ndarray, config: dict, device: str = "cpu",
+                 slices: Sequence[int] | None = None, precision: str = "fp32") -> np.ndarray:
     """Foreground probability of one raw volume: the run's `StudentInput` (from `config`, as recorded in the
-    checkpoint), then 2D or 3D inference chosen by `config["student"]`."""
+    checkpoint), then 2D or 3D inference chosen by `config["student"]`.
+
+    `slices`: only these z, returned as (H, W, len(slices)); a 2D student predicts just them (normalised with the
+    whole volume's statistics, as always), a 3D student the whole volume its windows need. `precision` "bf16": the
+    net runs under bf16 autocast (pseudo-label rounds on a CPU with bf16 matmuls), the output stays float32."""
     student = str(config.get("student", "")).lower()
     if student not in ("unet2d", "vnet"):
         raise UserError(f"config names unknown student {config.get('student')!r}; expected 'unet2d' or 'vnet'")
+    if precision not in ("fp32", "bf16"):
+        raise UserError(f"precision must be 'fp32' or 'bf16', not {precision!r}")
     student_input = StudentInput.from_config(config)
     image = student_input.normalize(_check_image(image))
+    keep = None if slices is None else list(slices)
+    autocast = torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=precision == "bf16")
     if student == "unet2d":
-        return predict_volume_2d(net, image, student_input.in_plane, batch=int(config.get("eval_batch", 16)),
-                                 device=device)
+        with autocast:
+            return predict_volume_2d(net, image if keep is None else image[:, :, keep], student_input.in_plane,
+                                     batch=int(config.get("eval_batch", 16)), device=device)
     if "patch" not in config:
         raise UserError("config of a vnet student has no 'patch' size")
-    return predict_volume_3d(net, image, config["patch"], config.get("stride", (18, 18, 4)), device=device)
+    with autocast:
+        prob = predict_volume_3d(net, image, config["patch"], config.get("stride", (18, 18, 4)), device=device)
+    return prob if keep is None else np.ascontiguousarray(prob[:, :, keep])
 
 
 def largest_component(mask: np.ndarray) -> np.ndarray:

@@ -148,7 +148,8 @@ def teacher_pseudo_label(dataset: Dataset, cache: EmbeddingCache, backend: Backe
     for case_id in tqdm(mine, desc="pseudo-label", unit="case", disable=not (progress and world.leader),
                         dynamic_ncols=True):
         image = dataset.load(case_id, with_label=False).image
-        targets = case_targets(case_id, predict_case(net, image, config), cache, backend, options)
+        prob = predict_case(net, image, config, slices=cache.slices(case_id))  # SAM sees only the cached slices
+        targets = case_targets(case_id, prob, cache, backend, options)
         volume = np.zeros(image.shape, dtype=np.uint8)
         volume[:, :, targets.slices] = targets.target()
         report.outputs.append(str(dataset.write_mask(case_id, volume, out)))

@@ -94,14 +94,31 @@ def teacher_mask(prob: np.ndarray, options: TargetOptions) -> np.ndarray:
     return largest_component(mask) if options.largest_3d else mask
 
 
+def on_cached_slices(prob: np.ndarray, slices: list[int]) -> np.ndarray:
+    """A teacher probability given on the cached slices (H, W, S) as it is, or on the whole volume (H, W, Z) cut
+    down to them."""
+    if prob.ndim != 3:
+        raise ValueError(f"expected an (H, W, Z) probability, got shape {prob.shape}")
+    if prob.shape[2] == len(slices):
+        return prob
+    if prob.shape[2] > max(slices, default=-1):
+        return prob[:, :, slices]
+    raise ValueError(f"probability has {prob.shape[2]} slices: neither the {len(slices)} cached slices nor a "
+                     f"volume holding slice {max(slices)}")
+
+
 def case_targets(case_id: str, prob: np.ndarray, cache: EmbeddingCache, backend: Backend,
                  options: TargetOptions = TargetOptions(), batch: int = 64) -> CaseTargets:
-    """SAM targets for the cached slices of one case from the teacher's foreground probability (H, W, Z)."""
+    """SAM targets for the cached slices of one case from the teacher's foreground probability on those slices
+    (H, W, S; what a round predicts) or on the whole volume (H, W, Z). The teacher's mask, and its largest 3D
+    component, are formed over the stack of cached slices either way, so both give the same targets: a round need
+    not predict slices SAM never sees (half of la-cpu's; bench/round_teacher.py measured what that changes)."""
     spec = get_spec(backend.model)
     slices = cache.slices(case_id)
+    prob = on_cached_slices(prob, slices)
     height, width = prob.shape[:2]
     frame = Frame(height, width, spec.image_size)
-    teacher = teacher_mask(prob, options)[:, :, slices]
+    teacher = teacher_mask(prob, options)
     has_fg = teacher.any(axis=(0, 1))
     n = len(slices)
     sam = np.zeros_like(teacher)

@@ -156,6 +156,30 @@ def test_predict_case_dispatch_and_vnet():
         predict_volume_3d(vnet, image, patch=(16, 16), stride=(8, 8, 8))
 
 
+def test_predict_case_on_some_slices_equals_the_whole_volumes_and_bf16_stays_close():
+    # a round predicts only the cached slices: each must be what the whole volume's prediction holds there (the
+    # z-score still over the whole volume), for a 2D U-Net and for a V-Net (which predicts whole and cuts)
+    torch.manual_seed(0)
+    image = np.random.default_rng(4).standard_normal((40, 36, 12)).astype(np.float32) * 3 + 7
+    keep = [0, 2, 4, 6, 8, 10]
+    unet = build_student("unet2d", base=4)
+    unet_config = {"student": "unet2d", "in_plane": 32}
+    whole = predict_case(unet, image, unet_config)
+    some = predict_case(unet, image, unet_config, slices=keep)
+    assert some.shape == (40, 36, len(keep))
+    np.testing.assert_allclose(some, whole[:, :, keep], atol=1e-6)
+    vnet = build_student("vnet", n_filters=2)
+    vnet_config = {"student": "vnet", "patch": [16, 16, 16], "stride": [8, 8, 8]}
+    np.testing.assert_array_equal(predict_case(vnet, image, vnet_config, slices=keep),
+                                  predict_case(vnet, image, vnet_config)[:, :, keep])
+    # bf16 autocast: float32 out, probabilities within bf16's resolution of fp32's
+    half = predict_case(unet, image, unet_config, slices=keep, precision="bf16")
+    assert half.dtype == np.float32 and not np.array_equal(half, some)
+    assert np.abs(half - some).max() < 0.05
+    with pytest.raises(UserError, match="precision"):
+        predict_case(unet, image, unet_config, precision="fp16")
+
+
 # --------------------------------------------------------------------------- evaluation
 
 

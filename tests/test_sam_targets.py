@@ -24,9 +24,13 @@ from .conftest import run_cli
 
 
 @pytest.fixture(scope="module")
-def lite(tmp_path_factory):
-    root = make_phantom(tmp_path_factory.mktemp("p"), n_cases=1, shape=(96, 80, 12), seed=5)
-    dataset = open_dataset(root)
+def phantom(tmp_path_factory):
+    return make_phantom(tmp_path_factory.mktemp("p"), n_cases=1, shape=(96, 80, 12), seed=5)
+
+
+@pytest.fixture(scope="module")
+def lite(phantom, tmp_path_factory):
+    dataset = open_dataset(phantom)
     backend = TorchBackend(load_model("litemedsam"))
     cache_dir = tmp_path_factory.mktemp("c")
     build_cache(dataset, backend, cache_dir, batch=12, progress=False)
@@ -68,6 +72,25 @@ def test_gates_and_largest_component(lite):
     assert not clean.prompted[z] and clean.negative[z]
     raw = case_targets(case.case_id, spurious.astype(np.float32), cache, backend, TargetOptions(largest_3d=False))
     assert raw.prompted[z] and not raw.negative[z]
+
+
+def test_targets_from_the_cached_slices_equal_those_from_the_whole_volume(phantom, lite, tmp_path):
+    # a round predicts only the slices SAM sees (every 2nd here); the whole volume's prediction must give the
+    # same targets, so the teacher's mask and its largest component are formed over the cached stack either way
+    case, _, backend = lite
+    build_cache(open_dataset(phantom), backend, tmp_path / "c2", batch=6, every=2, progress=False)
+    every2 = EmbeddingCache(tmp_path / "c2")
+    slices = every2.slices(case.case_id)
+    assert slices == list(range(0, case.label.shape[2], 2))
+    prob = case.label.astype(np.float32)
+    prob[5:12, 5:12, 1] = 1.0  # a blob on an uncached slice only: never prompted
+    whole = case_targets(case.case_id, prob, every2, backend)
+    cached = case_targets(case.case_id, prob[:, :, slices], every2, backend)
+    for field in ("teacher", "sam", "prompted", "kept", "negative"):
+        assert np.array_equal(getattr(whole, field), getattr(cached, field)), field
+    assert whole.slices == cached.slices == slices and whole.prompted.any()
+    with pytest.raises(ValueError, match="cached slices"):
+        case_targets(case.case_id, prob[:, :, :3], every2, backend)
 
 
 def test_sam_loss_pixel_weights_and_negatives():

@@ -12,12 +12,14 @@ import torch
 from semisam_fast.backends import TorchBackend
 from semisam_fast.cache import EmbeddingCache
 from semisam_fast.data import make_phantom, open_dataset, split_cases
+from semisam_fast.doctor import has_bf16_matmuls
 from semisam_fast.errors import UserError
 from semisam_fast.embed import build_cache
 from semisam_fast.metrics import binary_metrics
 from semisam_fast.models import get_spec, load_model
 from semisam_fast.train import build_trainer, preset
 from semisam_fast.train.augment import Geometry, random_geometry
+from semisam_fast.train.sam_rounds import teacher_precision
 from semisam_fast.train.sam_term import SamTeacher
 from semisam_fast.data.student_input import StudentInput
 from semisam_fast.train.slices import SliceStore
@@ -78,6 +80,20 @@ def test_unlabelled_labels_never_reach_training(small, tmp_path):
     c = _train(leaky, cache, tmp_path / "c")
     assert any(not torch.equal(pa, pc) for pa, pc in zip(a.student.state_dict().values(),
                                                          c.student.state_dict().values()))
+
+
+def test_round_teacher_precision(small, tmp_path):
+    # auto: bf16 where this CPU multiplies bf16 in hardware, else fp32; never bf16 on a GPU by default
+    assert teacher_precision("auto", "cpu") == ("bf16" if has_bf16_matmuls() else "fp32")
+    assert teacher_precision("auto", "cuda") == "fp32"
+    assert teacher_precision("bf16", "cpu") == "bf16" and teacher_precision("fp32", "cpu") == "fp32"
+    with pytest.raises(UserError, match="sam-teacher-precision"):
+        _config("semisam", sam_teacher_precision="fp16")
+    root, cache, _ = small
+    for setting in ("bf16", "fp32"):
+        trainer = _train(root, cache, tmp_path / setting, iterations=3, sam_teacher_precision=setting)
+        assert trainer.round_logs["sam_teacher_bf16"] == float(setting == "bf16")
+        assert trainer.sam_table is not None and bool(trainer.sam_table["valid"].any())
 
 
 @pytest.mark.parametrize("method,mode,options", [

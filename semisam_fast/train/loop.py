@@ -30,7 +30,7 @@ from .config import TrainConfig
 from .losses import sam_loss, sigmoid_rampup, supervised_loss
 from .methods import METHODS, teacher_mode
 from .sam_rounds import (make_round, round_summary, step_targets_2d, step_targets_3d, table_2d, table_3d,
-                         table_from_checkpoint, table_parts)
+                         table_from_checkpoint, table_parts, teacher_precision)
 from .sam_term import SamTeacher
 from .slices import SliceStore
 
@@ -256,11 +256,14 @@ class Trainer:
 
     def sam_round(self) -> None:
         """A pseudo-label round: the teacher's predictions -> gated SAM targets, stored for the next steps."""
+        precision = teacher_precision(self.config.sam_teacher_precision, self.device)
         rounds = make_round(self.teacher, self.unlabelled_volumes, self.checkpoint_config(), self.sam.cache,
-                            self.sam.backend, self.target_options(), self.device, progress=self.world.leader)
+                            self.sam.backend, self.target_options(), self.device, progress=self.world.leader,
+                            precision=precision)
         self.sam_table = (table_3d(rounds, self.unlabelled) if self.three_d
                           else table_2d(rounds, self.unlabelled, self.student_input))
-        self.round_logs = self.world.mean(round_summary(rounds))  # each process made its own cases' targets
+        # each process made its own cases' targets
+        self.round_logs = self.world.mean(round_summary(rounds)) | {"sam_teacher_bf16": float(precision == "bf16")}
 
     def sam_term(self, student_u: torch.Tensor, teacher_u: torch.Tensor, unl) -> tuple[torch.Tensor, dict]:
         c = self.config

@@ -1,10 +1,11 @@
 """Pseudo-label rounds: SAM's targets for the unlabelled data are made every R iterations, not in every step.
 
-A round: the EMA teacher predicts every unlabelled volume whole (through the run's `StudentInput`, as inference
-does), `sam_targets.case_targets` prompts SAM from that prediction on the cached embeddings in large batches and
-gates the masks, and the targets are stored in the student's input frame. A training step then only looks them up
-through the batch's recorded geometry (2D: crop/flip/rot90 of the canvas; 3D: the patch window): no decoder call.
-The stored targets go into every checkpoint, so a resumed run continues bit for bit.
+A round: the EMA teacher predicts the cached slices of every unlabelled volume (through the run's `StudentInput`,
+as inference does; bf16 where the CPU has it), `sam_targets.case_targets` prompts SAM from that prediction on the
+cached embeddings in large batches and gates the masks, and the targets are stored in the student's input frame.
+A training step then only looks them up through the batch's recorded geometry (2D: crop/flip/rot90 of the canvas;
+3D: the patch window): no decoder call. The stored targets go into every checkpoint, so a resumed run continues bit
+for bit.
 """
 from __future__ import annotations
 
@@ -22,14 +23,26 @@ from .batches import Batch, VolumeStore, pad_to
 from .slices import SliceStore
 
 
+def teacher_precision(setting: str, device: str) -> str:
+    """The precision a round's teacher prediction runs in: `setting` (TrainConfig.sam_teacher_precision) with
+    "auto" resolved to bf16 on a CPU that multiplies bf16 in hardware, fp32 elsewhere."""
+    if setting != "auto":
+        return setting
+    from ..doctor import has_bf16_matmuls
+
+    return "bf16" if torch.device(device).type == "cpu" and has_bf16_matmuls() else "fp32"
+
+
 def make_round(teacher: nn.Module, volumes: dict[str, np.ndarray], config: dict, cache: EmbeddingCache,
-               backend: Backend, options: TargetOptions, device: str = "cpu",
-               progress: bool = True) -> dict[str, CaseTargets]:
-    """Teacher prediction of each unlabelled volume -> gated SAM targets of its cached slices."""
+               backend: Backend, options: TargetOptions, device: str = "cpu", progress: bool = True,
+               precision: str = "fp32") -> dict[str, CaseTargets]:
+    """Teacher prediction of each unlabelled volume's cached slices (the only ones SAM sees) -> gated SAM targets.
+    `precision`: the teacher's (`teacher_precision`)."""
     out = {}
     for case_id, image in tqdm(volumes.items(), desc="SAM round", unit="case", leave=False, dynamic_ncols=True,
                                disable=not progress):
-        prob = predict_case(teacher, image, config, device=device)
+        slices = cache.slices(case_id)
+        prob = predict_case(teacher, image, config, device=device, slices=slices, precision=precision)
         out[case_id] = case_targets(case_id, prob, cache, backend, options)
     return out
 
