@@ -52,8 +52,8 @@ class TrainConfig:
     sam_min_agreement: float = 0.7
     sam_negatives: bool = True  # rounds: slices outside the teacher's z-range get an empty target
     sam_pixels: str = "all"  # rounds: all | agree (train only on pixels where SAM and the teacher agree)
-    # rounds: the teacher's prediction; auto = bf16 on a CPU with bf16 matmuls (2x; targets equal to fp32's on
-    # 99.99% of pixels over the development cases, bench/results/round_teacher_dev.md), fp32 elsewhere
+    # rounds: the teacher's prediction; auto = bf16 on a CPU with bf16 matmuls (~2x; it moved 0.01-0.05% of the
+    # target pixels on the development cases, bench/results/round_teacher_dev.md), fp32 elsewhere
     sam_teacher_precision: str = "auto"
     sam_online: bool = False  # run the encoder every step (the official code's way; for benchmarks)
     unlabelled_every: int = 1  # use every k-th slice of the unlabelled cases (must match the cache's embed --every)
