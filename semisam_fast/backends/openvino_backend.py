@@ -39,8 +39,7 @@ class OpenVinoModel:
         if threads:
             config["INFERENCE_NUM_THREADS"] = int(threads)
         try:
-            self.model = core.read_model(str(self.path))
-            self.compiled = core.compile_model(self.model, "CPU", config)
+            self.compiled = core.compile_model(core.read_model(str(self.path)), "CPU", config)
         except Exception as exc:  # OpenVINO raises its own RuntimeError subclasses with long messages
             raise UserError(f"OpenVINO cannot compile {self.path.name}: {str(exc).splitlines()[0][:160]}") from None
         # A batch of 2 or more is split over one single-threaded stream per thread: on 2 cores that beats one
@@ -66,8 +65,10 @@ class OpenVinoModel:
 
     def _stream_queue(self) -> _StreamQueue:
         if self._queue is None:
-            streamed = self._core.compile_model(self.model, "CPU", {**self._config, "PERFORMANCE_HINT": "THROUGHPUT",
-                                                                    "NUM_STREAMS": str(self.threads)})
+            # read again rather than kept: the parsed graph holds a copy of the weights
+            streamed = self._core.compile_model(self._core.read_model(str(self.path)), "CPU",
+                                                {**self._config, "PERFORMANCE_HINT": "THROUGHPUT",
+                                                 "NUM_STREAMS": str(self.threads)})
             self._queue = _StreamQueue(import_openvino(), streamed, self.threads)
         return self._queue
 

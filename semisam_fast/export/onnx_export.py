@@ -38,13 +38,13 @@ def _tensor_bytes(model: onnx.ModelProto) -> int:
     return sum(len(t.raw_data) or 4 * (len(t.float_data) + len(t.int32_data)) + 8 * len(t.int64_data) for t in tensors)
 
 
-
 def graph_inputs(path: Path) -> dict[str, list]:
     """An exported graph's input shapes as its sidecar writes them (dynamic axes by name), read from the file: what
     an engine built from it records, so a backend knows e.g. whether `mask_input` broadcasts (`mask_batch`)."""
     graph = onnx.load(str(path), load_external_data=False).graph
     return {value.name: [d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim]
             for value in graph.input}
+
 
 def _finish(raw: Path, path: Path, precision: str, external: bool | None = None) -> None:
     """Optional fp16 conversion (I/O stays fp32); one external data file beside the .onnx for > 2 GiB graphs."""

@@ -27,18 +27,18 @@ def _profiles(part: str, profile: tuple[int, int, int], spec: ModelSpec, inputs:
     size, emb, side = spec.image_size, spec.embedding_shape, spec.low_res_side
     if part == "encoder":
         return {"images": ((lo, 3, size, size), (opt, 3, size, size), (hi, 3, size, size))}
-    # decoder: batch of images x up to 16 prompts x up to 8 points each
+    # decoder: batch of images x up to 16 prompts x up to 8 points each; the mask input 1x1 for every prompt, or
+    # one per prompt in a decoder exported before PromptDecoder broadcast it
+    mask_lo, mask_opt = (1, 1) if inputs["mask_input"][0] != "batch" else (lo, opt)
     return {"image_embeddings": ((lo, *emb), (opt, *emb), (hi, *emb)),
             "point_coords": ((lo, 1, 1, 2), (opt, 1, 2, 2), (hi, 16, 8, 2)),
             "point_labels": ((lo, 1, 1), (opt, 1, 2), (hi, 16, 8)),
-            "mask_input": ((1, 1, 1, side, side), (1, 1, 1, side, side), (hi, 16, 1, side, side))  # 1x1: for all
-            if inputs["mask_input"][0] != "batch" else  # a decoder exported before: one per prompt
-            ((lo, 1, 1, side, side), (opt, 1, 1, side, side), (hi, 16, 1, side, side)),
+            "mask_input": ((mask_lo, 1, 1, side, side), (mask_opt, 1, 1, side, side), (hi, 16, 1, side, side)),
             "has_mask_input": ((1,), (1,), (1,))}
 
 
 def _build(onnx_path: Path, part: str, precision: str, profile: tuple[int, int, int], spec: ModelSpec,
-           fp32_norms: bool) -> bytes:
+           inputs: dict[str, list], fp32_norms: bool) -> bytes:
     trt = import_tensorrt()
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
@@ -61,7 +61,7 @@ def _build(onnx_path: Path, part: str, precision: str, profile: tuple[int, int, 
     elif precision != "fp32":
         raise UserError(f"TensorRT engines are built in fp32 or fp16, not {precision!r}")
     optimisation = builder.create_optimization_profile()
-    for name, (lo, opt, hi) in _profiles(part, profile, spec, graph_inputs(onnx_path)).items():
+    for name, (lo, opt, hi) in _profiles(part, profile, spec, inputs).items():
         optimisation.set_shape(name, lo, opt, hi)
     config.add_optimization_profile(optimisation)
     serialized = builder.build_serialized_network(network, config)
@@ -98,7 +98,7 @@ def build_engine(reference: LoadedModel, part: str, out: Path, precision: str = 
     from ..backends.tensorrt_backend import TensorRTBackend
 
     for fp32_norms in ((False, True) if precision == "fp16" else (False,)):
-        engine = _build(onnx_path, part, precision, profile, spec, fp32_norms)
+        engine = _build(onnx_path, part, precision, profile, spec, meta["inputs"], fp32_norms)
         atomic_write(path, lambda tmp: tmp.write_bytes(engine))
         meta.update({"fp32_layernorm": fp32_norms, "model": spec.name, "part": part, "precision": precision,
                      "checkpoint_sha256": reference.checkpoint_sha256})

@@ -21,7 +21,6 @@ def _patch_merging_forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return x.flatten(2).transpose(1, 2)
 
 
-
 # The two below keep TinyViT's arithmetic and change only how its layout changes are written, for OpenVINO's CPU
 # plugin (per-node profile of the bf16 encoder: transposes, reorders and a reference-implemented split were ~19% of
 # its time). Torch eager gives the same numbers (tests/test_models.py compares with the shipped forwards).
@@ -59,6 +58,7 @@ def _attention_forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
     bias = self.attention_biases[:, self.attention_bias_idxs] if self.training else self.ab
     attn = ((q @ k.transpose(-2, -1)) * self.scale + bias).softmax(dim=-1)
     return self.proj((attn @ v).transpose(1, 2).reshape(batch, n, self.dh))
+
 
 def _medsam_lite():
     with warnings.catch_warnings():  # its vendored TinyViT imports timm's deprecated paths

@@ -82,6 +82,8 @@ class Trainer:
         self.history: list[dict] = []
         self.sam_table: dict[str, torch.Tensor] | None = None  # targets of the latest pseudo-label round
         self.round_logs: dict = {}
+        # the rounds' teacher precision: the setting with "auto" resolved for this machine, once
+        self.round_precision = teacher_precision(config.sam_teacher_precision, self.device)
         self.writer = None
         if log_tensorboard and world.leader:
             from torch.utils.tensorboard import SummaryWriter
@@ -92,7 +94,7 @@ class Trainer:
     def _load_data(self) -> None:
         c = self.config
         self.unlabelled_volumes = {}
-        if self.rounds:  # the teacher predicts whole raw volumes in a round, as inference does (no labels loaded)
+        if self.rounds:  # a round's teacher normalises each raw volume whole, as inference does (no labels loaded)
             self.unlabelled_volumes = {cid: self.dataset.load(cid, with_label=False).image
                                        for cid in self.unlabelled_ids}
         if self.three_d:
@@ -256,7 +258,7 @@ class Trainer:
 
     def sam_round(self) -> None:
         """A pseudo-label round: the teacher's predictions -> gated SAM targets, stored for the next steps."""
-        precision = teacher_precision(self.config.sam_teacher_precision, self.device)
+        precision = self.round_precision
         rounds = make_round(self.teacher, self.unlabelled_volumes, self.checkpoint_config(), self.sam.cache,
                             self.sam.backend, self.target_options(), self.device, progress=self.world.leader,
                             precision=precision)
