@@ -32,6 +32,7 @@ from semisam_fast.sam_targets import TargetOptions, case_targets, score_targets,
 
 VARIANTS = {"whole fp32": (False, "fp32"), "cached fp32": (True, "fp32"), "cached bf16": (True, "bf16")}
 
+
 def _number(value) -> float:
     return float("nan") if value is None else float(value)  # JSON keeps NaN as null
 

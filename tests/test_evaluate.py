@@ -73,7 +73,6 @@ def test_predict_2d_unet_shape_range_and_batching():
     np.testing.assert_allclose(prob, predict_volume_2d(net, image, size=32, batch=5), atol=1e-5)
 
 
-
 def test_predict_2d_runs_channels_last_and_gives_the_weights_back_as_they_were():
     """Prediction on the CPU switches the net to channels-last meanwhile: the same probabilities as the plain
     layout, and afterwards the weights are contiguous, ordinary (not inference) tensors a training step can use."""
@@ -93,6 +92,7 @@ def test_predict_2d_runs_channels_last_and_gives_the_weights_back_as_they_were()
     loss = net(torch.randn(2, 1, 32, 32)).mean()
     loss.backward()  # weights that went through inference mode would refuse this
     assert all(p.grad is not None for p in net.parameters())
+
 
 def test_predict_2d_analytic_at_native_size():
     rng = np.random.default_rng(1)

@@ -78,7 +78,6 @@ def test_onnx_decoder_matches_torch_with_mask_input(tiny_artefacts):
     assert (want - without).abs().max() > 1e-3  # the mask prompt really is used
 
 
-
 def test_exported_decoder_takes_one_mask_prompt_for_all_or_one_per_prompt(tiny_artefacts):
     """The exported decoder broadcasts a 1x1 mask input (what backends feed when there is no mask prompt), and a
     per-prompt B x N one gives the same masks."""
@@ -110,6 +109,7 @@ def test_engines_take_their_graphs_mask_layout(tiny_artefacts):
     assert _profiles("decoder", (1, 8, 32), spec, inputs)["mask_input"][1][:2] == (1, 1)
     older = {**inputs, "mask_input": ["batch", "prompts", 1, 256, 256]}
     assert _profiles("decoder", (1, 8, 32), spec, older)["mask_input"][1][:2] == (8, 1)
+
 
 def test_factory_picks_backend(tiny_artefacts):
     folder = tiny_artefacts["encoder"].path.parent
