@@ -103,9 +103,10 @@ def test_cli_bad_checkpoints(tmp_path):
 @pytest.mark.parametrize("name", ["tiny", "litemedsam"])
 @pytest.mark.parametrize("multimask", [False, True])
 def test_batched_decoder_equals_segment_anythings_own(name, multimask):
-    """PromptDecoder keeps the image side in token layout and runs the upscaling as per-token matmuls: its masks
-    and IoU predictions equal segment-anything's PromptEncoder + MaskDecoder, one image at a time, for boxes, points
-    and a mask prompt (given per prompt, or once for every prompt)."""
+    """PromptDecoder keeps the image side in token layout, runs the upscaling as per-token matmuls and the image
+    tokens' attention to the prompt tokens with block-diagonal heads: its masks and IoU predictions equal
+    segment-anything's PromptEncoder + MaskDecoder, one image at a time, for boxes, points and a mask prompt (given
+    per prompt, or once for every prompt)."""
     model = load_model(name)
     decoder = model.decoder
     decoder.multimask = multimask
