@@ -14,6 +14,8 @@ import math
 import torch
 from torch import nn
 
+from .layout import channels_to_tokens
+
 
 class PromptDecoder(nn.Module):
     """(embeddings B×C×h×w, coords B×N×P×2, labels B×N×P, mask_input B×N×1×4h×4w or 1×1×1×4h×4w (one for every
@@ -28,8 +30,9 @@ class PromptDecoder(nn.Module):
     #   channel-first <-> token transposes, the LayerNorm2d reductions over a strided axis and the reorders around
     #   the transposed convolutions are gone; one small 8-D transpose places the final mask's pixels;
     # - the image tokens' attention to the few prompt tokens runs its heads as block-diagonal matmuls, and the
-    #   embedding's one layout change is written as the permutation OpenVINO runs as a fast reorder (`_tokens`,
-    #   `_attend_few_keys`): OpenVINO bf16 1.18x (52 -> 61-64 prompts/s, bench/results/decoder_graph_ab.json).
+    #   embedding's one layout change is written as the permutation OpenVINO runs as a fast reorder
+    #   (`_attend_few_keys`, `layout.channels_to_tokens`): OpenVINO bf16 1.16-1.18x (50-52 -> 58-62
+    #   prompts/s, bench/results/decoder_graph_ab.json).
     # Same weights, same arithmetic up to summation order (masks within 1e-4 of segment-anything's).
 
     def __init__(self, prompt_encoder: nn.Module, mask_decoder: nn.Module, multimask: bool = False) -> None:
@@ -103,7 +106,7 @@ class PromptDecoder(nn.Module):
         output_tokens = torch.cat([decoder.iou_token.weight, decoder.mask_tokens.weight], dim=0).to(dtype)
         tokens = torch.cat([output_tokens.unsqueeze(0).expand(flat, -1, -1), sparse], dim=1)
 
-        image = _tokens(image_embeddings)  # B x hw x C: the one layout change on the image side
+        image = channels_to_tokens(image_embeddings)  # B x hw x C: the one layout change on the image side
         # (B, 1) image + (1, N) dense in one broadcast add: an Expand node is a slow copy in OpenVINO even for N = 1
         dense = dense.reshape(mask_batch, mask_prompts, h * w, channels) + dense.new_zeros(1, n_prompts, 1, 1)
         keys = (image.unsqueeze(1) + dense).reshape(flat, h * w, channels)
@@ -130,13 +133,6 @@ class PromptDecoder(nn.Module):
         iou = decoder.iou_prediction_head(iou_token_out)[:, chosen.start:chosen.stop]
         return (masks.reshape(batch, n_prompts, k, 4 * h, 4 * w),
                 iou.reshape(batch, n_prompts, k))
-
-
-def _tokens(image: torch.Tensor) -> torch.Tensor:
-    """(B, C, h, w) -> (B, hw, C). As the permutation (0, 3, 1, 2) of a (B, 1, C, hw) view: OpenVINO's CPU plugin
-    runs that one as a reorder, 2.5x faster than its generic transpose of (B, C, hw) (26 -> 11 ms at 16 slices)."""
-    batch, channels = image.shape[0], image.shape[1]
-    return image.reshape(batch, 1, channels, -1).permute(0, 3, 1, 2).reshape(batch, -1, channels)
 
 
 def _attend_few_keys(attn: nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:

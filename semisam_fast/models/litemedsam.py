@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .layout import channels_to_tokens
+
 
 def _patch_merging_forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
     # The shipped PatchMerging reads the batch as `len(x)`, which tracing freezes to a constant; x.shape[0] stays
@@ -18,15 +20,16 @@ def _patch_merging_forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
     x = self.act(self.conv1(x))
     x = self.act(self.conv2(x))
     x = self.conv3(x)
-    return x.flatten(2).transpose(1, 2)
+    return channels_to_tokens(x)
 
 
 # The two below keep TinyViT's arithmetic and change only how its layout changes are written, for OpenVINO's CPU
 # plugin (per-node profile of the bf16 encoder: transposes, reorders and a reference-implemented split were ~19% of
 # its time). Torch eager gives the same numbers (tests/test_models.py compares with the shipped forwards).
 def _block_forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """TinyViTBlock: windowed attention, then the depthwise local conv on a (B, H, W, C) -> NCHW permute, which
-    OpenVINO folds into the convolution's own channels-last reorder (the shipped transpose-then-reshape it cannot)."""
+    """TinyViTBlock: windowed attention, then the depthwise local conv on a (B, H, W, C) -> NCHW permute (a fast
+    reorder in OpenVINO, where the shipped transpose-then-reshape was not), and back to tokens by
+    `channels_to_tokens`."""
     height, width = self.input_resolution
     batch, length, channels = x.shape
     window = self.window_size
@@ -45,7 +48,7 @@ def _block_forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
         x = x.reshape(batch, n_h * window, n_w * window, channels)[:, :height, :width].reshape(batch, length, channels)
     x = shortcut + self.drop_path(x)
     x = self.local_conv(x.view(batch, height, width, channels).permute(0, 3, 1, 2))
-    x = x.permute(0, 2, 3, 1).reshape(batch, length, channels)
+    x = channels_to_tokens(x)
     return x + self.drop_path(self.mlp(x))
 
 
