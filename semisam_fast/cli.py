@@ -326,7 +326,7 @@ def bench(
     iterations: Optional[int] = typer.Option(None, min=1, help="run: iterations per run (default: the preset's)"),
 ) -> None:
     """Median/min/max latency and throughput, side by side and interleaved, as ratios to the reference; `run`:
-    whole la-cpu runs of mt and semisam (with its pseudo-label rounds), wall-clock."""
+    whole la-cpu runs of mt, semisam (with its pseudo-label rounds) and mt again, wall-clock."""
     from . import bench as bench_lib
 
     try:

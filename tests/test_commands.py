@@ -27,7 +27,8 @@ def test_doctor_reports_this_machine():
 
 
 def test_bench_run_times_whole_runs_with_their_rounds(phantom, tmp_path):
-    """`bench run`: mt then semisam, whole runs, wall-clock; semisam's pseudo-label rounds are timed one by one."""
+    """`bench run`: mt, semisam and mt again, whole runs, wall-clock; the ratio is to the two mt runs' mean, and
+    semisam's pseudo-label rounds are timed one by one."""
     from semisam_fast.bench import bench_run
 
     cache = tmp_path / "cache"
@@ -37,7 +38,9 @@ def test_bench_run_times_whole_runs_with_their_rounds(phantom, tmp_path):
                        sam_round_every=2, unlabelled_cases=None, val_every=6, save_every=6)["run"]
     assert set(result["seconds"]) == {"mt", "semisam"} and all(s > 0 for s in result["seconds"].values())
     assert len(result["semisam_rounds_s"]) == 2  # rounds at 2 and 4 (none at the last iteration)
+    assert len(result["mt_before_after_s"]) == 2 and result["seconds"]["mt"] == sum(result["mt_before_after_s"]) / 2
     assert result["semisam_over_mt"] == result["seconds"]["semisam"] / result["seconds"]["mt"]
+    assert (tmp_path / "runs" / "mt_after" / "checkpoints" / "final.pt").is_file()  # a fresh run, not a resume
     assert (tmp_path / "runs" / "semisam" / "checkpoints" / "final.pt").is_file()
 
 
