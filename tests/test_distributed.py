@@ -8,6 +8,7 @@ import json
 import shutil
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -31,9 +32,21 @@ def _embed_args(data: Path, cache: Path) -> list[str]:
     return ["embed", "--data", str(data), "--model", "tiny", "--batch", "4", "--cache", str(cache)]
 
 
-def _torchrun(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([*TORCHRUN, *args], capture_output=True, text=True, timeout=600,
-                          env={**__import__("os").environ, "SEMISAM_DIST_BACKEND": "gloo"})
+NATIVE_ABORT = "terminate called without an active exception"
+
+
+def _torchrun(*args: str, retry_native_abort: bool = True) -> subprocess.CompletedProcess:
+    """A two-process launch. PYTHONFAULTHANDLER: a rank that aborts prints where its Python threads were. A launch
+    in which a rank died of NATIVE_ABORT is run once more, with a warning that carries the first stderr: in two
+    full-suite runs here a rank aborted so in native code (the message of upstream's gloo flake,
+    pytorch/pytorch#65231), once before its first training step and once right after a round, and these tests run
+    alone have not reproduced it. A launch run again must still pass every assertion."""
+    env = {**__import__("os").environ, "SEMISAM_DIST_BACKEND": "gloo", "PYTHONFAULTHANDLER": "1"}
+    result = subprocess.run([*TORCHRUN, *args], capture_output=True, text=True, timeout=600, env=env)
+    if retry_native_abort and result.returncode != 0 and NATIVE_ABORT in result.stderr:
+        warnings.warn(f"a torchrun rank aborted natively; launched again. stderr:\n{result.stderr[-4000:]}")
+        result = subprocess.run([*TORCHRUN, *args], capture_output=True, text=True, timeout=600, env=env)
+    return result
 
 
 def _same_cache(a: Path, b: Path) -> None:
@@ -86,7 +99,7 @@ def test_two_processes_build_the_single_process_cache(uneven, single, tmp_path):
 
 def test_a_process_killed_mid_build_then_a_rerun_gives_the_same_cache(uneven, single, tmp_path):
     cache = tmp_path / "killed"
-    killed = _torchrun(str(DRIVER), "shard@1", "2", *_embed_args(uneven, cache))
+    killed = _torchrun(str(DRIVER), "shard@1", "2", *_embed_args(uneven, cache), retry_native_abort=False)
     assert killed.returncode != 0  # rank 1 died after its second shard; torchrun stopped the launch
     partial = len(list((cache / "shards").glob("*.npy")))
     assert 0 < partial < len(list((single / "shards").glob("*.npy")))
