@@ -320,7 +320,7 @@ def bench_run(data: Path, cache: Path, artefact: Path | None = None, list_file: 
 
     work = Path(workdir or tempfile.mkdtemp(prefix="semisam-run-"))
     backend = backend or ("onnx" if artefact is not None else "torch")
-    seconds, rounds, mt_runs = {}, {}, []
+    seconds, mt_runs, semisam_rounds = {}, [], []
     for folder, method in (("mt", "mt"), ("semisam", "semisam"), ("mt_after", "mt")):
         config = preset("la-cpu", method=method, iterations=iterations, **overrides)
         start = time.perf_counter()
@@ -340,13 +340,13 @@ def bench_run(data: Path, cache: Path, artefact: Path | None = None, list_file: 
         if method == "mt":
             mt_runs.append(took)
         else:
-            seconds[method], rounds[method] = took, timed_rounds
+            seconds[method], semisam_rounds = took, timed_rounds
         log(f"{folder}: {took:.0f} s" + (f", rounds {[round(r) for r in timed_rounds]} s" if timed_rounds else ""))
     seconds["mt"] = sum(mt_runs) / len(mt_runs)
     return {"run": {"iterations": iterations or preset("la-cpu").iterations, "seconds": seconds,
                     "mt_before_after_s": mt_runs,
                     "decoder": {"backend": backend, "precision": precision or "fp32"},
-                    "semisam_rounds_s": rounds["semisam"],
+                    "semisam_rounds_s": semisam_rounds,
                     "semisam_over_mt": seconds["semisam"] / seconds["mt"]}}
 
 

@@ -5,6 +5,7 @@ two-process run resumes in one process."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -41,7 +42,7 @@ def _torchrun(*args: str, retry_native_abort: bool = True) -> subprocess.Complet
     full-suite runs here a rank aborted so in native code (the message of upstream's gloo flake,
     pytorch/pytorch#65231), once before its first training step and once right after a round, and these tests run
     alone have not reproduced it. A launch run again must still pass every assertion."""
-    env = {**__import__("os").environ, "SEMISAM_DIST_BACKEND": "gloo", "PYTHONFAULTHANDLER": "1"}
+    env = {**os.environ, "SEMISAM_DIST_BACKEND": "gloo", "PYTHONFAULTHANDLER": "1"}
     result = subprocess.run([*TORCHRUN, *args], capture_output=True, text=True, timeout=600, env=env)
     if retry_native_abort and result.returncode != 0 and NATIVE_ABORT in result.stderr:
         warnings.warn(f"a torchrun rank aborted natively; launched again. stderr:\n{result.stderr[-4000:]}")

@@ -43,7 +43,7 @@ class PromptDecoder(nn.Module):
         height, width = prompt_encoder.input_image_size
         self.register_buffer("input_size_xy", torch.tensor([float(width), float(height)]), persistent=False)
         pe = prompt_encoder.get_dense_pe().detach()  # 1 x C x h x w
-        self.register_buffer("image_pe_tokens", pe.flatten(2).transpose(1, 2).contiguous(), persistent=False)
+        self.register_buffer("image_pe_tokens", channels_to_tokens(pe).contiguous(), persistent=False)
 
     def embed_points(self, coords: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """coords (M,P,2) in the model input frame, labels (M,P) -> sparse embeddings (M,P,C)."""
@@ -99,7 +99,7 @@ class PromptDecoder(nn.Module):
         has_mask = has_mask_input.reshape(1, 1, 1).to(dtype)
         mask_batch, mask_prompts = mask_input.shape[0], mask_input.shape[1]  # (B, N), or (1, 1) for every prompt
         masks_in = mask_input.reshape(-1, 1, mask_input.shape[-2], mask_input.shape[-1]).to(dtype)
-        dense = has_mask * self.prompt_encoder.mask_downscaling(masks_in).flatten(2).transpose(1, 2)
+        dense = has_mask * channels_to_tokens(self.prompt_encoder.mask_downscaling(masks_in))
         dense = dense + (1 - has_mask) * self.prompt_encoder.no_mask_embed.weight.reshape(1, 1, -1).to(dtype)
 
         decoder = self.mask_decoder
