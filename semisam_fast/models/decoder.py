@@ -31,7 +31,7 @@ class PromptDecoder(nn.Module):
     #   the transposed convolutions are gone; one small 8-D transpose places the final mask's pixels;
     # - the image tokens' attention to the few prompt tokens runs its heads as block-diagonal matmuls, and the
     #   embedding's one layout change is written as the permutation OpenVINO runs as a fast reorder
-    #   (`_attend_few_keys`, `layout.channels_to_tokens`): OpenVINO bf16 1.16-1.18x (50-52 -> 58-62
+    #   (`_attend_few_keys`, `layout.channels_to_tokens`): OpenVINO bf16 1.16-1.19x (51-52 -> 59-62
     #   prompts/s, bench/results/decoder_graph_ab.json).
     # Same weights, same arithmetic up to summation order (masks within 1e-4 of segment-anything's).
 
