@@ -57,8 +57,9 @@ def test_openvino_refusals(lite_artefacts, tiny_artefacts):
 
 
 def test_a_batch_split_over_streams_equals_one_request(lite_artefacts):
-    """On 2+ threads a batch runs as parts on single-threaded streams: the same outputs as one request, the parts
-    joined in order, a 1x1 mask input given whole to every part and a per-prompt one split with the batch."""
+    """On 2+ threads a batch runs as parts on single-threaded streams, each part on a compile for its own shape:
+    the same outputs as one request of the dynamic-batch compile, the parts joined in order (3 = 2 + 1: two
+    compiles at once), a 1x1 mask input given whole to every part and a per-prompt one split with the batch."""
     ov = create_backend("openvino", "litemedsam", artefact=lite_artefacts["encoder"].path.parent)
     if not ov.encoder.streamable:
         pytest.skip("one inference thread here: no streams")
@@ -76,3 +77,27 @@ def test_a_batch_split_over_streams_equals_one_request(lite_artefacts):
             single, single_iou = ov.decode(streamed[b:b + 1], coords[b:b + 1], labels[b:b + 1], one)
             torch.testing.assert_close(masks[b:b + 1], single, atol=1e-4, rtol=0)
             torch.testing.assert_close(iou[b:b + 1], single_iou, atol=1e-5, rtol=0)
+
+
+def test_each_input_shape_gets_its_own_compile_and_few_are_kept(lite_artefacts):
+    """Static-shape compiles, one per input shape met (and per streamed or not), least recently used dropped past
+    SHAPES_KEPT; a shape met again after its compile was dropped is compiled again and gives the same masks."""
+    from semisam_fast.backends.openvino_backend import SHAPES_KEPT
+
+    ov = create_backend("openvino", "litemedsam", artefact=lite_artefacts["decoder"].path)
+    decoder = ov.decoder
+    assert not decoder.per_shape  # the backend's decoder keeps one compile: a round's calls vary in size
+    decoder.per_shape = True  # the encoder's way, on the quicker model to compile
+    calls = 2 * SHAPES_KEPT + 2  # with 2 streams: parts of 1 .. SHAPES_KEPT + 1 prompts
+    embeddings = torch.randn(calls, 256, 64, 64)
+    coords, labels = box_prompts(torch.tensor([[30.0, 40.0, 150.0, 170.0]]).expand(calls, 1, 4))
+    first = ov.decode(embeddings[:1], coords[:1], labels[:1])[0]
+    single = ((1, 256, 64, 64), False)  # the one-request compile of a single prompt, met first
+    assert [(key[0][0], key[1]) for key in decoder._compiles] == [single]
+    for n in range(1, calls + 1):
+        masks = ov.decode(embeddings[:n], coords[:n], labels[:n])[0]
+        torch.testing.assert_close(masks[:1], first, atol=1e-4, rtol=0)
+    kept = [(key[0][0], key[1]) for key in decoder._compiles]
+    assert len(kept) == SHAPES_KEPT and single not in kept
+    torch.testing.assert_close(ov.decode(embeddings[:1], coords[:1], labels[:1])[0], first, atol=1e-4, rtol=0)
+    assert [(key[0][0], key[1]) for key in decoder._compiles][-1] == single

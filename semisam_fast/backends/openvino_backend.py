@@ -2,6 +2,7 @@
 bf16. OpenVINO is an optional extra (`pip install 'semisam-fast[openvino]'`); without it this backend says so."""
 from __future__ import annotations
 
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,7 @@ def import_openvino():
 class OpenVinoModel:
     """One .onnx file (with its sidecar) compiled for the CPU at one inference precision."""
 
-    def __init__(self, path: str | Path, precision: str, threads: int | None = None) -> None:
+    def __init__(self, path: str | Path, precision: str, threads: int | None = None, per_shape: bool = False) -> None:
         ov = import_openvino()
         self.path = Path(path)
         self.meta = read_sidecar(self.path)
@@ -38,62 +39,77 @@ class OpenVinoModel:
         config = {"INFERENCE_PRECISION_HINT": HINTS[precision]}
         if threads:
             config["INFERENCE_NUM_THREADS"] = int(threads)
-        try:
+        try:  # the dynamic-batch compile: checks the file, and runs models too large to compile once per shape
             self.compiled = core.compile_model(core.read_model(str(self.path)), "CPU", config)
         except Exception as exc:  # OpenVINO raises its own RuntimeError subclasses with long messages
             raise UserError(f"OpenVINO cannot compile {self.path.name}: {str(exc).splitlines()[0][:160]}") from None
-        # A batch of 2 or more is split over one single-threaded stream per thread: on 2 cores that beats one
-        # two-threaded request by ~5% (encoder and decoder alike: the layout nodes between the matmuls do not use
-        # both threads); each item's arithmetic is the same either way (tests/test_openvino.py). The streamed twin
-        # is a second compiled copy, made at the first batch and only for models under 1 GiB (not ViT-L/H).
-        self.threads = int(self.compiled.get_property("INFERENCE_NUM_THREADS"))
-        weights = sum(f.stat().st_size for f in self.path.parent.glob(self.path.name + "*") if f.is_file())
-        self.streamable = self.threads >= 2 and weights < 1 << 30
-        self._queue: _StreamQueue | None = None
-        self._core, self._config = core, config
         self.request = self.compiled.create_infer_request()
         self.input_names = [port.get_any_name() for port in self.compiled.inputs]
         self.compiled_precision = str(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
+        self.threads = int(self.compiled.get_property("INFERENCE_NUM_THREADS"))
+        # A batch of 2 or more is split over one single-threaded stream per thread: on 2 cores that beats one
+        # two-threaded request by ~5% (the layout nodes between the matmuls do not use both threads). `per_shape`:
+        # compiled again for each input shape met, because the CPU plugin merges a transpose into the next reorder
+        # only when both shapes are static (the encoder's layout changes around its convolutions then cost
+        # nothing: `models/layout.conv_to_tokens`); worth it where a few shapes recur (the encoder's batches), not
+        # where each call has its own (a round's decoder calls, one per case). Models over 1 GiB (ViT-L/H) keep one
+        # compile and one request. Either way each item's arithmetic is its own (tests/test_openvino.py).
+        weights = sum(f.stat().st_size for f in self.path.parent.glob(self.path.name + "*") if f.is_file())
+        small = weights < 1 << 30
+        self.per_shape = per_shape and small
+        self.streamable = self.threads >= 2 and small
+        self._core, self._config = core, config
+        self._compiles: OrderedDict[tuple, list] = OrderedDict()  # (input shapes or None, streamed) -> requests
 
     def run(self, feeds: dict[str, torch.Tensor]) -> list[torch.Tensor]:
         arrays = {name: np.ascontiguousarray(tensor.detach().cpu().numpy()) for name, tensor in feeds.items()}
         batch = len(next(iter(arrays.values())))
-        if not self.streamable or batch < 2:
-            results = self.request.infer(arrays)
-            return [torch.from_numpy(np.array(results[port], dtype=np.float32)) for port in self.compiled.outputs]
-        return [torch.from_numpy(part) for part in self._stream_queue().run(arrays, batch)]
+        parts = split_batch(arrays, batch, self.threads if self.streamable else 1)
+        streamed = len(parts) > 1
+        running = []
+        for part in parts:
+            requests = self._requests_for(part, streamed)
+            request = requests[sum(r in requests for r in running)]  # parts of one shape take its requests in turn
+            request.start_async(part)
+            running.append(request)
+        outputs = []
+        for request in running:
+            request.wait()
+            outputs.append([np.array(tensor.data, dtype=np.float32) for tensor in request.output_tensors])
+        return [torch.from_numpy(np.concatenate(joined)) for joined in zip(*outputs)]
 
-    def _stream_queue(self) -> _StreamQueue:
-        if self._queue is None:
-            # read again rather than kept: the parsed graph holds a copy of the weights
-            streamed = self._core.compile_model(self._core.read_model(str(self.path)), "CPU",
-                                                {**self._config, "PERFORMANCE_HINT": "THROUGHPUT",
-                                                 "NUM_STREAMS": str(self.threads)})
-            self._queue = _StreamQueue(import_openvino(), streamed, self.threads)
-        return self._queue
+    def _requests_for(self, arrays: dict[str, np.ndarray], streamed: bool) -> list:
+        shapes = tuple(arrays[name].shape for name in self.input_names) if self.per_shape else None
+        if shapes is None and not streamed:
+            return [self.request]
+        key = (shapes, streamed)
+        if key in self._compiles:
+            self._compiles.move_to_end(key)
+            return self._compiles[key]
+        if len(self._compiles) >= SHAPES_KEPT:
+            self._compiles.popitem(last=False)
+        model = self._core.read_model(str(self.path))  # read again rather than kept: it holds a copy of the weights
+        if shapes is not None:
+            model.reshape(dict(zip(self.input_names, shapes)))
+        config = self._config
+        if streamed:  # unpinned where a batch's uneven parts run on two static compiles at once: pinned, both
+            # take the first core (LiteMedSAM bf16 encoder, batch 3 as 2 + 1: 453 against 350 ms a slice)
+            config = {**config, "PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": str(self.threads),
+                      "ENABLE_CPU_PINNING": shapes is None}
+        compiled = self._core.compile_model(model, "CPU", config)
+        self._compiles[key] = [compiled.create_infer_request() for _ in range(self.threads if streamed else 1)]
+        return self._compiles[key]
 
 
-class _StreamQueue:
-    """One batch split along its first axis over the streams of a THROUGHPUT-compiled model, joined in order.
-    Inputs whose first axis is not the batch (a 1x1 mask input, has_mask_input) go to every part whole."""
+SHAPES_KEPT = 8  # compiles kept per model: an embed run meets its batch and the smaller last ones of volumes
 
-    def __init__(self, ov, compiled, streams: int) -> None:
-        self.streams = streams
-        self.queue = ov.AsyncInferQueue(compiled, streams)
-        self.parts: list = []
-        self.queue.set_callback(self._done)
 
-    def _done(self, request, index: int) -> None:
-        self.parts[index] = [np.array(tensor.data, dtype=np.float32) for tensor in request.output_tensors]
-
-    def run(self, arrays: dict[str, np.ndarray], batch: int) -> list[np.ndarray]:
-        bounds = np.linspace(0, batch, min(self.streams, batch) + 1).round().astype(int)
-        self.parts = [None] * (len(bounds) - 1)
-        for index, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])):
-            part = {name: (a[lo:hi] if a.ndim >= 2 and a.shape[0] == batch else a) for name, a in arrays.items()}
-            self.queue.start_async(part, userdata=index)
-        self.queue.wait_all()
-        return [np.concatenate(outputs) for outputs in zip(*self.parts)]
+def split_batch(arrays: dict[str, np.ndarray], batch: int, parts: int) -> list[dict[str, np.ndarray]]:
+    """A batch as up to `parts` near-equal parts along its first axis. Inputs whose first axis is not the batch
+    (a 1x1 mask input, has_mask_input) go to every part whole."""
+    bounds = np.linspace(0, batch, min(parts, batch) + 1).round().astype(int)
+    return [{name: (a[lo:hi] if a.ndim >= 2 and a.shape[0] == batch else a) for name, a in arrays.items()}
+            for lo, hi in zip(bounds[:-1], bounds[1:])]
 
 
 class OpenVinoBackend(Backend):
@@ -106,7 +122,7 @@ class OpenVinoBackend(Backend):
             raise UserError(f"the openvino backend runs {' or '.join(HINTS)}, not {precision!r}")
         if encoder is None and decoder is None:
             raise UserError("openvino backend needs an encoder and/or decoder .onnx file")
-        self.encoder = OpenVinoModel(encoder, precision, threads) if encoder else None
+        self.encoder = OpenVinoModel(encoder, precision, threads, per_shape=True) if encoder else None
         self.decoder = OpenVinoModel(decoder, precision, threads) if decoder else None
         self.adopt_artefacts(self.encoder, self.decoder, model, checkpoint_sha256)
         self.precision = precision  # the compute precision (the files are fp32): what a cache fingerprint records

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layout import channels_to_tokens
+from .layout import conv_to_tokens
 
 
 def _patch_merging_forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -20,7 +20,7 @@ def _patch_merging_forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
     x = self.act(self.conv1(x))
     x = self.act(self.conv2(x))
     x = self.conv3(x)
-    return channels_to_tokens(x)
+    return conv_to_tokens(x)
 
 
 # The two below keep TinyViT's arithmetic and change only how its layout changes are written, for OpenVINO's CPU
@@ -48,7 +48,7 @@ def _block_forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
         x = x.reshape(batch, n_h * window, n_w * window, channels)[:, :height, :width].reshape(batch, length, channels)
     x = shortcut + self.drop_path(x)
     x = self.local_conv(x.view(batch, height, width, channels).permute(0, 3, 1, 2))
-    x = channels_to_tokens(x)
+    x = conv_to_tokens(x)
     return x + self.drop_path(self.mlp(x))
 
 
