@@ -74,6 +74,7 @@ def encoder_section(model: str, device: str, batches: tuple[int, ...], repeats: 
     compiled = None
     if compile_batches:
         compiled = TorchBackend(load_model(model, checkpoint), device=device, precision="fp16", compile=True)
+    per_image = bench.gflop(lambda: eager["fp32"].encode(torch.randn(1, 3, size, size, device=device)))
     rows, compile_s = {}, {}
     for batch in batches:
         x = torch.randn(batch, 3, size, size, device=device)
@@ -87,8 +88,10 @@ def encoder_section(model: str, device: str, batches: tuple[int, ...], repeats: 
             notes.setdefault("compiled_fp16_rel_error", {})[batch] = float((got - reference).norm() / reference.norm())
             candidates["torch_fp16_compiled_cudagraphs"] = lambda x=x: compiled.encode(x)
         log(f"encoder {model} batch {batch}: {', '.join(candidates)}")
-        rows[f"batch_{batch}"] = bench.summarise(bench.interleaved(candidates, repeats, warmup=2), "torch_fp32", batch)
-    return {"encoder": rows, "compile_and_capture_s": compile_s, "notes": notes, "input_size": size}
+        rows[f"batch_{batch}"] = bench.summarise(bench.interleaved(candidates, repeats, warmup=2), "torch_fp32", batch,
+                                                 gflop_per_item=per_image)
+    return {"encoder": rows, "gflop_per_image": per_image, "compile_and_capture_s": compile_s, "notes": notes,
+            "input_size": size}
 
 
 def main() -> None:

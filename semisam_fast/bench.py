@@ -48,14 +48,28 @@ def interleaved(candidates: dict[str, Callable[[], object]], repeats: int, warmu
     return times
 
 
-def summarise(times: dict[str, list[float]], reference: str, items: int = 1, unit: str = "images") -> dict:
+def summarise(times: dict[str, list[float]], reference: str, items: int = 1, unit: str = "images",
+              gflop_per_item: float | None = None) -> dict:
+    """Median, spread and ratio to `reference` per candidate; with `gflop_per_item`, the GFLOP/s that makes."""
     ref = statistics.median(times[reference])
     out = {}
     for name, values in times.items():
         med = statistics.median(values)
         out[name] = {"median_s": med, "min_s": min(values), "max_s": max(values), "repeats": len(values),
                      f"{unit}_per_s": items / med, f"speedup_vs_{reference}": ref / med}
+        if gflop_per_item is not None:
+            out[name]["gflops"] = items * gflop_per_item / med
     return out
+
+
+def gflop(work: Callable[[], object]) -> float:
+    """GFLOP of one call of a torch forward, by torch's FLOP counter (matmuls and convolutions, 2 per
+    multiply-add): the arithmetic every runtime's copy of that graph does."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        work()
+    return counter.get_total_flops() / 1e9
 
 
 def _artefacts(model: str, engines: Path, precisions: list[str], log) -> dict[str, Path]:
@@ -103,6 +117,7 @@ def bench_encoder(model: str = "litemedsam", precisions: tuple[str, ...] = ("fp3
         openvino_gates["torch_bf16"] = {"mask_iou": report.mask_iou, "mask_iou_min": report.mask_iou_min,
                                         "passed": report.passed,
                                         "embedding_rel_l2": report.figures["embedding_rel_l2"]}
+    per_image = gflop(lambda: loaded.encoder(images[:1]))
     results = {}
     for batch in batches:
         x = images[:batch]
@@ -112,13 +127,15 @@ def bench_encoder(model: str = "litemedsam", precisions: tuple[str, ...] = ("fp3
         candidates.update({f"onnxruntime_{p}": (lambda x=x, b=b: b.encode(x)) for p, b in onnx.items()})
         candidates.update({f"openvino_{p}": (lambda x=x, b=b: b.encode(x)) for p, b in openvino.items()})
         log(f"encoder {model} batch {batch}: {', '.join(candidates)}")
-        results[f"batch_{batch}"] = summarise(interleaved(candidates, repeats), "torch_fp32", batch)
+        results[f"batch_{batch}"] = summarise(interleaved(candidates, repeats), "torch_fp32", batch,
+                                              gflop_per_item=per_image)
     gates = {p: read_sidecar(b.encoder.path).get("parity", {}) for p, b in onnx.items()}
     parity = {f"onnxruntime_{p}": {"mask_iou": g.get("mask_iou"), "mask_iou_min": g.get("mask_iou_min"),
                                    "passed": g.get("passed")} for p, g in gates.items()}
     parity.update(openvino_gates)
     exports = {f"onnx_{p}": read_sidecar(b.encoder.path).get("export_peak_rss_gb") for p, b in onnx.items()}
-    return {"encoder": results, "model": model, "parity": parity, "export_peak_rss_gb": exports,
+    return {"encoder": results, "model": model, "gflop_per_image": per_image, "parity": parity,
+            "export_peak_rss_gb": exports,
             "providers": {p: b.encoder.provider for p, b in onnx.items()}}
 
 
@@ -174,6 +191,7 @@ def bench_decoder(model: str = "litemedsam", n_slices: int = 16, repeats: int = 
     with torch.inference_mode():
         embeddings = torch.cat([loaded.encoder(loaded.preprocess(s[None])) for s in samples.slices]).to(device)
     torch_backend = TorchBackend(loaded, device=device)
+    per_prompt = gflop(lambda: decode_slices(torch_backend, embeddings[:1], labels[:1], frame))
     candidates = {"batched_torch": lambda: decode_slices(torch_backend, embeddings, labels, frame)}
     if device.startswith("cuda"):
         half = TorchBackend(load_model(model), device=device, precision="fp16")
@@ -205,16 +223,20 @@ def bench_decoder(model: str = "litemedsam", n_slices: int = 16, repeats: int = 
     predictor.input_size = frame.resized
     boxes_input = boxes_to_input(samples.boxes, frame).to(device)
 
-    def looped():
+    def looped(count: int = n_slices):
         with torch.inference_mode():
-            for i in range(n_slices):
+            for i in range(count):
                 predictor.features = embeddings[i:i + 1]
                 predictor.predict_torch(None, None, boxes=boxes_input[i:i + 1], multimask_output=False,
                                         return_logits=True)
 
+    per_prompt_sam = gflop(lambda: looped(1))  # segment-anything's decoder: no block-diagonal zeros
     candidates = {"sampredictor_loop": looped, **candidates}
     log(f"decoder {model}: {n_slices} box prompts, {', '.join(candidates)}")
-    return {"decoder": summarise(interleaved(candidates, repeats), "sampredictor_loop", n_slices, "prompts"),
+    summary = summarise(interleaved(candidates, repeats), "sampredictor_loop", n_slices, "prompts",
+                        gflop_per_item=per_prompt)
+    summary["sampredictor_loop"]["gflops"] = n_slices * per_prompt_sam / summary["sampredictor_loop"]["median_s"]
+    return {"decoder": summary, "gflop_per_prompt": per_prompt, "gflop_per_prompt_sampredictor": per_prompt_sam,
             "prompts_per_call": n_slices, "decoder_device": device, "mask_iou_vs_torch_fp32": agreement}
 
 
