@@ -136,6 +136,7 @@ def bench_encoder(model: str = "litemedsam", precisions: tuple[str, ...] = ("fp3
     exports = {f"onnx_{p}": read_sidecar(b.encoder.path).get("export_peak_rss_gb") for p, b in onnx.items()}
     return {"encoder": results, "model": model, "gflop_per_image": per_image, "parity": parity,
             "export_peak_rss_gb": exports,
+            "openvino_kernels": {p: b.encoder.kernels() for p, b in openvino.items()},  # of the last batch's compile
             "providers": {p: b.encoder.provider for p, b in onnx.items()}}
 
 
@@ -193,6 +194,7 @@ def bench_decoder(model: str = "litemedsam", n_slices: int = 16, repeats: int = 
     torch_backend = TorchBackend(loaded, device=device)
     per_prompt = gflop(lambda: decode_slices(torch_backend, embeddings[:1], labels[:1], frame))
     candidates = {"batched_torch": lambda: decode_slices(torch_backend, embeddings, labels, frame)}
+    openvino: dict = {}
     if device.startswith("cuda"):
         half = TorchBackend(load_model(model), device=device, precision="fp16")
         candidates["batched_torch_fp16"] = lambda: decode_slices(half, embeddings, labels, frame)
@@ -203,7 +205,8 @@ def bench_decoder(model: str = "litemedsam", n_slices: int = 16, repeats: int = 
             export(model, part="decoder", out=engines)
         onnx = OnnxBackend(decoder=decoder_path, provider=provider)
         candidates["batched_onnxruntime"] = lambda: decode_slices(onnx, embeddings, labels, frame)
-        for precision, backend in _openvino_decoders(decoder_path, log).items():
+        openvino = _openvino_decoders(decoder_path, log)
+        for precision, backend in openvino.items():
             candidates[f"batched_openvino_{precision}"] = partial(decode_slices, backend, embeddings, labels, frame)
     # each batched runtime's masks against torch fp32's, on the same prompts: a speed-up is worth its agreement
     with torch.inference_mode():
@@ -237,7 +240,8 @@ def bench_decoder(model: str = "litemedsam", n_slices: int = 16, repeats: int = 
                         gflop_per_item=per_prompt)
     summary["sampredictor_loop"]["gflops"] = n_slices * per_prompt_sam / summary["sampredictor_loop"]["median_s"]
     return {"decoder": summary, "gflop_per_prompt": per_prompt, "gflop_per_prompt_sampredictor": per_prompt_sam,
-            "prompts_per_call": n_slices, "decoder_device": device, "mask_iou_vs_torch_fp32": agreement}
+            "prompts_per_call": n_slices, "decoder_device": device, "mask_iou_vs_torch_fp32": agreement,
+            "openvino_kernels": {p: b.decoder.kernels() for p, b in openvino.items()}}
 
 
 def _openvino_decoders(decoder_path: Path, log) -> dict:

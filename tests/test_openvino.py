@@ -47,6 +47,11 @@ def test_openvino_bf16_is_gated_and_fingerprinted_apart(lite_artefacts):
     f32 = create_backend("openvino", "litemedsam", artefact=encoder)
     bf16 = create_backend("openvino", "litemedsam", artefact=encoder, precision="bf16")
     assert backend_fingerprint(f32)["precision"] == "fp32" and backend_fingerprint(bf16)["precision"] == "bf16"
+    # which kernels the plugin really picked, as bench JSONs record them: bf16 matmuls on this CPU
+    bf16.encode(torch.rand(1, 3, 256, 256))
+    kernels = bf16.describe()["encoder"]["kernels"]
+    linear = {name: n for name, n in kernels.items() if name.startswith("FullyConnected")}
+    assert linear and all(name.endswith("_bf16") for name in linear), kernels
 
 
 def test_openvino_refusals(lite_artefacts, tiny_artefacts):

@@ -2,7 +2,7 @@
 bf16. OpenVINO is an optional extra (`pip install 'semisam-fast[openvino]'`); without it this backend says so."""
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -59,7 +59,8 @@ class OpenVinoModel:
         self.per_shape = per_shape and small
         self.streamable = self.threads >= 2 and small
         self._core, self._config = core, config
-        self._compiles: OrderedDict[tuple, list] = OrderedDict()  # (input shapes or None, streamed) -> requests
+        self._compiles: OrderedDict[tuple, tuple] = OrderedDict()  # (shapes or None, streamed) -> compile, requests
+        self._last_compiled = self.compiled  # the compile that ran last: whose kernels `kernels` reports
 
     def run(self, feeds: dict[str, torch.Tensor]) -> list[torch.Tensor]:
         arrays = {name: np.ascontiguousarray(tensor.detach().cpu().numpy()) for name, tensor in feeds.items()}
@@ -81,11 +82,13 @@ class OpenVinoModel:
     def _requests_for(self, arrays: dict[str, np.ndarray], streamed: bool) -> list:
         shapes = tuple(arrays[name].shape for name in self.input_names) if self.per_shape else None
         if shapes is None and not streamed:
+            self._last_compiled = self.compiled
             return [self.request]
         key = (shapes, streamed)
         if key in self._compiles:
             self._compiles.move_to_end(key)
-            return self._compiles[key]
+            self._last_compiled, requests = self._compiles[key]
+            return requests
         if len(self._compiles) >= SHAPES_KEPT:
             self._compiles.popitem(last=False)
         model = self._core.read_model(str(self.path))  # read again rather than kept: it holds a copy of the weights
@@ -97,10 +100,25 @@ class OpenVinoModel:
             config = {**config, "PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": str(self.threads),
                       "ENABLE_CPU_PINNING": shapes is None}
         compiled = self._core.compile_model(model, "CPU", config)
-        self._compiles[key] = [compiled.create_infer_request() for _ in range(self.threads if streamed else 1)]
-        return self._compiles[key]
+        requests = [compiled.create_infer_request() for _ in range(self.threads if streamed else 1)]
+        self._compiles[key] = (compiled, requests)
+        self._last_compiled = compiled
+        return requests
+
+    def kernels(self) -> dict[str, int]:
+        """The CPU plugin's kernel per compute node of the compile that ran last, counted ("FullyConnected
+        brgemm_avx512_bf16": 40): which ISA and precision OpenVINO really picked. Dynamic shapes read "undef" until
+        a first inference."""
+        found = Counter()
+        for op in self._last_compiled.get_runtime_model().get_ordered_ops():
+            info = op.get_rt_info()
+            layer = info["layerType"].astype(str) if "layerType" in info else ""
+            if layer in COMPUTE_LAYERS:
+                found[f"{layer} {info['primitiveType'].astype(str)}"] += 1
+        return dict(found.most_common())
 
 
+COMPUTE_LAYERS = ("FullyConnected", "MatMul", "Convolution", "GroupConvolution", "Deconvolution", "Subgraph")
 SHAPES_KEPT = 8  # compiles kept per model: an embed run meets its batch and the smaller last ones of volumes
 
 
@@ -144,7 +162,8 @@ class OpenVinoBackend(Backend):
 
     def describe(self) -> dict:
         ov = import_openvino()
-        parts = {part: {"path": str(item.path), "inference_precision": item.compiled_precision}
+        parts = {part: {"path": str(item.path), "inference_precision": item.compiled_precision,
+                        "kernels": item.kernels()}
                  for part, item in (("encoder", self.encoder), ("decoder", self.decoder)) if item is not None}
         return {"backend": self.name, "model": self.model, "precision": self.precision, "device": self.device,
                 "openvino": ov.__version__, **parts}
