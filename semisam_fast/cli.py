@@ -424,9 +424,10 @@ def main(argv: Optional[list] = None) -> None:
         print(_bug(exc), file=sys.stderr)
         code = 1
     if code == 0:
-        from .distributed import close_world
+        from .distributed import close_world, exit_launched
 
-        close_world()  # a torchrun launch leaves its process group (a no-op otherwise)
+        if close_world():  # a torchrun launch leaves its process group, then skips the native teardown
+            exit_launched(code)
     sys.exit(code)
 
 

@@ -29,7 +29,7 @@ def digest(state: dict | None) -> str | None:
 def main() -> None:
     import torch
 
-    from semisam_fast.distributed import close_world, world_from_env
+    from semisam_fast.distributed import close_world, exit_launched, world_from_env
     from semisam_fast.train import build_trainer, preset
 
     run_dir, data, cache, until, *pairs = sys.argv[1:]
@@ -57,7 +57,8 @@ def main() -> None:
     if world.leader:
         torch.save(trainer.student.state_dict(), Path(run_dir) / "student.pt")
         (Path(run_dir) / "processes.json").write_text(json.dumps(everyone))
-    close_world()
+    if close_world():
+        exit_launched(0)  # as the CLI does after a torchrun launch
 
 
 if __name__ == "__main__":

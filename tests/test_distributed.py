@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -36,17 +37,27 @@ def _embed_args(data: Path, cache: Path) -> list[str]:
 NATIVE_ABORT = "terminate called without an active exception"
 
 
-def _torchrun(*args: str, retry_native_abort: bool = True) -> subprocess.CompletedProcess:
+def _torchrun(*args: str, retry_native_abort: bool = True, restore: Path | None = None) -> subprocess.CompletedProcess:
     """A two-process launch. PYTHONFAULTHANDLER: a rank that aborts prints where its Python threads were. A launch
-    in which a rank died of NATIVE_ABORT is run once more, with a warning that carries the first stderr: in two
-    full-suite runs here a rank aborted so in native code (the message of upstream's gloo flake,
-    pytorch/pytorch#65231), once before its first training step and once right after a round, and these tests run
-    alone have not reproduced it. A launch run again must still pass every assertion."""
+    in which a rank died of NATIVE_ABORT is run once more, with a warning that carries the first stderr: in full-suite
+    runs here a rank aborted so in native code (the message of upstream's gloo flake, pytorch/pytorch#65231), before
+    its first training step, right after a round, and once after the run's last checkpoint; these tests run alone
+    have not reproduced it. `restore`: the folder the launch writes, put back as it was before the launch ahead of
+    the second one, which would otherwise resume from the first one's checkpoints. A launch run again must still pass
+    every assertion."""
     env = {**os.environ, "SEMISAM_DIST_BACKEND": "gloo", "PYTHONFAULTHANDLER": "1"}
-    result = subprocess.run([*TORCHRUN, *args], capture_output=True, text=True, timeout=600, env=env)
-    if retry_native_abort and result.returncode != 0 and NATIVE_ABORT in result.stderr:
-        warnings.warn(f"a torchrun rank aborted natively; launched again. stderr:\n{result.stderr[-4000:]}")
+    with tempfile.TemporaryDirectory() as scratch:
+        before = Path(scratch) / "before"
+        if retry_native_abort and restore is not None and restore.exists():
+            shutil.copytree(restore, before)
         result = subprocess.run([*TORCHRUN, *args], capture_output=True, text=True, timeout=600, env=env)
+        if retry_native_abort and result.returncode != 0 and NATIVE_ABORT in result.stderr:
+            warnings.warn(f"a torchrun rank aborted natively; launched again. stderr:\n{result.stderr[-4000:]}")
+            if restore is not None:
+                shutil.rmtree(restore, ignore_errors=True)
+                if before.exists():
+                    shutil.copytree(before, restore)
+            result = subprocess.run([*TORCHRUN, *args], capture_output=True, text=True, timeout=600, env=env)
     return result
 
 
@@ -90,7 +101,7 @@ def test_cases_are_dealt_largest_first_each_once():
 
 
 def test_two_processes_build_the_single_process_cache(uneven, single, tmp_path):
-    result = _torchrun("-m", "semisam_fast.cli", *_embed_args(uneven, tmp_path / "double"))
+    result = _torchrun("-m", "semisam_fast.cli", *_embed_args(uneven, tmp_path / "double"), restore=tmp_path / "double")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "by 2 processes" in result.stderr
     _same_cache(single, tmp_path / "double")
@@ -125,7 +136,7 @@ def _drive(processes: int, run: Path, data: Path, cache: str, until: int, *optio
     if processes == 1:
         result = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=600)
     else:
-        result = _torchrun(*args)
+        result = _torchrun(*args, restore=run)
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads((run / "processes.json").read_text())
 
@@ -158,7 +169,7 @@ def ddp_run(ddp_data, tmp_path_factory) -> Path:
     """A SemiSAM run (pseudo-label rounds) of two processes through the real command under torchrun."""
     data, cache = ddp_data
     run = tmp_path_factory.mktemp("ddp") / "whole"
-    whole = _torchrun("-m", "semisam_fast.cli", *_train_cli(run, data, cache))
+    whole = _torchrun("-m", "semisam_fast.cli", *_train_cli(run, data, cache), restore=run)
     assert whole.returncode == 0, whole.stderr[-3000:]
     assert "by 2 processes" in whole.stderr
     return run
@@ -201,7 +212,7 @@ def test_two_process_pseudo_label_writes_the_single_process_masks_and_report(ddp
         args += ["--run-dir", str(ddp_run)]  # torchrun would take --run for its own --run-path
     alone = run_cli(*args, "--out", str(tmp_path / "one"))
     assert alone.returncode == 0, alone.stderr
-    pair = _torchrun("-m", "semisam_fast.cli", *args, "--out", str(tmp_path / "two"))
+    pair = _torchrun("-m", "semisam_fast.cli", *args, "--out", str(tmp_path / "two"), restore=tmp_path / "two")
     assert pair.returncode == 0, pair.stderr[-3000:]
     assert "7 mask volumes" in pair.stderr and "by 2 processes" in pair.stderr
     one, two = (json.loads((tmp_path / d / "report.json").read_text()) for d in ("one", "two"))
