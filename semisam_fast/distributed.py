@@ -96,7 +96,7 @@ def exit_launched(code: int) -> NoReturn:
     """End a torchrun-launched process whose work is written, without the interpreter's native teardown. On this
     CPU a gloo rank aborted in that teardown in 2 of 13 finished launches ("terminate called without an active
     exception", no Python frame left; upstream's pytorch/pytorch#65231), so torchrun reported a failed run whose
-    outputs were all written; skipping the teardown, 0 of 30 (tests/ddp_driver.py in a loop)."""
+    outputs were all written; skipping the teardown, 0 of 45 (tests/ddp_driver.py in a loop)."""
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)

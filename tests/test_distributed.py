@@ -9,8 +9,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -34,31 +32,11 @@ def _embed_args(data: Path, cache: Path) -> list[str]:
     return ["embed", "--data", str(data), "--model", "tiny", "--batch", "4", "--cache", str(cache)]
 
 
-NATIVE_ABORT = "terminate called without an active exception"
-
-
-def _torchrun(*args: str, retry_native_abort: bool = True, restore: Path | None = None) -> subprocess.CompletedProcess:
-    """A two-process launch. PYTHONFAULTHANDLER: a rank that aborts prints where its Python threads were. A launch
-    in which a rank died of NATIVE_ABORT is run once more, with a warning that carries the first stderr: in full-suite
-    runs here a rank aborted so in native code (the message of upstream's gloo flake, pytorch/pytorch#65231), before
-    its first training step, right after a round, and once after the run's last checkpoint; these tests run alone
-    have not reproduced it. `restore`: the folder the launch writes, put back as it was before the launch ahead of
-    the second one, which would otherwise resume from the first one's checkpoints. A launch run again must still pass
-    every assertion."""
+def _torchrun(*args: str) -> subprocess.CompletedProcess:
+    """A two-process launch. PYTHONFAULTHANDLER: a rank that aborts prints where its Python threads were (a rank
+    once aborted natively in the interpreter's teardown after a finished run; `distributed.exit_launched`)."""
     env = {**os.environ, "SEMISAM_DIST_BACKEND": "gloo", "PYTHONFAULTHANDLER": "1"}
-    with tempfile.TemporaryDirectory() as scratch:
-        before = Path(scratch) / "before"
-        if retry_native_abort and restore is not None and restore.exists():
-            shutil.copytree(restore, before)
-        result = subprocess.run([*TORCHRUN, *args], capture_output=True, text=True, timeout=600, env=env)
-        if retry_native_abort and result.returncode != 0 and NATIVE_ABORT in result.stderr:
-            warnings.warn(f"a torchrun rank aborted natively; launched again. stderr:\n{result.stderr[-4000:]}")
-            if restore is not None:
-                shutil.rmtree(restore, ignore_errors=True)
-                if before.exists():
-                    shutil.copytree(before, restore)
-            result = subprocess.run([*TORCHRUN, *args], capture_output=True, text=True, timeout=600, env=env)
-    return result
+    return subprocess.run([*TORCHRUN, *args], capture_output=True, text=True, timeout=600, env=env)
 
 
 def _same_cache(a: Path, b: Path) -> None:
@@ -101,7 +79,7 @@ def test_cases_are_dealt_largest_first_each_once():
 
 
 def test_two_processes_build_the_single_process_cache(uneven, single, tmp_path):
-    result = _torchrun("-m", "semisam_fast.cli", *_embed_args(uneven, tmp_path / "double"), restore=tmp_path / "double")
+    result = _torchrun("-m", "semisam_fast.cli", *_embed_args(uneven, tmp_path / "double"))
     assert result.returncode == 0, result.stderr[-3000:]
     assert "by 2 processes" in result.stderr
     _same_cache(single, tmp_path / "double")
@@ -111,7 +89,7 @@ def test_two_processes_build_the_single_process_cache(uneven, single, tmp_path):
 
 def test_a_process_killed_mid_build_then_a_rerun_gives_the_same_cache(uneven, single, tmp_path):
     cache = tmp_path / "killed"
-    killed = _torchrun(str(DRIVER), "shard@1", "2", *_embed_args(uneven, cache), retry_native_abort=False)
+    killed = _torchrun(str(DRIVER), "shard@1", "2", *_embed_args(uneven, cache))
     assert killed.returncode != 0  # rank 1 died after its second shard; torchrun stopped the launch
     partial = len(list((cache / "shards").glob("*.npy")))
     assert 0 < partial < len(list((single / "shards").glob("*.npy")))
@@ -136,7 +114,7 @@ def _drive(processes: int, run: Path, data: Path, cache: str, until: int, *optio
     if processes == 1:
         result = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=600)
     else:
-        result = _torchrun(*args, restore=run)
+        result = _torchrun(*args)
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads((run / "processes.json").read_text())
 
@@ -169,7 +147,7 @@ def ddp_run(ddp_data, tmp_path_factory) -> Path:
     """A SemiSAM run (pseudo-label rounds) of two processes through the real command under torchrun."""
     data, cache = ddp_data
     run = tmp_path_factory.mktemp("ddp") / "whole"
-    whole = _torchrun("-m", "semisam_fast.cli", *_train_cli(run, data, cache), restore=run)
+    whole = _torchrun("-m", "semisam_fast.cli", *_train_cli(run, data, cache))
     assert whole.returncode == 0, whole.stderr[-3000:]
     assert "by 2 processes" in whole.stderr
     return run
@@ -212,7 +190,7 @@ def test_two_process_pseudo_label_writes_the_single_process_masks_and_report(ddp
         args += ["--run-dir", str(ddp_run)]  # torchrun would take --run for its own --run-path
     alone = run_cli(*args, "--out", str(tmp_path / "one"))
     assert alone.returncode == 0, alone.stderr
-    pair = _torchrun("-m", "semisam_fast.cli", *args, "--out", str(tmp_path / "two"), restore=tmp_path / "two")
+    pair = _torchrun("-m", "semisam_fast.cli", *args, "--out", str(tmp_path / "two"))
     assert pair.returncode == 0, pair.stderr[-3000:]
     assert "7 mask volumes" in pair.stderr and "by 2 processes" in pair.stderr
     one, two = (json.loads((tmp_path / d / "report.json").read_text()) for d in ("one", "two"))
