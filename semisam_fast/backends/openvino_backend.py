@@ -50,10 +50,11 @@ class OpenVinoModel:
         # A batch of 2 or more is split over one single-threaded stream per thread: on 2 cores that beats one
         # two-threaded request by ~5% (the layout nodes between the matmuls do not use both threads). `per_shape`:
         # compiled again for each input shape met, because the CPU plugin merges a transpose into the next reorder
-        # only when both shapes are static (the encoder's layout changes around its convolutions then cost
-        # nothing: `models/layout.conv_to_tokens`); worth it where a few shapes recur (the encoder's batches), not
-        # where each call has its own (a round's decoder calls, one per case). Models over 1 GiB (ViT-L/H) keep one
-        # compile and one request. Either way each item's arithmetic is its own (tests/test_openvino.py).
+        # only when both shapes are static (the encoder's layout changes around its convolutions then cost nothing:
+        # `models/layout.conv_to_tokens`; 1.14x, bench/openvino_per_shape.py). Worth it where a few shapes recur
+        # (the encoder's batches), not where each call has its own (a round's decoder calls, one per case). Models
+        # over 1 GiB (ViT-L/H) keep one compile and one request. Either way each item's arithmetic is its own
+        # (tests/test_openvino.py).
         weights = sum(f.stat().st_size for f in self.path.parent.glob(self.path.name + "*") if f.is_file())
         small = weights < 1 << 30
         self.per_shape = per_shape and small
@@ -95,10 +96,8 @@ class OpenVinoModel:
         if shapes is not None:
             model.reshape(dict(zip(self.input_names, shapes)))
         config = self._config
-        if streamed:  # unpinned where a batch's uneven parts run on two static compiles at once: pinned, both
-            # take the first core (LiteMedSAM bf16 encoder, batch 3 as 2 + 1: 453 against 350 ms a slice)
-            config = {**config, "PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": str(self.threads),
-                      "ENABLE_CPU_PINNING": shapes is None}
+        if streamed:
+            config = {**config, "PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": str(self.threads)}
         compiled = self._core.compile_model(model, "CPU", config)
         requests = [compiled.create_infer_request() for _ in range(self.threads if streamed else 1)]
         self._compiles[key] = (compiled, requests)
