@@ -1,21 +1,27 @@
-"""The reference backend: the PyTorch modules themselves (CPU or CUDA; fp32, fp16, bf16; optional torch.compile)."""
+"""The reference backend: the PyTorch modules themselves (CPU or CUDA; fp32, fp16, bf16; optional torch.compile).
+A SAM ViT encoder's attention runs through SDPA (`models/vit_attention.py`) unless `attention="eager"`."""
 from __future__ import annotations
 
 import torch
 
 from ..errors import UserError
 from ..models import LoadedModel
+from ..models.vit_attention import set_attention
 from .base import Backend
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+ATTENTION = ("sdpa", "eager")  # the ViT encoder's attention: fused SDPA, or segment-anything's own forward
 
 
 class TorchBackend(Backend):
     name = "torch"
 
-    def __init__(self, model: LoadedModel, device: str = "cpu", precision: str = "fp32", compile: bool = False) -> None:
+    def __init__(self, model: LoadedModel, device: str = "cpu", precision: str = "fp32", compile: bool = False,
+                 attention: str = "sdpa") -> None:
         if precision not in DTYPES:
             raise UserError(f"torch backend precision must be one of {', '.join(DTYPES)}, not {precision!r}")
+        if attention not in ATTENTION:
+            raise UserError(f"torch backend attention must be one of {', '.join(ATTENTION)}, not {attention!r}")
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise UserError("device 'cuda' asked for but torch sees no CUDA device")
         self.loaded = model
@@ -25,6 +31,8 @@ class TorchBackend(Backend):
         self.precision = precision
         self.dtype = DTYPES[precision]
         self.encoder = model.encoder.to(device=device, dtype=self.dtype).eval()
+        # in place on the loaded model's encoder (parameters shared); an encoder without ViT attention keeps its own
+        self.attention = attention if set_attention(self.encoder, attention) else "model's own"
         self.decoder = model.decoder.to(device=device, dtype=self.dtype).eval()
         self.compiled = compile
         # on CUDA, "reduce-overhead" captures CUDA graphs: one launch per call instead of one per kernel
@@ -51,4 +59,4 @@ class TorchBackend(Backend):
 
     def describe(self) -> dict:
         return {"backend": self.name, "model": self.model, "device": self.device, "precision": self.precision,
-                "compile": self.compiled, "torch": torch.__version__}
+                "compile": self.compiled, "attention": self.attention, "torch": torch.__version__}
