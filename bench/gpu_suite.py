@@ -1,7 +1,10 @@
-"""The GPU suite (bench/gpu.sh calls it): encoder throughput vs batch for litemedsam and vit_b (random init: timing
-only) over torch fp32/fp16/bf16 eager and torch.compile with CUDA graphs, onnxruntime's CUDA provider and TensorRT
-where they really are there; batched decoder prompts/s vs a SamPredictor loop; and the training iteration (mt,
-semisam on the cache, semisam online). Ratios are to torch fp32 eager in the same interleaved run.
+"""The GPU suite (bench/gpu.sh calls it): encoder throughput vs batch for litemedsam and vit_b (random init unless
+--vit-b-checkpoint: timing only) over torch fp32/fp16/bf16 eager, with SDPA attention (vit_b) and torch.compile with
+CUDA graphs, onnxruntime's CUDA provider and TensorRT where they really are there; batched decoder prompts/s vs a
+SamPredictor loop; the training iteration (mt, semisam on the cache, semisam online); and, with SEMISAM_LA_DIR, the
+whole LA pseudo-label pass (every slice embedded, every labelled slice decoded) end to end. Ratios are to torch fp32
+with segment-anything's own attention, in the same interleaved run. With a real ViT-B checkpoint each candidate's
+masks are gated against the fp32 reference on real slices (mask IoU; the goal's 0.97).
 
 Each section is written to the JSON as soon as it finishes and a failing section records its error and the suite
 goes on, so a short device lease still brings back what ran. `--device cpu --quick` is the smoke test for machines
@@ -10,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import tempfile
 import time
 import traceback
@@ -21,7 +25,10 @@ from semisam_fast import bench
 from semisam_fast.fsutil import write_json
 from semisam_fast.backends import OnnxBackend, TorchBackend, create_backend
 from semisam_fast.export import export
+from semisam_fast.export.parity import check_encoder
+from semisam_fast.label_pass import time_label_pass
 from semisam_fast.models import load_model
+from semisam_fast.samples import load_samples
 from semisam_fast.models.sam import build_vit
 
 
@@ -44,15 +51,22 @@ def runtimes() -> dict:
 
 
 def encoder_section(model: str, device: str, batches: tuple[int, ...], repeats: int, compile_batches: tuple[int, ...],
-                    work: Path, log) -> dict:
-    checkpoint = None
-    if model == "vit_b":
+                    work: Path, log, checkpoint: Path | None = None) -> dict:
+    if model == "vit_b" and checkpoint is None:
         torch.manual_seed(0)
         checkpoint = work / "vit_b_random.pth"
         torch.save(build_vit("vit_b").state_dict(), checkpoint)
     size = 256 if model == "litemedsam" else 1024
     precisions = ("fp32", "fp16", "bf16") if device.startswith("cuda") else ("fp32",)
-    eager = {p: TorchBackend(load_model(model, checkpoint), device=device, precision=p) for p in precisions}
+    # torch_<p>: segment-anything's own attention (the reference is torch_fp32); a ViT runs each precision through
+    # SDPA too (torch_<p>_sdpa)
+    backends = {}
+    for p in precisions:
+        backends[f"torch_{p}"] = TorchBackend(load_model(model, checkpoint), device=device, precision=p,
+                                              attention="eager")
+        candidate = TorchBackend(load_model(model, checkpoint), device=device, precision=p)
+        if candidate.attention == "sdpa":
+            backends[f"torch_{p}_sdpa"] = candidate
     extra, notes = {}, {}
     if device.startswith("cuda"):
         import onnxruntime as ort
@@ -74,24 +88,62 @@ def encoder_section(model: str, device: str, batches: tuple[int, ...], repeats: 
     compiled = None
     if compile_batches:
         compiled = TorchBackend(load_model(model, checkpoint), device=device, precision="fp16", compile=True)
-    per_image = bench.gflop(lambda: eager["fp32"].encode(torch.randn(1, 3, size, size, device=device)))
-    rows, compile_s = {}, {}
+        notes["compiled_attention"] = compiled.attention
+    reference = backends["torch_fp32"]
+    per_image = bench.gflop(lambda: reference.encode(torch.randn(1, 3, size, size, device=device)))
+    rows, compile_s, rel_l2 = {}, {}, {}
     for batch in batches:
         x = torch.randn(batch, 3, size, size, device=device)
-        candidates = {f"torch_{p}": (lambda b=b, x=x: b.encode(x)) for p, b in eager.items()}
-        candidates.update({k: (lambda b=b, x=x: b.encode(x)) for k, b in extra.items()})
+        expected = reference.encode(x)
+        timed = {**backends, **extra}
+        for name, backend in timed.items():
+            rel_l2.setdefault(name, {})[batch] = float((backend.encode(x) - expected).norm() / expected.norm())
+        candidates = {name: (lambda b=b, x=x: b.encode(x)) for name, b in timed.items()}
         if compiled is not None and batch in compile_batches:
             start = time.perf_counter()
             got = compiled.encode(x)  # first call compiles and captures the graph for this shape
             compile_s[batch] = time.perf_counter() - start
-            reference = eager["fp32"].encode(x)
-            notes.setdefault("compiled_fp16_rel_error", {})[batch] = float((got - reference).norm() / reference.norm())
+            rel_l2.setdefault("torch_fp16_compiled_cudagraphs", {})[batch] = float(
+                (got - expected).norm() / expected.norm())
             candidates["torch_fp16_compiled_cudagraphs"] = lambda x=x: compiled.encode(x)
         log(f"encoder {model} batch {batch}: {', '.join(candidates)}")
         rows[f"batch_{batch}"] = bench.summarise(bench.interleaved(candidates, repeats, warmup=2), "torch_fp32", batch,
                                                  gflop_per_item=per_image)
-    return {"encoder": rows, "gflop_per_image": per_image, "compile_and_capture_s": compile_s, "notes": notes,
-            "input_size": size}
+    result = {"encoder": rows, "gflop_per_image": per_image, "compile_and_capture_s": compile_s, "notes": notes,
+              "input_size": size, "embedding_rel_l2_vs_torch_fp32": rel_l2,
+              "weights": "random init (timing only)" if "random" in str(checkpoint) else str(checkpoint or "bundled")}
+    if model == "litemedsam" or "random" not in str(checkpoint):  # random weights make meaningless masks
+        result["mask_gate"] = _mask_gate(model, checkpoint, {**backends, **extra})
+    return result
+
+
+def _mask_gate(model: str, checkpoint: Path | None, candidates: dict) -> dict:
+    """Each candidate's masks against the CPU fp32 reference's on real slices (LA when SEMISAM_LA_DIR is set, else the
+    phantom), through the export gate's own check at issue 10's IoU 0.97: mask IoU, worst mask, embedding error. (The
+    compiled candidate is not gated here: new shapes would compile again; its embedding error is recorded.)"""
+    reference, samples = load_model(model, checkpoint), load_samples(4)
+    out = {}
+    for name, backend in candidates.items():
+        precision = next(p for p in ("fp32", "fp16", "bf16") if p in name)
+        report = check_encoder(backend, reference, samples, precision, threshold=0.97)
+        out[name] = {k: report.as_dict()[k] for k in ("mask_iou", "mask_iou_min", "threshold", "passed",
+                                                      "embedding_rel_l2", "samples")}
+    return out
+
+
+def la_pass_section(device: str, quick: bool) -> dict:
+    """All of LA pseudo-labelled (`label_pass.time_label_pass`): LiteMedSAM eager and compiled with CUDA graphs."""
+    la = os.environ.get("SEMISAM_LA_DIR")
+    if not la:
+        return {"skipped": "SEMISAM_LA_DIR is not set"}
+    on_gpu = device.startswith("cuda")
+    precision = "fp16" if on_gpu else "fp32"
+    variants = {f"torch_{precision}": {}}
+    if on_gpu:
+        variants[f"torch_{precision}_compiled_cudagraphs"] = {"compile": True}
+    return {name: time_label_pass(la, TorchBackend(load_model("litemedsam"), device=device, precision=precision,
+                                                   **kwargs), cases=1 if quick else None, batch=32, progress=False)
+            for name, kwargs in variants.items()}
 
 
 def main() -> None:
@@ -100,7 +152,10 @@ def main() -> None:
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--quick", action="store_true", help="small batches, no compile (smoke test)")
-    parser.add_argument("--only", default="litemedsam,vit_b,decoder,train,train_3d", help="comma-separated sections")
+    parser.add_argument("--only", default="litemedsam,vit_b,la_pseudo_label,decoder,train,train_3d",
+                        help="comma-separated sections")
+    parser.add_argument("--vit-b-checkpoint", type=Path, default=os.environ.get("SEMISAM_VIT_B_CHECKPOINT"),
+                        help="real SAM ViT-B weights: vit_b's candidates are then gated on masks too")
     args = parser.parse_args()
     out = Path(args.out)
     work = Path(tempfile.mkdtemp(prefix="semisam-gpu-"))
@@ -125,8 +180,9 @@ def main() -> None:
         "litemedsam", args.device, (1, 2) if quick else (1, 8, 32), args.repeats,
         () if quick or not on_gpu else (1, 32), work, print))
     section("vit_b", lambda: encoder_section(
-        "vit_b", args.device, (1,) if quick else (1, 4, 8), max(3, args.repeats // 2),
-        () if quick or not on_gpu else (8,), work, print))
+        "vit_b", args.device, (1,) if quick else (1, 8, 16), max(3, args.repeats // 2),
+        () if quick or not on_gpu else (8, 16), work, print, args.vit_b_checkpoint))
+    section("la_pseudo_label", lambda: la_pass_section(args.device, quick))
     section("decoder", lambda: bench.bench_decoder("litemedsam", n_slices=8 if quick else 64, repeats=args.repeats,
                                                    engines=work / "engines", device=args.device))
     section("train", lambda: bench.bench_train(steps=3 if quick else 20, engines=work / "engines",

@@ -379,8 +379,21 @@ def bench_run(data: Path, cache: Path, artefact: Path | None = None, list_file: 
 def run(what: str, out: Path, model: str = "litemedsam", precisions=("fp32", "int8"), batches=(1, 4),
         repeats: int = 5, engines: Path = Path("engines"), log=print, data: Path | None = None,
         cache: Path | None = None, artefact: Path | None = None, iterations: int | None = None,
-        backend: str | None = None, precision: str | None = None) -> dict:
+        backend: str | None = None, precision: str | None = None, cases: int | None = None,
+        device: str = "cpu") -> dict:
     results: dict = {"machine": machine(), "what": what}
+    if what == "pseudo-label":
+        from .backends import create_backend
+        from .errors import UserError
+        from .label_pass import time_label_pass
+
+        if data is None:
+            raise UserError("bench pseudo-label times embed + decode over a data set: give --data")
+        runtime = create_backend(backend or "torch", model, artefact=artefact, device=device, precision=precision)
+        results["label_pass"] = time_label_pass(data, runtime, cases=cases)
+        log(f"pseudo-label pass: {results['label_pass']['total_s']:.1f} s")
+        write_bench(results, out, figure=False)
+        return results
     if what == "run":
         if data is None or cache is None:
             from .errors import UserError

@@ -13,7 +13,8 @@ TORCH_PRECISIONS = ("fp32", "fp16", "bf16")
 RUNTIME_PRECISIONS = ("fp32", "fp16", "bf16", "int8")  # torch: a compute dtype; onnx/engine: which export to open
 PROMPTS = ("gt-box", "mask-box", "points", "teacher")
 WEIGHTS = ("student", "teacher")
-BENCH_PARTS = ("encoder", "decoder", "train", "all", "run")  # run: whole training runs (needs data and a cache)
+# run: whole training runs (needs data and a cache); pseudo-label: the whole embed + decode pass (needs data)
+BENCH_PARTS = ("encoder", "decoder", "train", "all", "run", "pseudo-label")
 PRESETS = ("la-cpu", "la-paper")  # train.config.PRESETS is checked against it
 
 # TrainConfig fields with a fixed set of values (TrainConfig.check enforces them)

@@ -316,17 +316,21 @@ def bench(
     repeats: int = typer.Option(5, min=1, help="interleaved rounds"),
     engines: Path = typer.Option(Path("engines"), help="where exported artefacts are (exported if missing)"),
     out: Path = typer.Option(Path("bench/results/cpu.json"), help="JSON (a PNG plot is written beside it)"),
-    data: Optional[Path] = typer.Option(None, help="run: the data set to train on"),
+    data: Optional[Path] = typer.Option(None, help="run: the data set to train on; pseudo-label: to label"),
     cache: Optional[Path] = typer.Option(None, help="run: the embedding cache of its unlabelled cases"),
-    artefact: Optional[Path] = typer.Option(None, help="run: SAM decoder .onnx (default: torch)"),
+    artefact: Optional[Path] = typer.Option(None, help="run / pseudo-label: SAM .onnx or export folder"),
     backend: Optional[Literal[choices.BACKENDS]] = typer.Option(
-        None, help="run: SAM decoder runtime (default: onnx with --artefact, else torch)"),
+        None, help="run / pseudo-label: SAM runtime (run default: onnx with --artefact, else torch; "
+                   "pseudo-label: torch)"),
     precision: Optional[Literal[choices.RUNTIME_PRECISIONS]] = typer.Option(
-        None, help="run: the decoder's precision (openvino: bf16 where the CPU has it)"),
+        None, help="run / pseudo-label: SAM's precision (openvino: bf16 where the CPU has it)"),
     iterations: Optional[int] = typer.Option(None, min=1, help="run: iterations per run (default: the preset's)"),
+    cases: Optional[int] = typer.Option(None, min=1, help="pseudo-label: the data set's first N cases (default all)"),
+    device: Literal[choices.DEVICES] = typer.Option("cpu", help="pseudo-label: where torch runs SAM"),
 ) -> None:
     """Median/min/max latency and throughput, side by side and interleaved, as ratios to the reference; `run`:
-    whole la-cpu runs of mt, semisam (with its pseudo-label rounds) and mt again, wall-clock."""
+    whole la-cpu runs of mt, semisam (with its pseudo-label rounds) and mt again, wall-clock; `pseudo-label`: every
+    slice embedded and every labelled slice decoded from its label box, end to end (`--backend`, `--precision`)."""
     from . import bench as bench_lib
 
     try:
@@ -335,7 +339,7 @@ def bench(
         raise UserError(f"--batch must be comma-separated integers, got {batch!r}") from None
     results = bench_lib.run(what, out, model, precisions.split(","), batches, repeats, engines, _log, data=data,
                             cache=cache, artefact=artefact, iterations=iterations, backend=backend,
-                            precision=precision)
+                            precision=precision, cases=cases, device=device)
     print(json.dumps({k: v for k, v in results.items() if k != "machine"}, indent=2, default=str))
     png = out.with_suffix(".png")
     _log(f"[green]wrote[/green] {out}" + (f" and {png}" if png.is_file() else ""))

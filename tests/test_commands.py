@@ -62,3 +62,23 @@ def test_demo_end_to_end(tmp_path):
     assert all(os.path.getsize(p) > 0 for p in report["box_prompts"]["overlays"])
     for method in ("sup", "semisam"):
         assert (out / f"run_{method}" / "checkpoints" / "final.pt").is_file()
+
+
+def test_bench_pseudo_label_times_the_whole_pass(phantom, lite_artefacts, tmp_path):
+    """`bench pseudo-label`: every slice of the first N cases embedded into a fresh cache, every labelled slice
+    decoded from its label box, end to end; the masks are LiteMedSAM's real ones (Dice against the labels)."""
+    from semisam_fast.data import open_dataset
+
+    out = tmp_path / "pass.json"
+    folder = lite_artefacts["encoder"].path.parent
+    result = run_cli("bench", "pseudo-label", "--data", str(phantom), "--cases", "2", "--backend", "openvino",
+                     "--artefact", str(folder), "--out", str(out))
+    assert result.returncode == 0, result.stderr[-2000:]
+    figures = json.loads(out.read_text())["label_pass"]
+    dataset = open_dataset(phantom)
+    labels = [dataset.load(case_id).label for case_id in dataset.case_ids[:2]]
+    assert figures["cases"] == 2 and figures["slices"] == sum(label.shape[2] for label in labels)
+    assert figures["prompts"] == sum(int(label.any(axis=(0, 1)).sum()) for label in labels)
+    assert figures["total_s"] == figures["embed_s"] + figures["decode_s"] and figures["embed_s"] > 0
+    assert figures["backend"]["backend"] == "openvino"
+    assert figures["mean_dice_vs_label"] > 0.8
