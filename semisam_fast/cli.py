@@ -138,9 +138,10 @@ def embed(
 
 @app.command("pseudo-label")
 def pseudo_label_cmd(
-    cache: Path = typer.Option(..., help="cache folder built by embed"),
+    cache: Optional[Path] = typer.Option(None, help="cache folder built by embed (default: none; the encoder runs on "
+                                                    "the prompted slices, nothing is cached)"),
     data: Path = typer.Option(..., help="the data the cache was built from"),
-    list_file: Optional[Path] = typer.Option(None, "--list", help="case list (default: the cached cases)"),
+    list_file: Optional[Path] = typer.Option(None, "--list", help="case list (default: the cached cases, or all)"),
     prompt: Literal[choices.PROMPTS] = typer.Option("gt-box", help="teacher needs --run"),
     masks: Optional[Path] = typer.Option(None, help="mask volumes for --prompt mask-box"),
     run: Optional[Path] = typer.Option(None, "--run", "--run-dir",
@@ -156,15 +157,22 @@ def pseudo_label_cmd(
                                               help="teacher: prompt from the largest 3D component"),
     negatives: Optional[bool] = typer.Option(None, "--negatives/--no-negatives",
                                              help="teacher: empty targets outside the teacher's z-range"),
+    model: Literal[choices.MODELS] = typer.Option("litemedsam", help="registered model (with --cache: the cache's)"),
     checkpoint: Optional[Path] = typer.Option(None, help="weights (required for medsam / vit_*)"),
-    backend: Literal[choices.BACKENDS] = typer.Option("torch", help="decoder runtime"),
-    artefact: Optional[Path] = typer.Option(None, help="decoder .onnx/.engine or export folder"),
+    backend: Literal[choices.BACKENDS] = typer.Option("torch", help="SAM runtime (the decoder; without --cache the "
+                                                                    "encoder too)"),
+    artefact: Optional[Path] = typer.Option(None, help=".onnx/.engine or export folder (without --cache: both parts)"),
+    precision: Optional[Literal[choices.RUNTIME_PRECISIONS]] = typer.Option(
+        None, help="torch: compute dtype (default fp32); openvino: fp32 / bf16; onnx / engine: which export"),
+    device: Literal[choices.DEVICES] = typer.Option("cpu"),
     batch: int = typer.Option(32, min=1, help="slices per decoder call"),
+    encoder_batch: int = typer.Option(8, min=1, help="without --cache: slices per encoder call"),
     out: Path = typer.Option(..., help="output folder for masks, report.json and overlays"),
 ) -> None:
-    """Prompts from masks or a run's teacher -> SAM masks from cached embeddings, written in the input's format;
-    Dice (and, for --prompt teacher, precision and coverage) when labels exist. Under torchrun the cases are shared
-    out between the processes and rank 0 writes the merged report."""
+    """Prompts from masks or a run's teacher -> SAM masks from cached embeddings (or, without --cache, from the
+    encoder run on just the prompted slices), written in the input's format; Dice (and, for --prompt teacher,
+    precision and coverage) when labels exist. Under torchrun the cases are shared out between the processes and rank
+    0 writes the merged report."""
     from .backends import create_backend
     from .cache import EmbeddingCache
     from .data import open_dataset
@@ -172,10 +180,13 @@ def pseudo_label_cmd(
     from .pseudo_label import pseudo_label, teacher_pseudo_label
     if prompt == "teacher" and run is None:
         raise UserError("--prompt teacher needs --run RUN (a training run folder or a student checkpoint)")
+    if prompt == "teacher" and cache is None:
+        raise UserError("--prompt teacher prompts SAM on a run's cached slices: give --cache (built by embed)")
     world = world_from_env()
-    store = EmbeddingCache(cache)
+    store = EmbeddingCache(cache) if cache is not None else None
     dataset = open_dataset(data, list_file)
-    runtime = create_backend(backend, store.fingerprint["model"], checkpoint, artefact)
+    runtime = create_backend(backend, store.fingerprint["model"] if store else model, checkpoint, artefact,
+                             world.device(device), precision)
     if prompt == "teacher":
         # the run's own options (its config), unless given here
         overrides = {"margin": margin, "largest_3d": largest_3d, "min_iou_pred": min_iou_pred,
@@ -183,7 +194,7 @@ def pseudo_label_cmd(
         report = teacher_pseudo_label(dataset, store, runtime, run, out, None, overrides, world=world)
     else:
         report = pseudo_label(dataset, store, runtime, out, None, prompt, masks, 4.0 if margin is None else margin,
-                              batch, world=world)
+                              batch, world=world, encoder=None if store else runtime, encoder_batch=encoder_batch)
     if report is None:  # not rank 0
         return
     print(report.table())
@@ -330,7 +341,7 @@ def bench(
 ) -> None:
     """Median/min/max latency and throughput, side by side and interleaved, as ratios to the reference; `run`:
     whole la-cpu runs of mt, semisam (with its pseudo-label rounds) and mt again, wall-clock; `pseudo-label`: every
-    slice embedded and every labelled slice decoded from its label box, end to end (`--backend`, `--precision`)."""
+    labelled slice encoded and decoded from its label box, end to end, no cache (`--backend`, `--precision`)."""
     from . import bench as bench_lib
 
     try:

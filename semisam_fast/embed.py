@@ -22,6 +22,18 @@ def backend_fingerprint(backend: Backend) -> dict:
     return fingerprint(spec.name, backend.checkpoint_sha256, spec.image_size, spec.normalization, backend.precision)
 
 
+def encode_slices(backend: Backend, image: np.ndarray, slices: list[int], batch: int = 8) -> torch.Tensor:
+    """The encoder on the given slices of an (H, W, Z) volume, `batch` per call: how a volume's slices become
+    embeddings, for the cache (`build_cache`) and for pseudo-label's pass without one."""
+    spec = get_spec(backend.model)
+    parts = []
+    for start in range(0, len(slices), batch):
+        chunk = list(slices[start:start + batch])
+        stack = torch.from_numpy(np.ascontiguousarray(image[:, :, chunk].transpose(2, 0, 1)))
+        parts.append(backend.encode(preprocess(stack, spec.image_size, spec.normalization)))
+    return torch.cat(parts)
+
+
 @dataclass
 class EmbedSummary:
     slices_total: int
@@ -82,9 +94,7 @@ def build_cache(dataset: Dataset, backend: Backend, cache_dir: str | Path, case_
             image = dataset.load(case_id, with_label=False).image
             height, width = image.shape[0], image.shape[1]
             for chunk in groups:  # one encoder batch -> one shard
-                slices = torch.from_numpy(np.ascontiguousarray(image[:, :, chunk].transpose(2, 0, 1)))
-                embeddings = backend.encode(preprocess(slices, spec.image_size, spec.normalization))
-                cache.write(case_id, chunk, embeddings, height, width)
+                cache.write(case_id, chunk, encode_slices(backend, image, chunk, len(chunk)), height, width)
                 bar.update(len(chunk))
     seconds = time.perf_counter() - start
     computed = world.sum(n_todo)

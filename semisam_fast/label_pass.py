@@ -1,7 +1,7 @@
-"""The whole pseudo-label pass timed end to end: every slice of every case through the encoder into a fresh cache,
-then SAM's decoder prompted with each labelled slice's box (`pseudo-label --prompt gt-box`), masks written. Volumes
-are read from disk in both stages, as the two commands do; nothing is cached beforehand. `bench pseudo-label` and the
-GPU suite call it (issue 10's "all of LA pseudo-labelled").
+"""The whole pseudo-label pass timed end to end: every case read, its labelled slices through SAM's encoder and
+decoder (prompted with each slice's label box; `pseudo-label --prompt gt-box` without a cache), masks written.
+Nothing is cached before or during it. `bench pseudo-label` and the GPU suite call it (issue 10's "all of LA
+pseudo-labelled").
 """
 from __future__ import annotations
 
@@ -10,31 +10,25 @@ import time
 from pathlib import Path
 
 from .backends import Backend
-from .cache import EmbeddingCache
 from .data import open_dataset
-from .embed import build_cache
 from .pseudo_label import pseudo_label
 
 
-def time_label_pass(data: str | Path, backend: Backend, cases: int | None = None, batch: int = 16,
-                    workdir: str | Path | None = None, progress: bool = True) -> dict:
-    """Seconds of the embed stage, the decode stage and both, with slices, prompts and the masks' mean Dice against
-    the labels (a check that the pass did its work, not a quality claim: the prompts come from those labels).
-    `cases`: the first N of the data set (default all)."""
+def time_label_pass(data: str | Path, backend: Backend, cases: int | None = None, batch: int = 32,
+                    encoder_batch: int = 8, workdir: str | Path | None = None, progress: bool = True) -> dict:
+    """Seconds for the pass, with slices, prompts (= slices encoded) and the masks' mean Dice against the labels (a
+    check that the pass did its work, not a quality claim: the prompts come from those labels). `cases`: the data
+    set's first N (default all); `batch`: prompts per decoder call, `encoder_batch`: slices per encoder call."""
     dataset = open_dataset(data)
     case_ids = dataset.case_ids[:cases] if cases else dataset.case_ids
     work = Path(workdir or tempfile.mkdtemp(prefix="semisam-label-pass-"))
     start = time.perf_counter()
-    embedded = build_cache(dataset, backend, work / "cache", case_ids=case_ids, batch=batch, progress=progress)
-    embed_s = time.perf_counter() - start
-    cache = EmbeddingCache(work / "cache")
-    start = time.perf_counter()
-    report = pseudo_label(dataset, cache, backend, work / "masks", case_ids=case_ids, n_overlays=0,
-                          progress=progress)
-    decode_s = time.perf_counter() - start
+    report = pseudo_label(dataset, None, backend, work / "masks", case_ids=case_ids, batch=batch, n_overlays=0,
+                          progress=progress, encoder=backend, encoder_batch=encoder_batch)
+    seconds = time.perf_counter() - start
     rows = report.rows if report is not None else []
-    return {"cases": len(case_ids), "slices": embedded.slices_total, "prompts": sum(r["prompted"] for r in rows),
-            "embed_s": embed_s, "decode_s": decode_s, "total_s": embed_s + decode_s,
-            "slices_per_s": embedded.slices_total / (embed_s + decode_s),
+    prompts = sum(r["prompted"] for r in rows)
+    return {"cases": len(case_ids), "slices": sum(dataset.num_slices(c) for c in case_ids), "prompts": prompts,
+            "total_s": seconds, "prompts_per_s": prompts / seconds,
             "mean_dice_vs_label": sum(r["dice"] for r in rows) / len(rows) if rows else float("nan"),
-            "backend": backend.describe(), "encoder_batch": batch}
+            "backend": backend.describe(), "decoder_batch": batch, "encoder_batch": encoder_batch}

@@ -1,6 +1,8 @@
 """`pseudo-label`: prompts from masks (labels, mask volumes) or from a trained run's teacher -> SAM's decoder on
-cached embeddings -> mask volumes in the input's format, with a report and overlays. The steps are others': SAM is
-prompted in `sam_targets.py`, volumes read and masks written by the `Dataset`, the report by `results.py`."""
+cached embeddings (or, without a cache, on the encoder's embeddings of just the prompted slices, made there and then)
+-> mask volumes in the input's format, with a report and overlays. The steps are others': slices are encoded by
+`embed.encode_slices`, SAM is prompted in `sam_targets.py`, volumes read and masks written by the `Dataset`, the
+report by `results.py`."""
 from __future__ import annotations
 
 import logging
@@ -16,6 +18,7 @@ from .backends import Backend
 from .cache import EmbeddingCache
 from .data import Dataset
 from .distributed import World, my_cases
+from .embed import encode_slices
 from .errors import UserError
 from .metrics import binary_metrics, format_table
 from .models import Frame, get_spec
@@ -56,28 +59,37 @@ class PseudoLabelReport:
         return merged
 
 
-def pseudo_label(dataset: Dataset, cache: EmbeddingCache, backend: Backend, out: str | Path,
+def pseudo_label(dataset: Dataset, cache: EmbeddingCache | None, backend: Backend, out: str | Path,
                  case_ids: list[str] | None = None, prompt: str = "gt-box", masks_dir: str | Path | None = None,
                  margin: float = 4.0, batch: int = 32, n_overlays: int = 4, progress: bool = True,
-                 world: World | None = None) -> PseudoLabelReport | None:
-    """Under torchrun (`world`) each process labels its share of the cases and rank 0 writes the merged report
-    (and returns it; the other processes return None)."""
+                 world: World | None = None, encoder: Backend | None = None,
+                 encoder_batch: int = 8) -> PseudoLabelReport | None:
+    """SAM's masks from `cache`'s embeddings, or, with `encoder` instead of a cache, from that backend's embeddings
+    of the prompted slices (`encoder_batch` per call; nothing is written but the masks and the report). Under
+    torchrun (`world`) each process labels its share of the cases and rank 0 writes the merged report (and returns
+    it; the other processes return None)."""
     world = world or World()
     if prompt not in PROMPTS:
         raise UserError(f"--prompt must be one of {', '.join(PROMPTS)}, not {prompt!r}")
     if prompt == "mask-box" and masks_dir is None:
         raise UserError("--prompt mask-box needs --masks DIR (mask volumes laid out as pseudo-label writes them)")
-    cache.check_decoder(backend)
+    if (cache is None) == (encoder is None):
+        raise UserError("pseudo-label takes its embeddings from a cache (--cache) or runs the encoder, one of them")
+    if cache is not None:
+        cache.check_decoder(backend)
+    elif (encoder.model, encoder.checkpoint_sha256) != (backend.model, backend.checkpoint_sha256):
+        raise UserError(f"the encoder ({encoder.model}) and the decoder ({backend.model}) come from different "
+                        "models or checkpoints")
     spec = get_spec(backend.model)
     if prompt == "points" and spec.prompt == "box":
         log.warning("%s was trained on box prompts: from points it gives empty masks (LiteMedSAM on the phantom: "
                     "Dice 0.0 from an interior point vs 0.99 from the label box); use gt-box", spec.name)
     out = Path(out)
-    if case_ids is None:  # default: the cases of the data set that are in the cache
-        case_ids = [c for c in dataset.case_ids if c in set(cache.case_ids)]
+    if case_ids is None:  # default: the cases of the data set that are in the cache (without one: all)
+        case_ids = [c for c in dataset.case_ids if cache is None or c in set(cache.case_ids)]
     report = PseudoLabelReport()
     n_overlays = -(-n_overlays // world.size)  # each process its share of the overlays
-    mine = my_cases(case_ids, lambda c: len(cache.slices(c)), world)
+    mine = my_cases(case_ids, lambda c: len(cache.slices(c)) if cache is not None else dataset.num_slices(c), world)
     for case_id in tqdm(mine, desc="pseudo-label", unit="case", disable=not (progress and world.leader),
                         dynamic_ncols=True):
         case = dataset.load(case_id, with_label=dataset.has_labels)
@@ -85,12 +97,15 @@ def pseudo_label(dataset: Dataset, cache: EmbeddingCache, backend: Backend, out:
         if source is None:
             raise UserError(f"case {case_id} has no label to build --prompt {prompt} from; use mask-box --masks")
         frame = Frame(case.image.shape[0], case.image.shape[1], spec.image_size)
-        cached = set(cache.slices(case_id))
-        prompted = [z for z in range(case.image.shape[2]) if z in cached and source[:, :, z].any()]
+        depth = case.image.shape[2]
+        cached = set(cache.slices(case_id)) if cache is not None else set(range(depth))
+        prompted = [z for z in range(depth) if z in cached and source[:, :, z].any()]
         volume = np.zeros(case.image.shape, dtype=np.uint8)
         for start in range(0, len(prompted), batch):
             zs = prompted[start:start + batch]
-            logits = decode_slices(backend, cache.get(case_id, zs), source[:, :, zs].transpose(2, 0, 1), frame,
+            embeddings = cache.get(case_id, zs) if cache is not None else \
+                encode_slices(encoder, case.image, zs, encoder_batch)
+            logits = decode_slices(backend, embeddings, source[:, :, zs].transpose(2, 0, 1), frame,
                                    "points" if prompt == "points" else "box", margin)
             volume[:, :, zs] = (logits > 0).cpu().numpy().transpose(1, 2, 0)
         report.outputs.append(str(dataset.write_mask(case_id, volume, out)))

@@ -141,6 +141,43 @@ def test_pseudo_label_writes_masks_and_report(lite, tmp_path):
     assert again.summary["dice"][0] > 0.6
 
 
+def test_pseudo_label_without_a_cache_encodes_the_prompted_slices(lite, tmp_path):
+    """No cache: the encoder runs on every labelled slice there and then; on the slices the cache holds, the masks
+    are the cache's (which stores fp16)."""
+    dataset, backend, cache = lite
+    cases = dataset.case_ids[:2]
+    cached = pseudo_label(dataset, cache, backend, tmp_path / "cached", cases, n_overlays=0, progress=False)
+    live = pseudo_label(dataset, None, backend, tmp_path / "live", cases, n_overlays=0, progress=False,
+                        encoder=backend, encoder_batch=3)
+    assert live.summary["dice"][0] > 0.7
+    for case_id, row_cached, row_live in zip(cases, cached.rows, live.rows):
+        label = dataset.load(case_id).label
+        labelled = label.any(axis=(0, 1))
+        assert row_live["prompted"] == int(labelled.sum())  # every labelled slice, cached or not
+        assert row_cached["prompted"] == int(labelled[cache.slices(case_id)].sum())
+        zs = cache.slices(case_id)
+        a = dataset.read_mask(case_id, tmp_path / "cached")[:, :, zs] > 0
+        b = dataset.read_mask(case_id, tmp_path / "live")[:, :, zs] > 0
+        assert (a & b).sum() / (a | b).sum() >= 0.99
+    with pytest.raises(UserError, match="one of them"):
+        pseudo_label(dataset, cache, backend, tmp_path / "both", cases, encoder=backend)
+    with pytest.raises(UserError, match="one of them"):
+        pseudo_label(dataset, None, backend, tmp_path / "neither", cases)
+
+
+def test_cli_pseudo_label_without_a_cache(phantom, tmp_path):
+    first = open_dataset(phantom).case_ids[0]
+    (tmp_path / "one.list").write_text(first + "\n")
+    result = run_cli("pseudo-label", "--data", str(phantom), "--list", str(tmp_path / "one.list"), "--model", "tiny",
+                     "--out", str(tmp_path / "out"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert [row["case"] for row in report["cases"]] == [first]
+    teacher = run_cli("pseudo-label", "--data", str(phantom), "--prompt", "teacher", "--run", str(tmp_path),
+                      "--out", str(tmp_path / "t"))
+    assert teacher.returncode == 2 and "give --cache" in teacher.stderr and "Traceback" not in teacher.stderr
+
+
 @pytest.mark.slow
 def test_torch_and_onnx_caches_agree_on_real_la(la_dir, lite_artefacts, tmp_path):
     dataset = open_dataset(la_dir)

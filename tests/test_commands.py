@@ -65,8 +65,8 @@ def test_demo_end_to_end(tmp_path):
 
 
 def test_bench_pseudo_label_times_the_whole_pass(phantom, lite_artefacts, tmp_path):
-    """`bench pseudo-label`: every slice of the first N cases embedded into a fresh cache, every labelled slice
-    decoded from its label box, end to end; the masks are LiteMedSAM's real ones (Dice against the labels)."""
+    """`bench pseudo-label`: the first N cases read, their labelled slices encoded and decoded from their label
+    boxes, masks written, end to end, no cache; the masks are LiteMedSAM's real ones (Dice against the labels)."""
     from semisam_fast.data import open_dataset
 
     out = tmp_path / "pass.json"
@@ -79,6 +79,6 @@ def test_bench_pseudo_label_times_the_whole_pass(phantom, lite_artefacts, tmp_pa
     labels = [dataset.load(case_id).label for case_id in dataset.case_ids[:2]]
     assert figures["cases"] == 2 and figures["slices"] == sum(label.shape[2] for label in labels)
     assert figures["prompts"] == sum(int(label.any(axis=(0, 1)).sum()) for label in labels)
-    assert figures["total_s"] == figures["embed_s"] + figures["decode_s"] and figures["embed_s"] > 0
+    assert figures["total_s"] > 0 and figures["prompts_per_s"] == figures["prompts"] / figures["total_s"]
     assert figures["backend"]["backend"] == "openvino"
     assert figures["mean_dice_vs_label"] > 0.8

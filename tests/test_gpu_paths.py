@@ -113,6 +113,13 @@ def test_unknown_provider_is_a_user_error(tiny_artefacts):
         OnnxBackend(encoder=tiny_artefacts["encoder"].path, provider="vulkan")
 
 
+def test_compiled_cuda_graph_batches_are_padded_to_powers_of_two():
+    """A compiled CUDA-graph encoder meets few batch sizes (each is a compile and capture)."""
+    from semisam_fast.backends.torch_backend import padded_batch
+
+    assert [padded_batch(n) for n in (1, 2, 3, 5, 8, 9, 32, 33)] == [1, 2, 4, 8, 8, 16, 32, 64]
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_compiled_cuda_graph_encoder_matches_eager_and_outputs_survive_the_next_call():
@@ -128,6 +135,10 @@ def test_compiled_cuda_graph_encoder_matches_eager_and_outputs_survive_the_next_
     assert torch.equal(first, kept)
     reference = eager.encode(images)
     assert float((first - reference).norm() / reference.norm()) < 1e-2
+    three = torch.randn(3, 3, 256, 256)  # runs padded to 4 (one capture for 3 and 4): the same three embeddings
+    got = graphed.encode(three)
+    assert got.shape[0] == 3
+    assert float((got - eager.encode(three)).norm() / got.norm()) < 1e-2
 
 
 @pytest.mark.gpu

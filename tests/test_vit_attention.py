@@ -60,3 +60,4 @@ def test_torch_backend_runs_vit_attention_through_sdpa_with_the_same_embeddings(
     assert TorchBackend(load_model("litemedsam")).attention == "model's own"  # TinyViT has no SAM ViT attention
     with pytest.raises(UserError, match="attention"):
         TorchBackend(loaded, attention="flash")
+

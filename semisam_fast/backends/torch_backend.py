@@ -13,6 +13,11 @@ DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 ATTENTION = ("sdpa", "eager")  # the ViT encoder's attention: fused SDPA, or segment-anything's own forward
 
 
+def padded_batch(count: int) -> int:
+    """The batch a compiled CUDA-graph encoder runs `count` images in: the next power of two."""
+    return 1 << max(count - 1, 0).bit_length()
+
+
 class TorchBackend(Backend):
     name = "torch"
 
@@ -43,9 +48,14 @@ class TorchBackend(Backend):
     @torch.inference_mode()
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         graphed = self.compiled and self.device.startswith("cuda")
-        if graphed:  # a new CUDA-graph step: the previous replay's outputs may be overwritten from here on
-            torch.compiler.cudagraph_mark_step_begin()
-        out = self._encode(images.to(device=self.device, dtype=self.dtype))
+        count = images.shape[0]
+        images = images.to(device=self.device, dtype=self.dtype)
+        if graphed:
+            # each batch size is its own compile and capture (~35 s on an H200): pad to a power of two so a pass
+            # whose last batches vary meets a few of them; the encoder treats images independently
+            images = torch.cat([images, images.new_zeros(padded_batch(count) - count, *images.shape[1:])])
+            torch.compiler.cudagraph_mark_step_begin()  # the previous replay's outputs may be overwritten from here
+        out = self._encode(images)[:count]
         # a graph replay writes into the same static buffer every call: hand out a copy the caller may keep
         return out.clone() if graphed and out.dtype == torch.float32 else out.float()
 
