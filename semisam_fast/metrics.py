@@ -23,8 +23,10 @@ __all__ = ["METRIC_KEYS", "binary_metrics", "summarize", "undefined_counts", "fo
 METRIC_KEYS = ("dice", "jaccard", "hd95", "asd", "hd95_diag", "asd_diag")
 
 
-def binary_metrics(pred: np.ndarray, gt: np.ndarray, spacing: Sequence[float] | None = None) -> dict[str, float]:
-    """Dice, Jaccard, HD95 and ASD of a binary prediction against a binary ground truth (any non-zero is foreground)."""
+def binary_metrics(pred: np.ndarray, gt: np.ndarray, spacing: Sequence[float] | None = None,
+                   distances: bool = True) -> dict[str, float]:
+    """Dice, Jaccard, HD95 and ASD of a binary prediction against a binary ground truth (any non-zero is foreground).
+    `distances=False`: Dice and Jaccard only (the distances cost ~0.7 s a LA volume, the overlaps milliseconds)."""
     pred = np.asarray(pred).astype(bool)
     gt = np.asarray(gt).astype(bool)
     if pred.shape != gt.shape:
@@ -32,6 +34,9 @@ def binary_metrics(pred: np.ndarray, gt: np.ndarray, spacing: Sequence[float] | 
     if spacing is not None and len(spacing) != pred.ndim:
         raise ValueError(f"spacing {tuple(spacing)} has {len(spacing)} entries for a {pred.ndim}-D mask")
     p_any, g_any = bool(pred.any()), bool(gt.any())
+    if not distances:
+        overlap, total, union = int(np.logical_and(pred, gt).sum()), int(pred.sum() + gt.sum()), int((pred | gt).sum())
+        return {"dice": 2 * overlap / total if total else 1.0, "jaccard": overlap / union if union else 1.0}
     if not p_any and not g_any:
         return {"dice": 1.0, "jaccard": 1.0, "hd95": 0.0, "asd": 0.0, "hd95_diag": 0.0, "asd_diag": 0.0}
     if not p_any or not g_any:

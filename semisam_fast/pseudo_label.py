@@ -62,12 +62,12 @@ class PseudoLabelReport:
 def pseudo_label(dataset: Dataset, cache: EmbeddingCache | None, backend: Backend, out: str | Path,
                  case_ids: list[str] | None = None, prompt: str = "gt-box", masks_dir: str | Path | None = None,
                  margin: float = 4.0, batch: int = 32, n_overlays: int = 4, progress: bool = True,
-                 world: World | None = None, encoder: Backend | None = None,
-                 encoder_batch: int = 8) -> PseudoLabelReport | None:
+                 world: World | None = None, encoder: Backend | None = None, encoder_batch: int = 8,
+                 distances: bool = True) -> PseudoLabelReport | None:
     """SAM's masks from `cache`'s embeddings, or, with `encoder` instead of a cache, from that backend's embeddings
     of the prompted slices (`encoder_batch` per call; nothing is written but the masks and the report). Under
     torchrun (`world`) each process labels its share of the cases and rank 0 writes the merged report (and returns
-    it; the other processes return None)."""
+    it; the other processes return None). `distances=False`: the report scores Dice and Jaccard only."""
     world = world or World()
     if prompt not in PROMPTS:
         raise UserError(f"--prompt must be one of {', '.join(PROMPTS)}, not {prompt!r}")
@@ -111,7 +111,8 @@ def pseudo_label(dataset: Dataset, cache: EmbeddingCache | None, backend: Backen
         report.outputs.append(str(dataset.write_mask(case_id, volume, out)))
         if case.label is not None:
             scored = sorted(cached) if cached else list(range(case.image.shape[2]))
-            row = {"case": case_id, **binary_metrics(volume[:, :, scored], case.label[:, :, scored]),
+            row = {"case": case_id, **binary_metrics(volume[:, :, scored], case.label[:, :, scored],
+                                                     distances=distances),
                    "slices": len(scored), "prompted": len(prompted)}
             report.rows.append(row)
             if len(report.overlays) < n_overlays and prompted:

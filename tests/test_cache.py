@@ -169,10 +169,11 @@ def test_cli_pseudo_label_without_a_cache(phantom, tmp_path):
     first = open_dataset(phantom).case_ids[0]
     (tmp_path / "one.list").write_text(first + "\n")
     result = run_cli("pseudo-label", "--data", str(phantom), "--list", str(tmp_path / "one.list"), "--model", "tiny",
-                     "--out", str(tmp_path / "out"))
+                     "--no-distances", "--out", str(tmp_path / "out"))
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert [row["case"] for row in report["cases"]] == [first]
+    assert "dice" in report["cases"][0] and "hd95" not in report["cases"][0]
     teacher = run_cli("pseudo-label", "--data", str(phantom), "--prompt", "teacher", "--run", str(tmp_path),
                       "--out", str(tmp_path / "t"))
     assert teacher.returncode == 2 and "give --cache" in teacher.stderr and "Traceback" not in teacher.stderr

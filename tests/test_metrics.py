@@ -52,6 +52,18 @@ def test_cube_shifted_by_one():
     assert m2["asd"] == pytest.approx((16 * 2 + 4 * 1) / 56)
 
 
+def test_overlaps_only_without_distances():
+    """`distances=False`: Dice and Jaccard, the same as with the distances, and the same empty-mask conventions."""
+    gt = np.zeros((12, 12, 12), np.uint8)
+    gt[3:7, 3:7, 3:7] = 1
+    pred = np.roll(gt, 1, axis=0)
+    full = binary_metrics(pred, gt)
+    assert binary_metrics(pred, gt, distances=False) == {"dice": full["dice"], "jaccard": full["jaccard"]}
+    empty = np.zeros_like(gt)
+    assert binary_metrics(empty, empty, distances=False) == {"dice": 1.0, "jaccard": 1.0}
+    assert binary_metrics(gt, empty, distances=False) == {"dice": 0.0, "jaccard": 0.0}
+
+
 def test_identical_masks():
     gt = np.zeros((8, 8, 8), bool)
     gt[2:6, 1:5, 3:7] = True
