@@ -135,6 +135,7 @@ def bench_encoder(model: str = "litemedsam", precisions: tuple[str, ...] = ("fp3
     parity.update(openvino_gates)
     exports = {f"onnx_{p}": read_sidecar(b.encoder.path).get("export_peak_rss_gb") for p, b in onnx.items()}
     return {"encoder": results, "model": model, "gflop_per_image": per_image, "parity": parity,
+            "torch_attention": torch_fp32.attention,  # SAM ViTs: SDPA (the torch backend's default)
             "export_peak_rss_gb": exports,
             "openvino_kernels": {p: b.encoder.kernels() for p, b in openvino.items()},  # of the last batch's compile
             "providers": {p: b.encoder.provider for p, b in onnx.items()}}
