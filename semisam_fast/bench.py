@@ -389,7 +389,7 @@ def run(what: str, out: Path, model: str = "litemedsam", precisions=("fp32", "in
         from .label_pass import time_label_pass
 
         if data is None:
-            raise UserError("bench pseudo-label times embed + decode over a data set: give --data")
+            raise UserError("bench pseudo-label times the whole pseudo-label pass over a data set: give --data")
         runtime = create_backend(backend or "torch", model, artefact=artefact, device=device, precision=precision)
         results["label_pass"] = time_label_pass(data, runtime, cases=cases)
         log(f"pseudo-label pass: {results['label_pass']['total_s']:.1f} s")
