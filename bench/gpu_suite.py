@@ -24,6 +24,7 @@ import torch
 from semisam_fast import bench
 from semisam_fast.fsutil import write_json
 from semisam_fast.backends import OnnxBackend, TorchBackend, create_backend
+from semisam_fast.backends.torch_backend import padded_batch
 from semisam_fast.export import export
 from semisam_fast.export.parity import check_encoder
 from semisam_fast.label_pass import time_label_pass
@@ -52,7 +53,8 @@ def runtimes() -> dict:
 
 def encoder_section(model: str, device: str, batches: tuple[int, ...], repeats: int, compile_batches: tuple[int, ...],
                     work: Path, log, checkpoint: Path | None = None) -> dict:
-    if model == "vit_b" and checkpoint is None:
+    random_weights = model == "vit_b" and checkpoint is None  # timing only: random weights make meaningless masks
+    if random_weights:
         torch.manual_seed(0)
         checkpoint = work / "vit_b_random.pth"
         torch.save(build_vit("vit_b").state_dict(), checkpoint)
@@ -111,8 +113,8 @@ def encoder_section(model: str, device: str, batches: tuple[int, ...], repeats: 
                                                  gflop_per_item=per_image)
     result = {"encoder": rows, "gflop_per_image": per_image, "compile_and_capture_s": compile_s, "notes": notes,
               "input_size": size, "embedding_rel_l2_vs_torch_fp32": rel_l2,
-              "weights": "random init (timing only)" if "random" in str(checkpoint) else str(checkpoint or "bundled")}
-    if model == "litemedsam" or "random" not in str(checkpoint):  # random weights make meaningless masks
+              "weights": "random init (timing only)" if random_weights else str(checkpoint or "bundled")}
+    if not random_weights:
         result["mask_gate"] = _mask_gate(model, checkpoint, {**backends, **extra})
     return result
 
@@ -124,8 +126,7 @@ def _mask_gate(model: str, checkpoint: Path | None, candidates: dict) -> dict:
     reference, samples = load_model(model, checkpoint), load_samples(4)
     out = {}
     for name, backend in candidates.items():
-        precision = next(p for p in ("fp32", "fp16", "bf16") if p in name)
-        report = check_encoder(backend, reference, samples, precision, threshold=0.97)
+        report = check_encoder(backend, reference, samples, backend.precision, threshold=0.97)
         out[name] = {k: report.as_dict()[k] for k in ("mask_iou", "mask_iou_min", "threshold", "passed",
                                                       "embedding_rel_l2", "samples")}
     return out
@@ -140,18 +141,19 @@ def la_pass_section(device: str, quick: bool) -> dict:
         return {"skipped": "SEMISAM_LA_DIR is not set"}
     on_gpu = device.startswith("cuda")
     precision = "fp16" if on_gpu else "fp32"
-    cases = 1 if quick else None
+    cases, encoder_batch = (1 if quick else None), 32
     out = {}
     eager = TorchBackend(load_model("litemedsam"), device=device, precision=precision)
-    out[f"torch_{precision}"] = time_label_pass(la, eager, cases=cases, encoder_batch=32, progress=False)
+    out[f"torch_{precision}"] = time_label_pass(la, eager, cases=cases, encoder_batch=encoder_batch, progress=False)
     if on_gpu:
         compiled = TorchBackend(load_model("litemedsam"), device=device, precision=precision, compile=True)
         start = time.perf_counter()
-        for batch in (1, 2, 4, 8, 16, 32):  # every padded batch the pass can meet: compiled and captured here
+        for batch in sorted({padded_batch(n) for n in range(1, encoder_batch + 1)}):  # every batch the pass meets
             compiled.encode(torch.zeros(batch, 3, 256, 256))
         warm_s = time.perf_counter() - start
         out[f"torch_{precision}_compiled_cudagraphs"] = {
-            **time_label_pass(la, compiled, cases=cases, encoder_batch=32, progress=False), "warm_up_s": warm_s}
+            **time_label_pass(la, compiled, cases=cases, encoder_batch=encoder_batch, progress=False),
+            "warm_up_s": warm_s}
     return out
 
 

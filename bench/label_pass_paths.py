@@ -31,7 +31,11 @@ case_ids = dataset.case_ids[:cases]
 
 
 def through_cache() -> dict:
-    work = Path(tempfile.mkdtemp(prefix="semisam-paths-"))
+    with tempfile.TemporaryDirectory(prefix="semisam-paths-") as work:  # ~180 MiB of embeddings a case
+        return _through_cache(Path(work))
+
+
+def _through_cache(work: Path) -> dict:
     start = time.perf_counter()
     build_cache(dataset, backend, work / "cache", case_ids=case_ids, batch=8, progress=False)
     embed_s = time.perf_counter() - start

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 from pathlib import Path
 
 import torch
@@ -15,19 +16,19 @@ import torch
 from semisam_fast.backends import TorchBackend
 from semisam_fast.bench import gflop, interleaved, machine, summarise
 from semisam_fast.doctor import has_bf16_matmuls
-from semisam_fast.models import LoadedModel, PromptDecoder, get_spec
+from semisam_fast.models import load_model
 from semisam_fast.models.sam import build_vit
 
 
-def vit_b(seed: int = 0) -> LoadedModel:
+def vit_b(checkpoint: Path, seed: int = 0) -> None:
+    """Random ViT-B weights written as a checkpoint, for `load_model`; relative positions made non-zero
+    (segment-anything zero-initialises them; trained ones are not zero)."""
     torch.manual_seed(seed)
-    net = build_vit("vit_b").eval()
-    with torch.no_grad():  # segment-anything zero-initialises them; trained ones are not zero
-        for name, parameter in net.image_encoder.named_parameters():
-            if "rel_pos" in name:
-                parameter.normal_(0, 0.02)
-    return LoadedModel(get_spec("vit_b"), net.image_encoder, PromptDecoder(net.prompt_encoder, net.mask_decoder),
-                       None, f"random-init-seed{seed}")
+    state = build_vit("vit_b").state_dict()
+    for name, value in state.items():
+        if "rel_pos" in name:
+            value.normal_(0, 0.02)
+    torch.save(state, checkpoint)
 
 
 def main() -> None:
@@ -43,8 +44,12 @@ def main() -> None:
     elif has_bf16_matmuls():
         precisions.append("bf16")
     images = torch.rand(args.batch, 3, 1024, 1024, device=args.device)
-    backends = {f"{attention}_{p}": TorchBackend(vit_b(), device=args.device, precision=p, attention=attention)
-                for p in precisions for attention in ("eager", "sdpa")}
+    with tempfile.TemporaryDirectory() as work:
+        checkpoint = Path(work) / "vit_b_random.pth"
+        vit_b(checkpoint)
+        backends = {f"{attention}_{p}": TorchBackend(load_model("vit_b", checkpoint), device=args.device,
+                                                     precision=p, attention=attention)
+                    for p in precisions for attention in ("eager", "sdpa")}
     results: dict = {"machine": machine(), "device": args.device, "batch": args.batch,
                      "command": "python bench/vit_sdpa.py OUT.json", "weights": "random init, rel_pos ~ N(0, 0.02)"}
     reference = backends["eager_fp32"].encode(images)

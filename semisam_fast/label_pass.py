@@ -22,11 +22,12 @@ def time_label_pass(data: str | Path, backend: Backend, cases: int | None = None
     set's first N (default all); `batch`: prompts per decoder call, `encoder_batch`: slices per encoder call."""
     dataset = open_dataset(data)
     case_ids = dataset.case_ids[:cases] if cases else dataset.case_ids
-    work = Path(workdir or tempfile.mkdtemp(prefix="semisam-label-pass-"))
-    start = time.perf_counter()
-    report = pseudo_label(dataset, None, backend, work / "masks", case_ids=case_ids, batch=batch, n_overlays=0,
-                          progress=progress, encoder=backend, encoder_batch=encoder_batch, distances=False)
-    seconds = time.perf_counter() - start
+    with tempfile.TemporaryDirectory(prefix="semisam-label-pass-") as scratch:  # the masks, unless kept in workdir
+        start = time.perf_counter()
+        report = pseudo_label(dataset, None, backend, Path(workdir or scratch) / "masks", case_ids=case_ids,
+                              batch=batch, n_overlays=0, progress=progress, encoder=backend,
+                              encoder_batch=encoder_batch, distances=False)
+        seconds = time.perf_counter() - start
     rows = report.rows if report is not None else []
     prompts = sum(r["prompted"] for r in rows)
     return {"cases": len(case_ids), "slices": sum(dataset.num_slices(c) for c in case_ids), "prompts": prompts,

@@ -52,6 +52,7 @@ def test_torch_backend_runs_vit_attention_through_sdpa_with_the_same_embeddings(
     reference = eager.encode(images)
     fused = TorchBackend(loaded)  # the default
     assert fused.attention == "sdpa" and fused.describe()["attention"] == "sdpa"
+    assert eager.attention == "sdpa"  # one loaded model, one encoder: what runs is read from it, never stale
     assert sum(isinstance(m, SdpaAttention) for m in loaded.encoder.modules()) == 2
     assert set(loaded.encoder.state_dict()) == keys  # checkpoints load either way
     torch.testing.assert_close(fused.encode(images), reference, rtol=1e-4, atol=1e-5)

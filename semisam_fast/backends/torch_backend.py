@@ -6,7 +6,7 @@ import torch
 
 from ..errors import UserError
 from ..models import LoadedModel
-from ..models.vit_attention import set_attention
+from ..models.vit_attention import attention_of, set_attention
 from .base import Backend
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -37,13 +37,19 @@ class TorchBackend(Backend):
         self.dtype = DTYPES[precision]
         self.encoder = model.encoder.to(device=device, dtype=self.dtype).eval()
         # in place on the loaded model's encoder (parameters shared); an encoder without ViT attention keeps its own
-        self.attention = attention if set_attention(self.encoder, attention) else "model's own"
+        set_attention(self.encoder, attention)
         self.decoder = model.decoder.to(device=device, dtype=self.dtype).eval()
         self.compiled = compile
         # on CUDA, "reduce-overhead" captures CUDA graphs: one launch per call instead of one per kernel
         mode = "reduce-overhead" if device.startswith("cuda") else None
         self._encode = torch.compile(self.encoder, mode=mode) if compile else self.encoder
         self._decode = torch.compile(self.decoder, dynamic=True) if compile else self.decoder
+
+    @property
+    def attention(self) -> str:
+        """What the encoder's attention runs as now (read from the modules: another backend on the same loaded
+        model may have switched it)."""
+        return attention_of(self.encoder)
 
     @torch.inference_mode()
     def encode(self, images: torch.Tensor) -> torch.Tensor:

@@ -76,3 +76,15 @@ def set_attention(encoder: nn.Module, kind: str) -> int:
         block.attn = SdpaAttention(attention) if kind == "sdpa" else attention
         found += 1
     return found
+
+
+def attention_of(encoder: nn.Module) -> str:
+    """What a SAM ViT encoder's attention runs as now: "sdpa", "eager", or "model's own" (no such module)."""
+    from segment_anything.modeling.image_encoder import Attention
+
+    for module in encoder.modules():
+        if isinstance(module, SdpaAttention):
+            return "sdpa"
+        if isinstance(module, Attention):
+            return "eager"
+    return "model's own"
