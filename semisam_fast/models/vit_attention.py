@@ -7,9 +7,10 @@ and its forward materialises the (N, N) scores per head (4096 x 4096 in ViT-B's 
 an additive mask and SDPA does the rest in one fused kernel (CPU: flash attention with a mask; CUDA: the
 memory-efficient kernel, the one that takes a mask), so the scores and their softmax are never stored.
 
-Measured (bench/vit_sdpa.py; 2 AVX-512 cores, batch 1, ViT-B): fp32 1.26x segment-anything's forward. Folding the
-position terms into widened q and k (no mask, so flash on CUDA could run) was tried: it triples the score matmul's
-width, and in bf16 on the CPU it ran at 0.86x a global block against the mask's 1.12x.
+Measured (bench/vit_sdpa.py; 2 AVX-512 cores, batch 1, ViT-B): fp32 1.25-1.29x segment-anything's forward, bf16
+0.99-1.02x. Folding the position terms into widened q and k (no mask, so flash on CUDA could run) was tried: it
+triples the score matmul's width, and in bf16 on the CPU it ran at 0.86x a global block against the mask's 1.12x
+(one-off script).
 
 The module replaces segment-anything's in place with the same parameters under the same names, so checkpoints and
 state dicts are unchanged. ONNX export keeps segment-anything's forward (the exporters' graph, gated as it is).
