@@ -168,7 +168,7 @@ def pseudo_label_cmd(
     batch: int = typer.Option(32, min=1, help="slices per decoder call"),
     encoder_batch: int = typer.Option(8, min=1, help="without --cache: slices per encoder call"),
     distances: bool = typer.Option(True, "--distances/--no-distances",
-                                   help="HD95 and ASD in the report (~0.7 s a LA volume; Dice and Jaccard always)"),
+                                   help="HD95 and ASD in the report (~0.2 s a LA volume; Dice and Jaccard always)"),
     out: Path = typer.Option(..., help="output folder for masks, report.json and overlays"),
 ) -> None:
     """Prompts from masks or a run's teacher -> SAM masks from cached embeddings (or, without --cache, from the

@@ -8,6 +8,9 @@ has `hd95_diag` / `asd_diag`: the same distance, with an undefined one scored as
 distance inside it, as several challenges do), and `undefined_counts` says how many rows each mean left out.
 Distances are in voxel units when spacing is None, else in the units of spacing (one value per axis).
 `asd` is medpy's one-sided average surface distance from pred's surface to gt's surface, as in UA-MT/SemiSAM.
+The values are exactly medpy's (`dc`, `jc`, `hd95`, `asd` on the whole volume; tests/test_metrics.py compares them)
+at a fraction of the cost: both masks are cropped to their union's bounding box (`union_box`), and each direction's
+surface distances are computed once, where medpy's `hd95` and `asd` compute pred's direction twice.
 """
 
 from __future__ import annotations
@@ -16,9 +19,10 @@ import math
 from typing import Sequence
 
 import numpy as np
-from medpy.metric import binary as mb
+from scipy import ndimage
 
-__all__ = ["METRIC_KEYS", "binary_metrics", "summarize", "undefined_counts", "format_table"]
+__all__ = ["METRIC_KEYS", "binary_metrics", "surface", "union_box", "summarize", "undefined_counts",
+           "format_table"]
 
 METRIC_KEYS = ("dice", "jaccard", "hd95", "asd", "hd95_diag", "asd_diag")
 
@@ -26,7 +30,7 @@ METRIC_KEYS = ("dice", "jaccard", "hd95", "asd", "hd95_diag", "asd_diag")
 def binary_metrics(pred: np.ndarray, gt: np.ndarray, spacing: Sequence[float] | None = None,
                    distances: bool = True) -> dict[str, float]:
     """Dice, Jaccard, HD95 and ASD of a binary prediction against a binary ground truth (any non-zero is foreground).
-    `distances=False`: Dice and Jaccard only (the distances cost ~0.7 s a LA volume, the overlaps milliseconds)."""
+    `distances=False`: Dice and Jaccard only (the overlaps cost milliseconds, the distances a distance transform)."""
     pred = np.asarray(pred).astype(bool)
     gt = np.asarray(gt).astype(bool)
     if pred.shape != gt.shape:
@@ -35,18 +39,49 @@ def binary_metrics(pred: np.ndarray, gt: np.ndarray, spacing: Sequence[float] | 
         raise ValueError(f"spacing {tuple(spacing)} has {len(spacing)} entries for a {pred.ndim}-D mask")
     p_any, g_any = bool(pred.any()), bool(gt.any())
     if not distances:
-        overlap, total, union = int(np.logical_and(pred, gt).sum()), int(pred.sum() + gt.sum()), int((pred | gt).sum())
-        return {"dice": 2 * overlap / total if total else 1.0, "jaccard": overlap / union if union else 1.0}
+        return _overlaps(pred, gt)
     if not p_any and not g_any:
         return {"dice": 1.0, "jaccard": 1.0, "hd95": 0.0, "asd": 0.0, "hd95_diag": 0.0, "asd_diag": 0.0}
     if not p_any or not g_any:
         diagonal = volume_diagonal(pred.shape, spacing)
         return {"dice": 0.0, "jaccard": 0.0, "hd95": math.nan, "asd": math.nan, "hd95_diag": diagonal,
                 "asd_diag": diagonal}
-    hd95 = float(mb.hd95(pred, gt, voxelspacing=spacing))
-    asd = float(mb.asd(pred, gt, voxelspacing=spacing))
-    return {"dice": float(mb.dc(pred, gt)), "jaccard": float(mb.jc(pred, gt)), "hd95": hd95, "asd": asd,
-            "hd95_diag": hd95, "asd_diag": asd}
+    box = union_box(pred, gt)
+    pred, gt = pred[box], gt[box]
+    pred_surface, gt_surface = surface(pred), surface(gt)
+    # the distance from each surface voxel of one mask to the nearest surface voxel of the other
+    pred_to_gt = ndimage.distance_transform_edt(~gt_surface, sampling=spacing)[pred_surface]
+    gt_to_pred = ndimage.distance_transform_edt(~pred_surface, sampling=spacing)[gt_surface]
+    hd95 = float(np.percentile(np.hstack((pred_to_gt, gt_to_pred)), 95))
+    asd = float(pred_to_gt.mean())
+    return {**_overlaps(pred, gt), "hd95": hd95, "asd": asd, "hd95_diag": hd95, "asd_diag": asd}
+
+
+def _overlaps(pred: np.ndarray, gt: np.ndarray) -> dict[str, float]:
+    overlap, total, union = int(np.logical_and(pred, gt).sum()), int(pred.sum() + gt.sum()), int((pred | gt).sum())
+    return {"dice": 2 * overlap / total if total else 1.0, "jaccard": overlap / union if union else 1.0}
+
+
+def surface(mask: np.ndarray) -> np.ndarray:
+    """A bool mask's surface voxels, medpy's definition: the foreground voxels that a one-voxel erosion with the
+    face-connected structure removes."""
+    return mask ^ ndimage.binary_erosion(mask, structure=ndimage.generate_binary_structure(mask.ndim, 1))
+
+
+def union_box(pred: np.ndarray, gt: np.ndarray) -> tuple[slice, ...]:
+    """The bounding box of pred | gt (at least one of them non-empty), as slices.
+
+    Why the metrics are exact on it: outside the box both masks are background, so the overlaps are unchanged, and
+    the erosion that finds each surface (it treats beyond the array as background) finds the same surface voxels.
+    Every surface voxel lies inside, and a distance transform measures the same Euclidean distance to the nearest
+    one whatever array surrounds them.
+    """
+    union = pred | gt
+    box = []
+    for axis in range(union.ndim):
+        hits = np.flatnonzero(union.any(axis=tuple(a for a in range(union.ndim) if a != axis)))
+        box.append(slice(int(hits[0]), int(hits[-1]) + 1))
+    return tuple(box)
 
 
 def volume_diagonal(shape: Sequence[int], spacing: Sequence[float] | None = None) -> float:

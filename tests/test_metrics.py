@@ -5,7 +5,10 @@ import math
 import numpy as np
 import pytest
 
-from semisam_fast.metrics import binary_metrics, format_table, summarize, undefined_counts
+from medpy.metric import binary as mb
+from scipy import ndimage
+
+from semisam_fast.metrics import binary_metrics, format_table, summarize, undefined_counts, union_box
 
 
 @pytest.mark.parametrize("k", [1, 3, 5])
@@ -101,6 +104,42 @@ def test_a_missed_case_is_counted_and_scored_not_hidden():
     text = format_table(rows, summary)
     assert text.splitlines()[-1].split()[:3] == ["left", "out", "(undefined)"]
     assert "1 of 2" in text.splitlines()[-1]
+
+
+def _blobs(shape, seed, level):
+    """Smoothed noise thresholded: several irregular components, some touching the array's edge."""
+    noise = ndimage.gaussian_filter(np.random.default_rng(seed).normal(size=shape), sigma=3, mode="wrap")
+    return noise > level * noise.std()
+
+
+@pytest.mark.parametrize("shape,spacing", [((40, 64, 56), (1.0, 0.625, 0.625)), ((30, 33, 29), None),
+                                           ((96, 80), (0.5, 2.0))])
+def test_metrics_are_medpys_on_the_whole_volume(shape, spacing):
+    """The union box and the shared surface distances are optimisations, not approximations: every value equals
+    medpy's on the uncropped masks, for masks with many components, masks that touch the volume's edge, single
+    voxels, and anisotropic spacing."""
+    voxel, other = np.zeros(shape, bool), np.zeros(shape, bool)
+    voxel[(1,) * len(shape)], other[(3,) * len(shape)] = True, True
+    pairs = [(voxel, other), (other, _blobs(shape, 7, 1.0))]
+    for seed in range(3):
+        gt = _blobs(shape, seed, 1.0)
+        pred = ndimage.binary_dilation(gt, iterations=1 + seed) ^ _blobs(shape, 100 + seed, 2.0)
+        assert any(gt.take(0, axis=a).any() or gt.take(-1, axis=a).any() for a in range(gt.ndim))
+        pairs.append((pred, gt))
+    for pred, gt in pairs:
+        got = binary_metrics(pred, gt, spacing=spacing)
+        assert got["hd95"] == mb.hd95(pred, gt, voxelspacing=spacing)
+        assert got["asd"] == mb.asd(pred, gt, voxelspacing=spacing)
+        assert got["dice"] == mb.dc(pred, gt) and got["jaccard"] == mb.jc(pred, gt)
+
+
+def test_union_box_is_the_tight_box_of_either_mask():
+    pred = np.zeros((20, 30), bool)
+    gt = np.zeros_like(pred)
+    pred[5:8, 0:4] = True
+    gt[10:12, 20:25] = True
+    assert union_box(pred, gt) == (slice(5, 12), slice(0, 25))
+    assert union_box(np.zeros_like(gt), gt) == (slice(10, 12), slice(20, 25))
 
 
 def test_shape_and_spacing_checks():
