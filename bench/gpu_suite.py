@@ -1,10 +1,11 @@
 """The GPU suite (bench/gpu.sh calls it): encoder throughput vs batch for litemedsam and vit_b (random init unless
---vit-b-checkpoint: timing only) over torch fp32/fp16/bf16 eager, with SDPA attention (vit_b) and torch.compile with
-CUDA graphs, onnxruntime's CUDA provider and TensorRT where they really are there; batched decoder prompts/s vs a
-SamPredictor loop; the training iteration (mt, semisam on the cache, semisam online); and, with SEMISAM_LA_DIR, the
-whole LA pseudo-label pass (every case read, its labelled slices encoded and decoded, no cache) end to end. Ratios
-are to torch fp32 with segment-anything's own attention, in the same interleaved run. With a real ViT-B checkpoint
-each candidate's masks are gated against the fp32 reference on real slices (mask IoU; the goal's 0.97).
+--vit-b-checkpoint: timing only) over torch fp32/fp16/bf16 eager, with SDPA attention (vit_b; fp16 FlexAttention
+too) and torch.compile with CUDA graphs, onnxruntime's CUDA provider and TensorRT where they really are there;
+batched decoder prompts/s vs a SamPredictor loop; the training iteration (mt, semisam on the cache, semisam online);
+and, with SEMISAM_LA_DIR, the whole LA pseudo-label pass (every case read, its labelled slices encoded and decoded,
+no cache) end to end. Ratios are to torch fp32 with segment-anything's own attention, in the same interleaved run.
+With a real ViT-B checkpoint each candidate's masks are gated against the fp32 reference on real slices (mask IoU;
+the goal's 0.97).
 
 Each section is written to the JSON as soon as it finishes and a failing section records its error and the suite
 goes on, so a short device lease still brings back what ran. `--device cpu --quick` is the smoke test for machines
@@ -61,7 +62,7 @@ def encoder_section(model: str, device: str, batches: tuple[int, ...], repeats: 
     size = 256 if model == "litemedsam" else 1024
     precisions = ("fp32", "fp16", "bf16") if device.startswith("cuda") else ("fp32",)
     # torch_<p>: segment-anything's own attention (the reference is torch_fp32); a ViT runs each precision through
-    # SDPA too (torch_<p>_sdpa)
+    # SDPA too (torch_<p>_sdpa), and fp16 on CUDA through FlexAttention (torch_fp16_flex)
     backends = {}
     for p in precisions:
         backends[f"torch_{p}"] = TorchBackend(load_model(model, checkpoint), device=device, precision=p,
@@ -69,6 +70,9 @@ def encoder_section(model: str, device: str, batches: tuple[int, ...], repeats: 
         candidate = TorchBackend(load_model(model, checkpoint), device=device, precision=p)
         if candidate.attention == "sdpa":
             backends[f"torch_{p}_sdpa"] = candidate
+            if p == "fp16" and device.startswith("cuda"):  # positions inside the kernel: no (N, N) mask stored
+                backends["torch_fp16_flex"] = TorchBackend(load_model(model, checkpoint), device=device, precision=p,
+                                                           attention="flex")
     extra, notes = {}, {}
     if device.startswith("cuda"):
         import onnxruntime as ort

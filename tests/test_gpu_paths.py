@@ -88,11 +88,12 @@ def test_torch_cuda_half_precision_matches_fp32():
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_vit_sdpa_attention_on_cuda_matches_segment_anythings():
-    """ViT attention through SDPA on CUDA (the memory-efficient kernel with the position mask), fp32 and half, against
-    segment-anything's own forward: a global block's 4096 tokens, random non-zero relative positions."""
+    """ViT attention through SDPA on CUDA (the memory-efficient kernel with the position mask) and through
+    FlexAttention (positions inside the kernel), fp32 and half, against segment-anything's own forward: a global
+    block's 4096 tokens, random non-zero relative positions."""
     from segment_anything.modeling.image_encoder import Attention
 
-    from semisam_fast.models.vit_attention import SdpaAttention
+    from semisam_fast.models.vit_attention import FlexAttention, SdpaAttention
 
     torch.manual_seed(0)
     eager = Attention(768, 12, qkv_bias=True, use_rel_pos=True, input_size=(64, 64)).eval().cuda()
@@ -103,8 +104,9 @@ def test_vit_sdpa_attention_on_cuda_matches_segment_anythings():
     with torch.inference_mode():
         reference = eager(x)
         for dtype, tolerance in ((torch.float32, 1e-4), (torch.float16, 1e-2), (torch.bfloat16, 3e-2)):
-            got = SdpaAttention(eager.to(dtype))(x.to(dtype)).float()
-            assert float((got - reference).norm() / reference.norm()) < tolerance, dtype
+            for fused in (SdpaAttention, FlexAttention):
+                got = fused(eager.to(dtype))(x.to(dtype)).float()
+                assert float((got - reference).norm() / reference.norm()) < tolerance, (fused.kind, dtype)
             eager.float()
 
 

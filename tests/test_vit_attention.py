@@ -1,4 +1,5 @@
-"""SAM ViT attention through SDPA (relative positions folded into q and k) against segment-anything's own forward."""
+"""SAM ViT attention through SDPA (relative positions as its mask) and FlexAttention (positions inside the kernel)
+against segment-anything's own forward."""
 from __future__ import annotations
 
 import pytest
@@ -8,7 +9,7 @@ from segment_anything.modeling.image_encoder import Attention
 from semisam_fast.backends import TorchBackend
 from semisam_fast.errors import UserError
 from semisam_fast.models import load_model
-from semisam_fast.models.vit_attention import SdpaAttention, set_attention
+from semisam_fast.models.vit_attention import FlexAttention, SdpaAttention, attention_of, set_attention
 
 
 def _attention(side: int, rel_pos: bool, dim: int = 64, heads: int = 4) -> Attention:
@@ -28,6 +29,15 @@ def test_sdpa_attention_equals_segment_anythings(side, rel_pos, batch):
     x = torch.randn(batch, side, side, 64)
     with torch.inference_mode():
         torch.testing.assert_close(SdpaAttention(eager)(x), eager(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("side,rel_pos,batch", [(14, True, 3), (16, True, 1), (8, False, 2)])
+def test_flex_attention_equals_segment_anythings(side, rel_pos, batch):
+    """The compiled FlexAttention kernel (compiled here for the CPU; the GPU suite times it on CUDA)."""
+    eager = _attention(side, rel_pos)
+    x = torch.randn(batch, side, side, 64)
+    with torch.inference_mode():
+        torch.testing.assert_close(FlexAttention(eager)(x), eager(x), rtol=1e-5, atol=1e-5)
 
 
 def test_sdpa_attention_has_segment_anythings_gradients():
@@ -56,9 +66,14 @@ def test_torch_backend_runs_vit_attention_through_sdpa_with_the_same_embeddings(
     assert sum(isinstance(m, SdpaAttention) for m in loaded.encoder.modules()) == 2
     assert set(loaded.encoder.state_dict()) == keys  # checkpoints load either way
     torch.testing.assert_close(fused.encode(images), reference, rtol=1e-4, atol=1e-5)
+    assert set_attention(loaded.encoder, "flex") == 2
+    assert attention_of(loaded.encoder) == "flex" and set(loaded.encoder.state_dict()) == keys
+    torch.testing.assert_close(TorchBackend(loaded, attention="flex").encode(images), reference, rtol=1e-4, atol=1e-5)
     assert set_attention(loaded.encoder, "eager") == 2  # and back
-    assert not any(isinstance(m, SdpaAttention) for m in loaded.encoder.modules())
+    assert not any(isinstance(m, SdpaAttention) for m in loaded.encoder.modules())  # FlexAttention is one too
     assert TorchBackend(load_model("litemedsam")).attention == "model's own"  # TinyViT has no SAM ViT attention
     with pytest.raises(UserError, match="attention"):
         TorchBackend(loaded, attention="flash")
+    with pytest.raises(UserError, match="for CUDA"):  # inductor cannot lower it on the CPU
+        TorchBackend(loaded, attention="flex", compile=True)
 

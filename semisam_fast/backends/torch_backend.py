@@ -1,5 +1,5 @@
 """The reference backend: the PyTorch modules themselves (CPU or CUDA; fp32, fp16, bf16; optional torch.compile).
-A SAM ViT encoder's attention runs through SDPA (`models/vit_attention.py`) unless `attention="eager"`."""
+A SAM ViT encoder's attention runs through SDPA (`models/vit_attention.py`) unless `attention="eager"` (or "flex")."""
 from __future__ import annotations
 
 import torch
@@ -10,7 +10,9 @@ from ..models.vit_attention import attention_of, set_attention
 from .base import Backend
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-ATTENTION = ("sdpa", "eager")  # the ViT encoder's attention: fused SDPA, or segment-anything's own forward
+# the ViT encoder's attention: fused SDPA, FlexAttention (positions inside the kernel; for CUDA), or
+# segment-anything's own forward
+ATTENTION = ("sdpa", "flex", "eager")
 
 
 def padded_batch(count: int) -> int:
@@ -29,6 +31,9 @@ class TorchBackend(Backend):
             raise UserError(f"torch backend attention must be one of {', '.join(ATTENTION)}, not {attention!r}")
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise UserError("device 'cuda' asked for but torch sees no CUDA device")
+        if compile and attention == "flex" and not device.startswith("cuda"):
+            # inductor's CPU FlexAttention template cannot take position terms computed inside the same graph
+            raise UserError("attention 'flex' inside a compiled encoder is for CUDA; on the CPU use 'sdpa'")
         self.loaded = model
         self.model = model.spec.name
         self.checkpoint_sha256 = model.checkpoint_sha256
