@@ -67,7 +67,7 @@ class SdpaAttention(nn.Module):
         by_row[i, r] + by_col[i, c]: here as one (N, N) mask."""
         positions = None
         if by_row is not None:
-            batch, heads, tokens, height = by_row.shape
+            batch, heads, tokens, _ = by_row.shape
             positions = (by_row[..., :, None] + by_col[..., None, :]).reshape(batch, heads, tokens, tokens)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=positions, scale=self.scale)
 
