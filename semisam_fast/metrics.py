@@ -37,9 +37,9 @@ def binary_metrics(pred: np.ndarray, gt: np.ndarray, spacing: Sequence[float] | 
         raise ValueError(f"pred {pred.shape} and gt {gt.shape} differ in shape")
     if spacing is not None and len(spacing) != pred.ndim:
         raise ValueError(f"spacing {tuple(spacing)} has {len(spacing)} entries for a {pred.ndim}-D mask")
-    p_any, g_any = bool(pred.any()), bool(gt.any())
     if not distances:
         return _overlaps(pred, gt)
+    p_any, g_any = bool(pred.any()), bool(gt.any())
     if not p_any and not g_any:
         return {"dice": 1.0, "jaccard": 1.0, "hd95": 0.0, "asd": 0.0, "hd95_diag": 0.0, "asd_diag": 0.0}
     if not p_any or not g_any:
@@ -69,19 +69,14 @@ def surface(mask: np.ndarray) -> np.ndarray:
 
 
 def union_box(pred: np.ndarray, gt: np.ndarray) -> tuple[slice, ...]:
-    """The bounding box of pred | gt (at least one of them non-empty), as slices.
+    """The bounding box of two bool masks' union (at least one of them non-empty), as slices.
 
     Why the metrics are exact on it: outside the box both masks are background, so the overlaps are unchanged, and
     the erosion that finds each surface (it treats beyond the array as background) finds the same surface voxels.
     Every surface voxel lies inside, and a distance transform measures the same Euclidean distance to the nearest
     one whatever array surrounds them.
     """
-    union = pred | gt
-    box = []
-    for axis in range(union.ndim):
-        hits = np.flatnonzero(union.any(axis=tuple(a for a in range(union.ndim) if a != axis)))
-        box.append(slice(int(hits[0]), int(hits[-1]) + 1))
-    return tuple(box)
+    return ndimage.find_objects((pred | gt).view(np.uint8))[0]
 
 
 def volume_diagonal(shape: Sequence[int], spacing: Sequence[float] | None = None) -> float:
