@@ -29,7 +29,7 @@ from semisam_fast.backends.torch_backend import padded_batch
 from semisam_fast.export import export
 from semisam_fast.export.parity import check_encoder
 from semisam_fast.label_pass import time_label_pass
-from semisam_fast.models import load_model
+from semisam_fast.models import get_spec, load_model
 from semisam_fast.samples import load_samples
 from semisam_fast.models.sam import build_vit
 
@@ -59,20 +59,17 @@ def encoder_section(model: str, device: str, batches: tuple[int, ...], repeats: 
         torch.manual_seed(0)
         checkpoint = work / "vit_b_random.pth"
         torch.save(build_vit("vit_b").state_dict(), checkpoint)
-    size = 256 if model == "litemedsam" else 1024
+    size = get_spec(model).image_size
     precisions = ("fp32", "fp16", "bf16") if device.startswith("cuda") else ("fp32",)
     # torch_<p>: segment-anything's own attention (the reference is torch_fp32); a ViT runs each precision through
-    # SDPA too (torch_<p>_sdpa), and fp16 on CUDA through FlexAttention (torch_fp16_flex)
-    backends = {}
-    for p in precisions:
-        backends[f"torch_{p}"] = TorchBackend(load_model(model, checkpoint), device=device, precision=p,
-                                              attention="eager")
-        candidate = TorchBackend(load_model(model, checkpoint), device=device, precision=p)
-        if candidate.attention == "sdpa":
-            backends[f"torch_{p}_sdpa"] = candidate
-            if p == "fp16" and device.startswith("cuda"):  # positions inside the kernel: no (N, N) mask stored
-                backends["torch_fp16_flex"] = TorchBackend(load_model(model, checkpoint), device=device, precision=p,
-                                                           attention="flex")
+    # SDPA too (torch_<p>_sdpa), and fp16 on CUDA through FlexAttention (torch_fp16_flex). Each backend loads its
+    # own model: the attention and the dtype are set on the encoder in place.
+    backends = {f"torch_{p}": TorchBackend(load_model(model, checkpoint), device=device, precision=p,
+                                           attention="eager") for p in precisions}
+    if backends["torch_fp32"].attention == "eager":  # a SAM ViT (TinyViT reports its own attention)
+        fused = [(p, "sdpa") for p in precisions] + ([("fp16", "flex")] if device.startswith("cuda") else [])
+        backends.update({f"torch_{p}_{kind}": TorchBackend(load_model(model, checkpoint), device=device, precision=p,
+                                                           attention=kind) for p, kind in fused})
     extra, notes = {}, {}
     if device.startswith("cuda"):
         import onnxruntime as ort
@@ -146,14 +143,14 @@ def la_pass_section(device: str, quick: bool) -> dict:
     on_gpu = device.startswith("cuda")
     precision = "fp16" if on_gpu else "fp32"
     cases, encoder_batch = (1 if quick else None), 32
-    out = {}
+    out, size = {}, get_spec("litemedsam").image_size
     eager = TorchBackend(load_model("litemedsam"), device=device, precision=precision)
     out[f"torch_{precision}"] = time_label_pass(la, eager, cases=cases, encoder_batch=encoder_batch, progress=False)
     if on_gpu:
         compiled = TorchBackend(load_model("litemedsam"), device=device, precision=precision, compile=True)
         start = time.perf_counter()
         for batch in sorted({padded_batch(n) for n in range(1, encoder_batch + 1)}):  # every batch the pass meets
-            compiled.encode(torch.zeros(batch, 3, 256, 256))
+            compiled.encode(torch.zeros(batch, 3, size, size))
         warm_s = time.perf_counter() - start
         out[f"torch_{precision}_compiled_cudagraphs"] = {
             **time_label_pass(la, compiled, cases=cases, encoder_batch=encoder_batch, progress=False),

@@ -1,7 +1,7 @@
 """SAM ViT-B's image encoder with segment-anything's attention against SDPA (`models/vit_attention.py`), side by
 side, interleaved, on this machine (random-init weights with non-zero relative positions: timing and numerical
 agreement only), fp32 and, where the CPU multiplies bf16 in hardware, bf16. GFLOP/s are of segment-anything's own
-arithmetic (the work asked for); SDPA's widened q and k do more.
+arithmetic (the work asked for), for both.
     python bench/vit_sdpa.py [OUT.json] [--device cuda] [--batch 1]
 """
 from __future__ import annotations

@@ -18,8 +18,8 @@ def time_label_pass(data: str | Path, backend: Backend, cases: int | None = None
                     encoder_batch: int = 8, workdir: str | Path | None = None, progress: bool = True) -> dict:
     """Seconds for the pass, with slices, prompts (= slices encoded) and the masks' mean Dice against the labels (a
     check that the pass did its work, not a quality claim: the prompts come from those labels; no surface distances,
-    which would cost more than the labelling). `cases`: the data
-    set's first N (default all); `batch`: prompts per decoder call, `encoder_batch`: slices per encoder call."""
+    which on a GPU would cost more than the labelling). `cases`: the data set's first N (default all); `batch`:
+    prompts per decoder call, `encoder_batch`: slices per encoder call."""
     dataset = open_dataset(data)
     case_ids = dataset.case_ids[:cases] if cases else dataset.case_ids
     with tempfile.TemporaryDirectory(prefix="semisam-label-pass-") as scratch:  # the masks, unless kept in workdir
