@@ -10,6 +10,7 @@ import torch
 
 from ..artefact import read_sidecar
 from ..errors import UserError
+from ..models import get_spec
 from .base import Backend
 
 log = logging.getLogger(__name__)
@@ -108,7 +109,7 @@ class OnnxBackend(Backend):
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         if self.encoder is None:
             return super().encode(images)
-        shape = tuple(self.encoder.meta.get("embedding_shape", [256, 64, 64]))
+        shape = tuple(self.encoder.meta.get("embedding_shape") or get_spec(self.model).embedding_shape)
         name = self.encoder.input_names[0]
         if self.encoder.meta.get("per_image"):  # e.g. dynamic int8: one activation scale per batch would couple images
             return torch.cat([self.encoder.run({name: image[None]}, [(1, *shape)])[0] for image in images])
