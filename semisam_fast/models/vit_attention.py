@@ -76,7 +76,7 @@ class FlexAttention(SdpaAttention):
     """The same attention through torch's FlexAttention: the position term is a `score_mod` that reads by_row and
     by_col inside the compiled kernel, so no (N, N) mask is ever stored (SDPA's mask is 4096 x 4096 per head in a
     global block). Compiled on first use for each shape (~10-20 s on a CPU); on a CPU it is slower than SDPA
-    (0.32x a ViT-B global block in fp32, one-off), so it is for CUDA, where the GPU suite times it."""
+    (0.27x a ViT-B global block in fp32, bench/vit_flex_block.py), so it is for CUDA, where the GPU suite times it."""
 
     kind = "flex"
 
