@@ -81,6 +81,7 @@ def build_cache(dataset: Dataset, backend: Backend, cache_dir: str | Path, case_
     for case_id in mine:
         wanted = wanted_slices[case_id]
         total += len(wanted)
+        cache.check_files(case_id)  # a shard emptied or cut since it was written is not "already cached"
         done = set(cache.slices(case_id))
         # fixed batch groups: a resumed build recomputes exactly the groups an uninterrupted one would have,
         # so both end bit-for-bit equal
