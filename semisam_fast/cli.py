@@ -303,7 +303,7 @@ def evaluate(
     from .data import open_dataset, read_list
     from .evaluate import evaluate_cases, evaluate_run
     from .nets import load_student
-    from .results import write_results
+    from .results import check_result_outputs, write_results
     from .metrics import format_table
 
     spacing_mm = _parse_spacing(spacing)
@@ -312,8 +312,9 @@ def evaluate(
         rows, summary = evaluate_run(run, data=data, cases=cases, spacing=spacing_mm, out=out, weights=weights,
                                      keep_largest=largest)
     elif checkpoint is not None and data is not None and out is not None:
-        net, config = load_student(checkpoint, weights)
         dataset = open_dataset(data, list_file)
+        check_result_outputs(out, dataset, dataset.case_ids, checkpoint, list_file)
+        net, config = load_student(checkpoint, weights)
         rows = evaluate_cases(net, config, dataset, dataset.case_ids, spacing=spacing_mm, keep_largest=largest)
         summary = write_results(rows, out)
     else:
@@ -362,17 +363,19 @@ def bench(
 def _parse_spacing(text: Optional[str]) -> Optional[tuple]:
     if text is None:
         return None
+    from .metrics import check_spacing
+
     try:
         values = tuple(float(v) for v in text.split(","))
     except ValueError:
         values = ()
-    if len(values) != 3 or min(values) <= 0:
+    if len(values) != 3:
         raise UserError(f"--spacing must be three positive numbers 'x,y,z', got {text!r}")
-    return values
+    return check_spacing(values, "--spacing")
 
 
 _USER_OS_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.EFBIG, errno.ENOENT,
-                   errno.EISDIR, errno.ENOTDIR}
+                   errno.EISDIR, errno.ENOTDIR, errno.EEXIST}  # EEXIST: an --out that names a file
 
 
 def _where(exc: BaseException) -> str:
