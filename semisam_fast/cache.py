@@ -24,11 +24,17 @@ FORMAT_VERSION = 1
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
 
-def fingerprint(model: str, checkpoint_sha256: str, image_size: int, normalization: str, precision: str) -> dict:
-    """Everything that changes the numbers in the cache. Two caches with different fingerprints never mix."""
-    return {"model": model, "checkpoint_sha256": checkpoint_sha256, "image_size": image_size,
-            "normalization": normalization, "precision": precision, "store_dtype": "float16",
-            "format": FORMAT_VERSION}
+def fingerprint(model: str, checkpoint_sha256: str, image_size: int, normalization: str, precision: str,
+                encoder_sha256: str | None = None) -> dict:
+    """Everything that changes the numbers in the cache. Two caches with different fingerprints never mix.
+    `encoder_sha256`: the bytes of an exported encoder (not given for torch, where the checkpoint's hash is the
+    encoder's identity), so embeddings of one file are never cached under another's name."""
+    found = {"model": model, "checkpoint_sha256": checkpoint_sha256, "image_size": image_size,
+             "normalization": normalization, "precision": precision, "store_dtype": "float16",
+             "format": FORMAT_VERSION}
+    if encoder_sha256 is not None:  # absent for torch: caches built before the key existed stay valid
+        found["encoder_sha256"] = encoder_sha256
+    return found
 
 
 def shard_stem(case_id: str) -> str:

@@ -253,3 +253,57 @@ def test_missing_labels_are_named(tmp_path):
     line = user_error(invoke("pseudo-label", "--data", str(data), "--model", "tiny", "--out", str(tmp_path / "o")),
                       "b, c")
     assert " a" not in line.split("none:")[1]
+
+
+# ---- 5. a failed gate never ships ---------------------------------------------------------------------------------
+def test_a_failed_gate_never_replaces_a_passing_artefact(phantom, tmp_path):
+    out = tmp_path / "engines"
+    export = ["export", "--model", "tiny", "--part", "encoder", "--precision", "int8", "--out", str(out)]
+    result = invoke(*export)  # int8 on the tiny model: mask IoU ~0.996, over the default 0.97
+    assert result.returncode == 0, result.stderr
+    encoder = out / "tiny_encoder_int8.onnx"
+    passing = {p.name: p.read_bytes() for p in out.iterdir()}
+    user_error(invoke(*export, "--threshold", "1.0"), "parity gate failed")
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == passing  # nothing replaced, no staging left
+    assert json.loads(encoder.with_suffix(".json").read_text())["parity"]["passed"] is True
+
+    from semisam_fast.artefact import read_sidecar, write_sidecar
+
+    meta = read_sidecar(encoder)
+    meta["parity"]["passed"] = False  # what an export of before this fix left under the artefact's name
+    write_sidecar(encoder, meta)
+    user_error(invoke("embed", "--data", str(phantom), "--backend", "onnx", "--model", "tiny", "--artefact",
+                      str(encoder), "--precision", "int8", "--every", "6", "--cache", str(tmp_path / "c")),
+               "failed its parity gate")
+
+
+# ---- 6. a sidecar does not vouch for a foreign graph --------------------------------------------------------------
+def test_a_sidecar_cannot_vouch_for_a_foreign_graph(tiny_artefacts, phantom, tmp_path):
+    import onnx
+    from onnx import numpy_helper
+
+    from semisam_fast.artefact import read_sidecar, write_sidecar
+
+    real = tiny_artefacts["encoder"].path
+    meta = read_sidecar(real)
+    embed = ["embed", "--data", str(phantom), "--backend", "onnx", "--model", "tiny", "--every", "6"]
+
+    decoder_as_encoder = tmp_path / "decoder" / real.name  # a decoder graph, described as the encoder
+    decoder_as_encoder.parent.mkdir()
+    shutil.copy(tiny_artefacts["decoder"].path, decoder_as_encoder)
+    write_sidecar(decoder_as_encoder, dict(meta))
+    user_error(invoke(*embed, "--artefact", str(decoder_as_encoder), "--cache", str(tmp_path / "c0")),
+               "is not a tiny encoder graph")
+
+    cache = tmp_path / "cache"
+    assert invoke(*embed, "--artefact", str(real), "--cache", str(cache)).returncode == 0
+    graph = onnx.load(str(real))  # a foreign encoder of the same shapes, its hash recomputed in the sidecar
+    for init in graph.graph.initializer:
+        array = numpy_helper.to_array(init)
+        if array.dtype == np.float32 and array.size > 1000:
+            init.CopyFrom(numpy_helper.from_array(array * np.float32(1.5), init.name))
+    foreign = tmp_path / "foreign" / real.name
+    foreign.parent.mkdir()
+    onnx.save(graph, str(foreign))
+    write_sidecar(foreign, dict(meta))
+    user_error(invoke(*embed, "--artefact", str(foreign), "--cache", str(cache)), "fingerprint", "encoder_sha256")

@@ -18,6 +18,7 @@ class Backend(ABC):
     precision: str = "fp32"
     device: str = "cpu"
     checkpoint_sha256: str = ""
+    encoder_sha256: str | None = None  # the exported encoder's bytes (None: the checkpoint runs itself, in torch)
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         raise UserError(f"the {self.name} backend was opened without an encoder")
@@ -34,6 +35,9 @@ class Backend(ABC):
         for part, item in parts.items():
             if item is not None:
                 check_matches(item.meta, item.path, model=model, checkpoint_sha256=checkpoint_sha256, part=part)
+                if (item.meta.get("parity") or {}).get("passed") is False:
+                    raise UserError(f"{item.path} failed its parity gate at export (its sidecar says so); "
+                                    "re-export it with `semisam-fast export`")
         if encoder is not None and decoder is not None:
             for key in ("model", "checkpoint_sha256"):
                 if encoder.meta[key] != decoder.meta[key]:
@@ -42,6 +46,7 @@ class Backend(ABC):
         first = encoder or decoder
         self.model, self.precision = first.meta["model"], first.meta["precision"]
         self.checkpoint_sha256 = first.meta["checkpoint_sha256"]
+        self.encoder_sha256 = encoder.meta["artefact_sha256"] if encoder is not None else None
 
     @abstractmethod
     def describe(self) -> dict:
