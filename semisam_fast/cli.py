@@ -264,6 +264,7 @@ def train(
     """Train a student (sup, MT, UA-MT or SemiSAM); checkpoints resume exactly; TensorBoard logs in the run folder.
     Under torchrun (`torchrun --nproc-per-node N -m semisam_fast.cli train ...`): DDP, the batches being global."""
     from .distributed import world_from_env
+    from .interrupts import Interrupted
     from .train import build_trainer
     from .train import preset as make_preset
 
@@ -280,7 +281,11 @@ def train(
     world = world_from_env()
     trainer = build_trainer(config, data, list_file, labeled, val, out, cache, backend, artefact, checkpoint,
                             world.device(device), world=world, precision=precision)
-    result = trainer.run()
+    try:
+        result = trainer.run()
+    except Interrupted as exc:  # typer turns Ctrl-C into exit 130 without a word: say where it stopped
+        print(str(exc), file=sys.stderr)
+        raise
     if not world.leader:
         return
     _log(f"[green]trained[/green] {method}{_by(world)}: {result['iteration']} iterations, validation Dice "

@@ -307,3 +307,44 @@ def test_a_sidecar_cannot_vouch_for_a_foreign_graph(tiny_artefacts, phantom, tmp
     onnx.save(graph, str(foreign))
     write_sidecar(foreign, dict(meta))
     user_error(invoke(*embed, "--artefact", str(foreign), "--cache", str(cache)), "fingerprint", "encoder_sha256")
+
+
+# ---- 3. Ctrl-C stops between steps ----------------------------------------------------------------------------------
+def test_ctrl_c_mid_step_saves_a_step_boundary_and_resumes_bit_identical(phantom, tmp_path, monkeypatch):
+    """A real SIGINT in the middle of step 3 (after the forward pass has updated BatchNorm, before the optimiser
+    step): the step finishes, its state is saved as iteration 3 (iteration 2's good checkpoint untouched), and the
+    rerun ends bit-identical to an uninterrupted run."""
+    import signal
+
+    from semisam_fast.checkpoints import read_checkpoint
+    from semisam_fast.train import loop
+
+    from .test_crash_safety import _same
+
+    def train(out: Path):
+        return invoke("train", "--data", str(phantom), "--labeled", "2", "--val", "1", "--method", "sup",
+                      "--iterations", "5", "--save-every", "1", "--out", str(out))
+
+    reference = tmp_path / "reference"
+    assert train(reference).returncode == 0
+    original, calls = loop.supervised_loss, [0]
+
+    def loss_then_ctrl_c(*args, **kwargs):
+        calls[0] += 1
+        if calls[0] == 3:
+            os.kill(os.getpid(), signal.SIGINT)  # delivered here, mid-step, as a keyboard's would be
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "supervised_loss", loss_then_ctrl_c)
+    run = tmp_path / "run"
+    result = train(run)
+    assert result.returncode == 130, result.stderr
+    said = [line for line in result.stderr.replace("\r", "\n").splitlines() if line.strip()]
+    assert said[-1] == "interrupted at iteration 3, resume with the same command" and "Traceback" not in result.stderr
+    folder = run / "checkpoints"
+    assert sorted(p.name for p in folder.glob("iter_*.pt")) == [f"iter_00000{i}.pt" for i in (1, 2, 3)]
+    good = read_checkpoint(reference / "checkpoints" / "iter_000002.pt")
+    _same(read_checkpoint(folder / "iter_000002.pt")["student"], good["student"])
+    monkeypatch.setattr(loop, "supervised_loss", original)
+    assert train(run).returncode == 0
+    _same(read_checkpoint(folder / "final.pt"), read_checkpoint(reference / "checkpoints" / "final.pt"))
