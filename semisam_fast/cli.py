@@ -265,6 +265,7 @@ def train(
     Under torchrun (`torchrun --nproc-per-node N -m semisam_fast.cli train ...`): DDP, the batches being global."""
     from .distributed import world_from_env
     from .interrupts import Interrupted
+    from .locks import folder_lock
     from .train import build_trainer
     from .train import preset as make_preset
 
@@ -279,13 +280,14 @@ def train(
                          teacher_mode=teacher_mode, consistency=consistency, student_batch=student_batch,
                          intensity_aug=intensity_aug)
     world = world_from_env()
-    trainer = build_trainer(config, data, list_file, labeled, val, out, cache, backend, artefact, checkpoint,
-                            world.device(device), world=world, precision=precision)
-    try:
-        result = trainer.run()
-    except Interrupted as exc:  # typer turns Ctrl-C into exit 130 without a word: say where it stopped
-        print(str(exc), file=sys.stderr)
-        raise
+    with folder_lock(out, "train", enabled=world.leader):  # one run per folder (rank 0 holds it under torchrun)
+        trainer = build_trainer(config, data, list_file, labeled, val, out, cache, backend, artefact, checkpoint,
+                                world.device(device), world=world, precision=precision)
+        try:
+            result = trainer.run()
+        except Interrupted as exc:  # typer turns Ctrl-C into exit 130 without a word: say where it stopped
+            print(str(exc), file=sys.stderr)
+            raise
     if not world.leader:
         return
     _log(f"[green]trained[/green] {method}{_by(world)}: {result['iteration']} iterations, validation Dice "

@@ -348,3 +348,27 @@ def test_ctrl_c_mid_step_saves_a_step_boundary_and_resumes_bit_identical(phantom
     monkeypatch.setattr(loop, "supervised_loss", original)
     assert train(run).returncode == 0
     _same(read_checkpoint(folder / "final.pt"), read_checkpoint(reference / "checkpoints" / "final.pt"))
+
+
+# ---- 10. one process per output folder ----------------------------------------------------------------------------
+def test_a_folder_in_use_is_refused_and_its_holder_named(phantom, tmp_path):
+    import subprocess
+    import sys
+
+    cache, run = tmp_path / "cache", tmp_path / "run"
+    hold = ("import sys, time\nfrom semisam_fast.locks import FolderLock\n"
+            "locks = [FolderLock(p, 'embed').acquire() for p in sys.argv[1:]]\nprint('held', flush=True)\n"
+            "time.sleep(120)\n")
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(cache), str(run)], stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        embed = ["embed", "--data", str(phantom), "--model", "tiny", "--every", "6", "--cache", str(cache)]
+        user_error(invoke(*embed), "in use by process", str(holder.pid), "semisam-fast embed")
+        user_error(invoke("train", "--data", str(phantom), "--labeled", "2", "--val", "1", "--method", "sup",
+                          "--iterations", "1", "--out", str(run)), "in use by process", str(holder.pid))
+        assert not (cache / "shards").exists() and not (run / "run.json").exists()
+    finally:
+        holder.kill()  # the kernel drops its locks with the process
+        holder.wait()
+    assert invoke(*embed).returncode == 0
