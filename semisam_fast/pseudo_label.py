@@ -20,12 +20,12 @@ from .data import Dataset
 from .distributed import World, my_cases
 from .embed import encode_slices
 from .errors import UserError
+from .fsutil import check_outputs
 from .metrics import binary_metrics, format_table
 from .models import Frame, get_spec
 from .models.preprocess import boxes_to_input
 from .overlay import overlay
 from .prompts import mask_to_box
-from .fsutil import check_outputs
 from .results import result_files, write_results
 from .sam_targets import TargetOptions, case_targets, decode_slices, score_targets
 

@@ -63,7 +63,8 @@ class Dataset(ABC):
     """A folder of cases in one on-disk format.
 
     `case_ids` is the ordered case list (from a list file, or discovered). Subclasses implement
-    `_discover`, `_check_case`, `_load`, `shape`, `_case_has_label` and `write_mask`."""
+    `_discover`, `_check_case`, `_load`, `shape`, `_case_has_label`, `write_mask`, `read_mask`, `mask_file`
+    and `source_files`."""
 
     format: str = ""
 
