@@ -372,3 +372,18 @@ def test_a_folder_in_use_is_refused_and_its_holder_named(phantom, tmp_path):
         holder.kill()  # the kernel drops its locks with the process
         holder.wait()
     assert invoke(*embed).returncode == 0
+
+
+def test_openvino_checks_the_graph_too(tiny_artefacts, tmp_path):
+    pytest.importorskip("openvino")
+    from semisam_fast.artefact import read_sidecar, write_sidecar
+    from semisam_fast.backends.openvino_backend import OpenVinoBackend
+    from semisam_fast.errors import UserError
+
+    real = tiny_artefacts["encoder"].path
+    OpenVinoBackend(encoder=real)  # the real graph opens
+    fake = tmp_path / real.name
+    shutil.copy(tiny_artefacts["decoder"].path, fake)
+    write_sidecar(fake, dict(read_sidecar(real)))
+    with pytest.raises(UserError, match="is not a tiny encoder graph"):
+        OpenVinoBackend(encoder=fake)

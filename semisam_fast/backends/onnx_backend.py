@@ -11,7 +11,7 @@ import torch
 from ..artefact import read_sidecar
 from ..errors import UserError
 from ..models import get_spec
-from .base import Backend
+from .base import Backend, check_graph
 
 log = logging.getLogger(__name__)
 
@@ -63,26 +63,8 @@ class OnnxSession:
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.output_dtypes = [torch.float16 if "float16" in o.type else torch.float32
                               for o in self.session.get_outputs()]
-        self._check_graph()
-
-    def _check_graph(self) -> None:
-        """The graph must be what its sidecar calls it (the model's encoder or decoder, by its inputs' and outputs'
-        shapes): a sidecar can be rewritten to vouch for any file, the model's spec cannot."""
-        spec = get_spec(self.meta["model"])
-        part = self.meta["part"]
-        inputs = [list(i.shape) for i in self.session.get_inputs()]
-        outputs = [list(o.shape) for o in self.session.get_outputs()]
-        embedding = list(spec.embedding_shape)
-        if part == "encoder":
-            ok = (len(inputs) == 1 and inputs[0][1:] == [3, spec.image_size, spec.image_size]
-                  and len(outputs) >= 1 and outputs[0][1:] == embedding)
-            wanted = f"images (N, 3, {spec.image_size}, {spec.image_size}) -> embeddings (N, {', '.join(map(str, embedding))})"
-        else:
-            ok = len(inputs) == 5 and inputs[0][1:] == embedding and len(outputs) == 2
-            wanted = f"embeddings (B, {', '.join(map(str, embedding))}), coords, labels, mask_input, has_mask -> masks, IoU"
-        if not ok:
-            raise UserError(f"{self.path} is not a {spec.name} {part} graph: it takes {inputs} and gives {outputs}, "
-                            f"not {wanted}; re-export it with `semisam-fast export`")
+        check_graph(self.meta, self.path, [list(i.shape) for i in self.session.get_inputs()],
+                    [list(o.shape) for o in self.session.get_outputs()])
 
     def _cast(self, name: str, tensor: torch.Tensor) -> torch.Tensor:
         kind = self.input_types[name]
