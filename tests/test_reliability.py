@@ -4,13 +4,11 @@ output folder. Each case runs the real entry point in-process (`invoke`) unless 
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 from pathlib import Path
 
 import h5py
-import nibabel as nib
 import numpy as np
 import pytest
 import torch
