@@ -24,11 +24,26 @@ FORMAT_VERSION = 1
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
 
-def fingerprint(model: str, checkpoint_sha256: str, image_size: int, normalization: str, precision: str) -> dict:
-    """Everything that changes the numbers in the cache. Two caches with different fingerprints never mix."""
-    return {"model": model, "checkpoint_sha256": checkpoint_sha256, "image_size": image_size,
-            "normalization": normalization, "precision": precision, "store_dtype": "float16",
-            "format": FORMAT_VERSION}
+def fingerprint(model: str, checkpoint_sha256: str, image_size: int, normalization: str, precision: str,
+                encoder_sha256: str | None = None) -> dict:
+    """Everything that changes the numbers in the cache. Two caches with different fingerprints never mix.
+    `encoder_sha256`: the bytes of an exported encoder (not given for torch, where the checkpoint's hash is the
+    encoder's identity), so embeddings of one file are never cached under another's name."""
+    found = {"model": model, "checkpoint_sha256": checkpoint_sha256, "image_size": image_size,
+             "normalization": normalization, "precision": precision, "store_dtype": "float16",
+             "format": FORMAT_VERSION}
+    if encoder_sha256 is not None:  # absent for torch: caches built before the key existed stay valid
+        found["encoder_sha256"] = encoder_sha256
+    return found
+
+
+def shard_stem(case_id: str) -> str:
+    """The case's part of its shard names, one per case: a name made safe for a file gets a hash of the real id
+    after a `~` (never in a safe name), so `a b` and `a_b` never share a shard."""
+    safe = _SAFE.sub("_", case_id)
+    if safe == case_id:
+        return case_id
+    return f"{safe}~{hashlib.sha256(case_id.encode()).hexdigest()[:10]}"
 
 
 @dataclass
@@ -52,8 +67,11 @@ class EmbeddingCache:
         if meta_path.is_file():
             try:
                 self.meta = json.loads(meta_path.read_text())
-            except json.JSONDecodeError:
+            except (json.JSONDecodeError, UnicodeDecodeError):
                 raise UserError(f"cache {self.root} has a corrupt cache.json") from None
+            if not isinstance(self.meta, dict) or not isinstance(self.meta.get("fingerprint"), dict):
+                raise UserError(f"cache {self.root} has a cache.json without a fingerprint (not written by embed); "
+                                "use another --cache folder or delete this one")
             if fingerprint is not None and self.meta.get("fingerprint") != fingerprint:
                 raise UserError(f"cache {self.root} was built with a different fingerprint "
                                 f"({_diff(self.meta.get('fingerprint', {}), fingerprint)}); "
@@ -88,14 +106,13 @@ class EmbeddingCache:
             except (json.JSONDecodeError, KeyError, TypeError):
                 indexed = {}  # rebuilt from the sidecars below; the next build rewrites it
         for info_path in sorted(self.shard_dir.glob("*.json")):
-            info = indexed.get(info_path.stem)
-            if info is None or info.get("mtime_ns") != info_path.stat().st_mtime_ns:  # new, or rewritten since
+            info = indexed.get(info_path.stem) if isinstance(indexed, dict) else None
+            if not isinstance(info, dict) or info.get("mtime_ns") != info_path.stat().st_mtime_ns:  # new or rewritten
                 try:
                     info = json.loads(info_path.read_text())
-                except json.JSONDecodeError:
-                    raise UserError(f"cache shard index {info_path} is corrupt; delete it and re-run embed") from None
-            self._add(Shard(info["case_id"], info["slices"], info["height"], info["width"],
-                            info_path.with_suffix(".npy"), info["sha256"]))
+                except (json.JSONDecodeError, UnicodeDecodeError):
+                    info = None
+            self._add(_shard_from(info, info_path))
 
     def write_index(self) -> None:
         """One file listing every finished shard (what `_scan` reads instead of every sidecar)."""
@@ -164,7 +181,7 @@ class EmbeddingCache:
             self.write_meta()
         if len(slices) != len(array):
             raise ValueError(f"{len(slices)} slice indices for {len(array)} embeddings")
-        stem = f"{_SAFE.sub('_', case_id)}.{slices[0]:05d}-{slices[-1]:05d}"
+        stem = f"{shard_stem(case_id)}.{slices[0]:05d}-{slices[-1]:05d}"
         npy = self.shard_dir / f"{stem}.npy"
         atomic_write(npy, lambda tmp: np.save(tmp, array))
         info = {"case_id": case_id, "slices": [int(z) for z in slices], "height": height, "width": width,
@@ -173,16 +190,31 @@ class EmbeddingCache:
         self._add(Shard(case_id, info["slices"], height, width, npy, info["sha256"]))
 
     # ---- reading -----------------------------------------------------------------------------------------------
+    def _open(self, shard: Shard) -> np.ndarray:
+        """The shard memory-mapped, after checking its header and size against its sidecar (cheap: no data read)."""
+        try:
+            array = np.load(shard.npy, mmap_mode="r", allow_pickle=False)
+        except Exception as exc:  # numpy raises OSError, ValueError or EOFError (a 0-byte file) here
+            raise UserError(f"cache shard {shard.npy} is missing, truncated or corrupt ({type(exc).__name__}: "
+                            f"{exc}); delete it and re-run embed") from None
+        if array.shape[0] != len(shard.slices) or list(array.shape[1:]) != self.meta["embedding_shape"]:
+            raise UserError(f"cache shard {shard.npy} has shape {array.shape}, expected {len(shard.slices)} rows of "
+                            f"{self.meta['embedding_shape']}; delete it and re-run embed")
+        return array
+
+    def check_files(self, case_id: str) -> None:
+        """The header and size of each shard of a case (what `embed` checks before it counts them as done)."""
+        for shard in self._shards.get(case_id, []):
+            self._open(shard)
+
     def _map(self, shard: Shard) -> np.ndarray:
+        """A shard, checked once per process when first opened: size, then checksum (a flipped bit keeps the
+        size), so no command reads a damaged shard silently."""
         if shard.npy not in self._maps:
-            try:
-                array = np.load(shard.npy, mmap_mode="r")
-            except (OSError, ValueError) as exc:
-                raise UserError(f"cache shard {shard.npy} is missing, truncated or corrupt ({exc}); "
-                                "delete it and re-run embed") from None
-            if array.shape[0] != len(shard.slices) or list(array.shape[1:]) != self.meta["embedding_shape"]:
-                raise UserError(f"cache shard {shard.npy} has shape {array.shape}, expected {len(shard.slices)} rows of "
-                                f"{self.meta['embedding_shape']}; delete it and re-run embed")
+            array = self._open(shard)
+            if hashlib.sha256(np.ascontiguousarray(array).data).hexdigest() != shard.sha256:
+                raise UserError(f"cache shard {shard.npy} is truncated or corrupt (it fails its checksum); delete it "
+                                "and re-run embed")
             self._maps[shard.npy] = array
         return self._maps[shard.npy]
 
@@ -248,13 +280,21 @@ class EmbeddingCache:
         for shards in self._shards.values():
             for shard in shards:
                 try:
-                    array = self._map(shard)
+                    self._map(shard)
                 except UserError as exc:
                     problems.append(str(exc))
-                    continue
-                if hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest() != shard.sha256:
-                    problems.append(f"cache shard {shard.npy} fails its checksum")
         return problems
+
+
+def _shard_from(info: object, info_path: Path) -> Shard:
+    """A shard's record from its sidecar (or the index), refused in one line when it is not one of embed's."""
+    ok = (isinstance(info, dict) and isinstance(info.get("case_id"), str) and isinstance(info.get("sha256"), str)
+          and isinstance(info.get("slices"), list) and all(isinstance(z, int) for z in info["slices"])
+          and info["slices"] and all(isinstance(info.get(k), int) for k in ("height", "width")))
+    if not ok:
+        raise UserError(f"cache shard index {info_path} is corrupt; delete it and its .npy and re-run embed")
+    return Shard(info["case_id"], info["slices"], info["height"], info["width"], info_path.with_suffix(".npy"),
+                 info["sha256"])
 
 
 def _diff(have: dict, want: dict) -> str:

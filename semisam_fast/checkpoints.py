@@ -50,7 +50,17 @@ def _read_record(path: Path, advice: str = "") -> dict:
         raise UserError(f"cannot read {path}: {exc}{advice}") from None
     if not isinstance(record, dict):
         raise UserError(f"{path} does not hold a JSON object{advice}")
+    for key, kind in _RECORD_TYPES.items():  # a hand-edited record fails here, in one line, not deep in a command
+        if record.get(key) is not None and not isinstance(record[key], kind):
+            raise UserError(f"{path}: '{key}' must be {_KIND_NAMES[kind]}, not {record[key]!r}{advice}")
+        if kind is list and any(not isinstance(c, str) for c in record.get(key) or []):
+            raise UserError(f"{path}: '{key}' must list case ids (strings){advice}")
     return record
+
+
+_RECORD_TYPES = {"data": str, "list": str, "cache": str, "config": dict, "labeled_cases": list,
+                 "unlabeled_cases": list, "val_cases": list}
+_KIND_NAMES = {str: "a path (string)", dict: "an object", list: "a list"}
 
 
 def checkpoint_path(run_dir: str | Path, iteration: int | None = None) -> Path:

@@ -264,6 +264,8 @@ def train(
     """Train a student (sup, MT, UA-MT or SemiSAM); checkpoints resume exactly; TensorBoard logs in the run folder.
     Under torchrun (`torchrun --nproc-per-node N -m semisam_fast.cli train ...`): DDP, the batches being global."""
     from .distributed import world_from_env
+    from .interrupts import Interrupted
+    from .locks import folder_lock
     from .train import build_trainer
     from .train import preset as make_preset
 
@@ -278,9 +280,14 @@ def train(
                          teacher_mode=teacher_mode, consistency=consistency, student_batch=student_batch,
                          intensity_aug=intensity_aug)
     world = world_from_env()
-    trainer = build_trainer(config, data, list_file, labeled, val, out, cache, backend, artefact, checkpoint,
-                            world.device(device), world=world, precision=precision)
-    result = trainer.run()
+    with folder_lock(out, "train", enabled=world.leader):  # one run per folder (rank 0 holds it under torchrun)
+        trainer = build_trainer(config, data, list_file, labeled, val, out, cache, backend, artefact, checkpoint,
+                                world.device(device), world=world, precision=precision)
+        try:
+            result = trainer.run()
+        except Interrupted as exc:  # typer turns Ctrl-C into exit 130 without a word: say where it stopped
+            print(str(exc), file=sys.stderr)
+            raise
     if not world.leader:
         return
     _log(f"[green]trained[/green] {method}{_by(world)}: {result['iteration']} iterations, validation Dice "
@@ -303,7 +310,7 @@ def evaluate(
     from .data import open_dataset, read_list
     from .evaluate import evaluate_cases, evaluate_run
     from .nets import load_student
-    from .results import write_results
+    from .results import check_result_outputs, write_results
     from .metrics import format_table
 
     spacing_mm = _parse_spacing(spacing)
@@ -312,8 +319,9 @@ def evaluate(
         rows, summary = evaluate_run(run, data=data, cases=cases, spacing=spacing_mm, out=out, weights=weights,
                                      keep_largest=largest)
     elif checkpoint is not None and data is not None and out is not None:
-        net, config = load_student(checkpoint, weights)
         dataset = open_dataset(data, list_file)
+        check_result_outputs(out, dataset, dataset.case_ids, checkpoint, list_file)
+        net, config = load_student(checkpoint, weights)
         rows = evaluate_cases(net, config, dataset, dataset.case_ids, spacing=spacing_mm, keep_largest=largest)
         summary = write_results(rows, out)
     else:
@@ -362,17 +370,19 @@ def bench(
 def _parse_spacing(text: Optional[str]) -> Optional[tuple]:
     if text is None:
         return None
+    from .metrics import check_spacing
+
     try:
         values = tuple(float(v) for v in text.split(","))
     except ValueError:
         values = ()
-    if len(values) != 3 or min(values) <= 0:
+    if len(values) != 3:
         raise UserError(f"--spacing must be three positive numbers 'x,y,z', got {text!r}")
-    return values
+    return check_spacing(values, "--spacing")
 
 
 _USER_OS_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.EFBIG, errno.ENOENT,
-                   errno.EISDIR, errno.ENOTDIR}
+                   errno.EISDIR, errno.ENOTDIR, errno.EEXIST}  # EEXIST: an --out that names a file
 
 
 def _where(exc: BaseException) -> str:

@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .errors import UserError
+
 
 @dataclass(frozen=True)
 class World:
@@ -65,10 +67,17 @@ class World:
 def world_from_env() -> World:
     """This process's place in a torchrun launch (a one-process World when not launched by torchrun); joins the
     process group on first use."""
-    size = int(os.environ.get("WORLD_SIZE", "1"))
-    if size <= 1:
-        return World()
-    world = World(int(os.environ["RANK"]), size, int(os.environ.get("LOCAL_RANK", "0")))
+    try:
+        size = int(os.environ.get("WORLD_SIZE", "1"))
+        if size <= 1:
+            return World()
+        world = World(int(os.environ["RANK"]), size, int(os.environ.get("LOCAL_RANK", "0")))
+    except (KeyError, ValueError):  # a WORLD_SIZE left in the shell, not a torchrun launch
+        names = ", ".join(f"{k}={os.environ.get(k)!r}" for k in ("WORLD_SIZE", "RANK", "LOCAL_RANK"))
+        raise UserError(f"the environment looks like a torchrun launch but is not one ({names}); unset WORLD_SIZE, "
+                        "or start the command with torchrun") from None
+    if not 0 <= world.rank < size:
+        raise UserError(f"RANK={world.rank} is outside WORLD_SIZE={size}; start the command with torchrun")
     if not torch.distributed.is_initialized():
         backend = "nccl" if torch.cuda.is_available() and os.environ.get("SEMISAM_DIST_BACKEND") != "gloo" else "gloo"
         if backend == "nccl":

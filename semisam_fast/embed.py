@@ -14,12 +14,14 @@ from .cache import EmbeddingCache, fingerprint
 from .data import Dataset, every_kth
 from .distributed import World, my_cases
 from .errors import UserError
+from .locks import folder_lock
 from .models import get_spec, preprocess
 
 
 def backend_fingerprint(backend: Backend) -> dict:
     spec = get_spec(backend.model)
-    return fingerprint(spec.name, backend.checkpoint_sha256, spec.image_size, spec.normalization, backend.precision)
+    return fingerprint(spec.name, backend.checkpoint_sha256, spec.image_size, spec.normalization, backend.precision,
+                       backend.encoder_sha256)
 
 
 def encode_slices(backend: Backend, image: np.ndarray, slices: list[int], batch: int = 8) -> torch.Tensor:
@@ -58,8 +60,15 @@ def build_cache(dataset: Dataset, backend: Backend, cache_dir: str | Path, case_
     Under torchrun (`world`): rank 0 creates the cache (fingerprint, embedding shape, batch grouping) and clears
     what a killed build left, before the others open it; whole cases are dealt out (`my_cases`); each process
     writes only its own cases' shards; at the end rank 0 checks that every wanted slice is cached exactly once and
-    writes the index. The result is the cache one process would have built."""
+    writes the index. The result is the cache one process would have built. Rank 0 holds the folder's lock
+    (`locks.FolderLock`) throughout: a second build into the same folder is refused."""
     world = world or World()
+    with folder_lock(cache_dir, "embed", enabled=world.leader):
+        return _build(dataset, backend, cache_dir, case_ids, batch, every, progress, world)
+
+
+def _build(dataset: Dataset, backend: Backend, cache_dir: str | Path, case_ids: list[str] | None, batch: int,
+           every: int, progress: bool, world: World) -> EmbedSummary:
     spec = get_spec(backend.model)
     fingerprint = backend_fingerprint(backend)
     if world.leader:
@@ -81,6 +90,7 @@ def build_cache(dataset: Dataset, backend: Backend, cache_dir: str | Path, case_
     for case_id in mine:
         wanted = wanted_slices[case_id]
         total += len(wanted)
+        cache.check_files(case_id)  # a shard emptied or cut since it was written is not "already cached"
         done = set(cache.slices(case_id))
         # fixed batch groups: a resumed build recomputes exactly the groups an uninterrupted one would have,
         # so both end bit-for-bit equal

@@ -13,9 +13,9 @@ from .checkpoints import find_checkpoint, read_run_record
 from .data import Dataset, open_dataset
 from .errors import UserError
 from .inference import largest_component, predict_case
-from .metrics import binary_metrics
+from .metrics import binary_metrics, check_spacing
 from .nets import load_student
-from .results import write_results
+from .results import check_result_outputs, write_results
 
 __all__ = ["evaluate_cases", "evaluate_run"]
 
@@ -37,7 +37,8 @@ def evaluate_cases(net: nn.Module, config: dict, dataset: Dataset, case_ids: Seq
         pred = predict_case(net, case.image, config, device=device) > threshold
         if keep_largest:
             pred = largest_component(pred)
-        used = tuple(spacing) if spacing is not None else case.spacing
+        used = (check_spacing(spacing, "--spacing") if spacing is not None else
+                check_spacing(case.spacing, f"case {case_id}'s header") if case.spacing is not None else None)
         where = ",".join(f"{s:g}" for s in used) if used is not None else "voxel"
         rows.append({"case": case_id, "spacing": where, **binary_metrics(pred, case.label, used)})
     return rows
@@ -77,9 +78,11 @@ def evaluate_run(run_dir: str | Path, data: str | Path | None = None, list_file:
     checkpoint = find_checkpoint(run_dir)
     net, config = load_student(checkpoint, weights=weights, device=device)
     dataset = open_dataset(data, list_file)
+    out = Path(out) if out is not None else run_dir / "eval.json"
+    check_result_outputs(out, dataset, cases, checkpoint, run_json, list_file)
     rows = evaluate_cases(net, config, dataset, cases, spacing=spacing, threshold=threshold, device=device,
                           progress=progress, keep_largest=keep_largest)
     meta = {"checkpoint": str(checkpoint), "weights": weights, "threshold": threshold, "keep_largest": keep_largest,
             "spacing": list(spacing) if spacing is not None else "per case (header, else voxel)", "data": str(data)}
-    summary = write_results(rows, Path(out) if out is not None else run_dir / "eval.json", meta=meta)
+    summary = write_results(rows, out, meta=meta)
     return rows, summary

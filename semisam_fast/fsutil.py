@@ -7,7 +7,7 @@ import math
 import os
 import tempfile
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 from .errors import UserError
 
@@ -45,6 +45,22 @@ def _write_failure(exc: BaseException) -> str | None:
     if isinstance(exc, RuntimeError) and ("inline_container" in str(exc) or "PytorchStreamWriter" in str(exc)):
         return "the file system stopped the write part-way (disk full or file size limit)"
     return None
+
+
+def check_outputs(outputs: Iterable[str | Path], inputs: Iterable[str | Path], what: str = "--out") -> None:
+    """Refuse, before anything is written, a run whose outputs would overwrite a file it reads or each other
+    (compared as resolved paths, so a link or `a/../b` is no way around it)."""
+    seen: dict[Path, Path] = {}
+    for path in outputs:
+        key = Path(path).resolve()
+        if key in seen:
+            raise UserError(f"{what} would write {path} twice (two outputs of this run have one name); "
+                            "choose another name")
+        seen[key] = Path(path)
+    for path in inputs:
+        key = Path(path).resolve()
+        if key in seen:
+            raise UserError(f"{what} would overwrite {path}, which this command reads; choose another {what}")
 
 
 def remove_stale_temps(folder: Path) -> int:

@@ -21,10 +21,22 @@ from typing import Sequence
 import numpy as np
 from scipy import ndimage
 
+from .errors import UserError
+
 __all__ = ["METRIC_KEYS", "binary_metrics", "surface", "union_box", "summarize", "undefined_counts",
            "format_table"]
 
 METRIC_KEYS = ("dice", "jaccard", "hd95", "asd", "hd95_diag", "asd_diag")
+
+
+def check_spacing(spacing: Sequence[float], source: str) -> tuple[float, ...]:
+    """Voxel sizes must be finite and positive: a zero spacing makes every distance 0 (a perfect HD95 for any
+    prediction) and nan or inf make them meaningless, so they are refused wherever they come from."""
+    values = tuple(float(s) for s in spacing)
+    if not all(math.isfinite(s) and s > 0 for s in values):
+        raise UserError(f"{source} gives spacing {values}: voxel sizes must be finite and positive; fix it or give "
+                        "--spacing x,y,z")
+    return values
 
 
 def binary_metrics(pred: np.ndarray, gt: np.ndarray, spacing: Sequence[float] | None = None,

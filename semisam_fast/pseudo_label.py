@@ -20,12 +20,13 @@ from .data import Dataset
 from .distributed import World, my_cases
 from .embed import encode_slices
 from .errors import UserError
+from .fsutil import check_outputs
 from .metrics import binary_metrics, format_table
 from .models import Frame, get_spec
 from .models.preprocess import boxes_to_input
 from .overlay import overlay
 from .prompts import mask_to_box
-from .results import write_results
+from .results import result_files, write_results
 from .sam_targets import TargetOptions, case_targets, decode_slices, score_targets
 
 PROMPTS = tuple(p for p in choices.PROMPTS if p != "teacher")  # mask-made prompts; teacher: teacher_pseudo_label
@@ -59,6 +60,17 @@ class PseudoLabelReport:
         return merged
 
 
+def _check_outputs(dataset: Dataset, case_ids: list[str], out: Path, masks_dir: str | Path | None = None,
+                   *files: Path) -> None:
+    """No mask or report may land on a file this run reads (`--out DATA/images` would replace the images with
+    masks): refused before the first mask is written."""
+    outputs = [dataset.mask_file(c, out) for c in case_ids] + list(result_files(out / "report.json"))
+    inputs = [p for c in dataset.case_ids for p in dataset.source_files(c)] + list(files)
+    if masks_dir is not None:
+        inputs += [dataset.mask_file(c, Path(masks_dir)) for c in case_ids]
+    check_outputs(outputs, inputs)
+
+
 def pseudo_label(dataset: Dataset, cache: EmbeddingCache | None, backend: Backend, out: str | Path,
                  case_ids: list[str] | None = None, prompt: str = "gt-box", masks_dir: str | Path | None = None,
                  margin: float = 4.0, batch: int = 32, n_overlays: int = 4, progress: bool = True,
@@ -87,12 +99,18 @@ def pseudo_label(dataset: Dataset, cache: EmbeddingCache | None, backend: Backen
     out = Path(out)
     if case_ids is None:  # default: the cases of the data set that are in the cache (without one: all)
         case_ids = [c for c in dataset.case_ids if cache is None or c in set(cache.case_ids)]
+    _check_outputs(dataset, case_ids, out, masks_dir)
+    unlabelled = [c for c in case_ids if not dataset.has_label(c)] if prompt != "mask-box" else []
+    if unlabelled:  # name every case without one, not the first case of a data set where some lack labels
+        more = f" and {len(unlabelled) - 5} more" if len(unlabelled) > 5 else ""
+        raise UserError(f"--prompt {prompt} builds prompts from labels, and {len(unlabelled)} cases have none: "
+                        f"{', '.join(unlabelled[:5])}{more}; leave them out (--list) or use mask-box --masks")
     report = PseudoLabelReport()
     n_overlays = -(-n_overlays // world.size)  # each process its share of the overlays
     mine = my_cases(case_ids, lambda c: len(cache.slices(c)) if cache is not None else dataset.num_slices(c), world)
     for case_id in tqdm(mine, desc="pseudo-label", unit="case", disable=not (progress and world.leader),
                         dynamic_ncols=True):
-        case = dataset.load(case_id, with_label=dataset.has_labels)
+        case = dataset.load(case_id, with_label=dataset.has_label(case_id))
         source = case.label if prompt in ("gt-box", "points") else dataset.read_mask(case_id, Path(masks_dir))
         if source is None:
             raise UserError(f"case {case_id} has no label to build --prompt {prompt} from; use mask-box --masks")
@@ -158,6 +176,7 @@ def teacher_pseudo_label(dataset: Dataset, cache: EmbeddingCache, backend: Backe
     out = Path(out)
     if case_ids is None:
         case_ids = [c for c in dataset.case_ids if c in set(cache.case_ids)]
+    _check_outputs(dataset, case_ids, out, None, checkpoint)
     report = PseudoLabelReport()
     n_overlays = -(-n_overlays // world.size)
     mine = my_cases(case_ids, lambda c: len(cache.slices(c)), world)

@@ -9,15 +9,26 @@ from pathlib import Path
 
 import numpy as np
 
-from .fsutil import atomic_write, write_json
+from .errors import UserError
+from .fsutil import atomic_write, check_outputs, write_json
 from .metrics import summarize, undefined_counts
+
+
+def result_files(out: str | Path) -> tuple[Path, Path]:
+    """The JSON and the CSV beside it that `write_results` writes for `out`; refused when they would be one file
+    (`--out r.csv`: the CSV would overwrite the JSON just written)."""
+    out = Path(out)
+    csv_path = out.with_suffix(".csv")
+    if csv_path == out:
+        raise UserError(f"--out {out} would be both the JSON and its CSV; give a name ending in .json")
+    return out, csv_path
 
 
 def write_results(rows: list[dict], out: str | Path, meta: dict | None = None) -> dict[str, tuple[float, float]]:
     """Write `out` (JSON {"cases": rows, "summary": {metric: {"mean", "sd"}}, **meta}) and `out` with suffix .csv
     (one line per case), both atomically. Returns `metrics.summarize(rows)` ({metric: (mean, sd)}),
     the form `metrics.format_table` takes."""
-    out = Path(out)
+    out, csv_path = result_files(out)
     summary = summarize(rows)
     undefined = undefined_counts(rows)
     doc = {"cases": rows, **(meta or {}),
@@ -32,9 +43,15 @@ def write_results(rows: list[dict], out: str | Path, meta: dict | None = None) -
     writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-    csv_path = out.with_suffix(".csv")
     atomic_write(csv_path, lambda tmp: tmp.write_text(buf.getvalue(), encoding="utf-8"))
     return summary
+
+
+def check_result_outputs(out: str | Path, dataset, case_ids: list[str], *files: str | Path | None) -> None:
+    """Before a command computes: its result files (`out` and its CSV) must not be a file it reads (`files`, the
+    data of `case_ids`) (`evaluate --checkpoint C --out C` would replace the checkpoint with JSON)."""
+    inputs = [p for c in case_ids for p in dataset.source_files(c)] + [Path(f) for f in files if f is not None]
+    check_outputs(result_files(out), inputs)
 
 
 def write_report(out: str | Path, report: dict) -> Path:

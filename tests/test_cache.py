@@ -187,8 +187,11 @@ def test_torch_and_onnx_caches_agree_on_real_la(la_dir, lite_artefacts, tmp_path
     onnx_backend = open_artefact(lite_artefacts["encoder"].path)
     for name, backend in (("torch", torch_backend), ("onnx", onnx_backend)):
         build_cache(dataset, backend, tmp_path / name, case_ids=cases, every=11, progress=False)
-    # the same fingerprint: fp32 torch and fp32 onnxruntime caches are interchangeable by design
-    assert EmbeddingCache(tmp_path / "torch").fingerprint == EmbeddingCache(tmp_path / "onnx").fingerprint
+    # the same fingerprint but for the exported encoder's hash, which only the onnx cache records (issue 26: the
+    # embeddings of one encoder file are never cached under another's name, so the two are not resumed by each other)
+    onnx_fingerprint = dict(EmbeddingCache(tmp_path / "onnx").fingerprint)
+    assert onnx_fingerprint.pop("encoder_sha256") == onnx_backend.encoder_sha256
+    assert EmbeddingCache(tmp_path / "torch").fingerprint == onnx_fingerprint
     masks = {}
     for name in ("torch", "onnx"):
         report = pseudo_label(dataset, EmbeddingCache(tmp_path / name), torch_backend, tmp_path / f"out_{name}",

@@ -2,11 +2,33 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from pathlib import Path
 
 import torch
 
 from ..artefact import check_matches
 from ..errors import UserError
+
+
+def check_graph(meta: dict, path: Path, inputs: list[list], outputs: list[list]) -> None:
+    """A graph must be what its sidecar calls it (the model's encoder or decoder, by the shapes of its inputs and
+    outputs; dynamic dimensions are names): a sidecar can be rewritten to vouch for any file, the model's spec
+    cannot. Refused in one line otherwise (a decoder given as the encoder, another model's graph)."""
+    from ..models import get_spec
+
+    spec = get_spec(meta["model"])
+    embedding = list(spec.embedding_shape)
+    size = spec.image_size
+    if meta["part"] == "encoder":
+        ok = (len(inputs) == 1 and inputs[0][1:] == [3, size, size] and len(outputs) >= 1
+              and outputs[0][1:] == embedding)
+        wanted = f"images (N, 3, {size}, {size}) -> embeddings (N, {', '.join(map(str, embedding))})"
+    else:
+        ok = len(inputs) == 5 and inputs[0][1:] == embedding and len(outputs) == 2
+        wanted = f"embeddings (B, {', '.join(map(str, embedding))}) and 4 prompt inputs -> masks, IoU"
+    if not ok:
+        raise UserError(f"{path} is not a {spec.name} {meta['part']} graph: it takes {inputs} and gives {outputs}, "
+                        f"not {wanted}; re-export it with `semisam-fast export`")
 
 
 class Backend(ABC):
@@ -18,6 +40,7 @@ class Backend(ABC):
     precision: str = "fp32"
     device: str = "cpu"
     checkpoint_sha256: str = ""
+    encoder_sha256: str | None = None  # the exported encoder's bytes (None: the checkpoint runs itself, in torch)
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         raise UserError(f"the {self.name} backend was opened without an encoder")
@@ -34,6 +57,9 @@ class Backend(ABC):
         for part, item in parts.items():
             if item is not None:
                 check_matches(item.meta, item.path, model=model, checkpoint_sha256=checkpoint_sha256, part=part)
+                if (item.meta.get("parity") or {}).get("passed") is False:
+                    raise UserError(f"{item.path} failed its parity gate at export (its sidecar says so); "
+                                    "re-export it with `semisam-fast export`")
         if encoder is not None and decoder is not None:
             for key in ("model", "checkpoint_sha256"):
                 if encoder.meta[key] != decoder.meta[key]:
@@ -42,6 +68,7 @@ class Backend(ABC):
         first = encoder or decoder
         self.model, self.precision = first.meta["model"], first.meta["precision"]
         self.checkpoint_sha256 = first.meta["checkpoint_sha256"]
+        self.encoder_sha256 = encoder.meta["artefact_sha256"] if encoder is not None else None
 
     @abstractmethod
     def describe(self) -> dict:

@@ -11,7 +11,7 @@ import torch
 from ..artefact import read_sidecar
 from ..errors import UserError
 from ..models import get_spec
-from .base import Backend
+from .base import Backend, check_graph
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +63,8 @@ class OnnxSession:
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.output_dtypes = [torch.float16 if "float16" in o.type else torch.float32
                               for o in self.session.get_outputs()]
+        check_graph(self.meta, self.path, [list(i.shape) for i in self.session.get_inputs()],
+                    [list(o.shape) for o in self.session.get_outputs()])
 
     def _cast(self, name: str, tensor: torch.Tensor) -> torch.Tensor:
         kind = self.input_types[name]

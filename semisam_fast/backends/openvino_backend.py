@@ -10,7 +10,7 @@ import torch
 
 from ..artefact import read_sidecar
 from ..errors import UserError
-from .base import Backend
+from .base import Backend, check_graph
 
 HINTS = {"fp32": "f32", "bf16": "bf16"}  # our precision names -> OpenVINO's inference precision hint
 
@@ -21,6 +21,11 @@ def import_openvino():
     except ImportError:
         raise UserError("OpenVINO is not installed: `pip install 'semisam-fast[openvino]'`") from None
     return openvino
+
+
+def _dims(port) -> list:
+    """A port's shape as ONNX reports it: ints, and a name ("?") for a dynamic dimension."""
+    return [d.get_length() if d.is_static else "?" for d in port.get_partial_shape()]
 
 
 class OpenVinoModel:
@@ -43,6 +48,8 @@ class OpenVinoModel:
             self.compiled = core.compile_model(core.read_model(str(self.path)), "CPU", config)
         except Exception as exc:  # OpenVINO raises its own RuntimeError subclasses with long messages
             raise UserError(f"OpenVINO cannot compile {self.path.name}: {str(exc).splitlines()[0][:160]}") from None
+        check_graph(self.meta, self.path, [_dims(p) for p in self.compiled.inputs],
+                    [_dims(p) for p in self.compiled.outputs])
         self.request = self.compiled.create_infer_request()
         self.input_names = [port.get_any_name() for port in self.compiled.inputs]
         self.compiled_precision = str(self.compiled.get_property("INFERENCE_PRECISION_HINT"))

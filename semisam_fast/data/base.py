@@ -53,11 +53,18 @@ def as_mask(mask: np.ndarray, shape: tuple[int, ...], case_id: str) -> np.ndarra
     return mask.astype(np.uint8, copy=False)
 
 
+def _not_empty(shape: tuple[int, ...], case_id: str) -> tuple[int, ...]:
+    if 0 in tuple(shape):  # nothing downstream has a meaning for a volume without voxels
+        raise UserError(f"case {case_id}: the image has shape {tuple(shape)}, no voxels; fix the file or leave it out")
+    return shape
+
+
 class Dataset(ABC):
     """A folder of cases in one on-disk format.
 
     `case_ids` is the ordered case list (from a list file, or discovered). Subclasses implement
-    `_discover`, `_check_case`, `_load`, `shape`, `_case_has_label` and `write_mask`."""
+    `_discover`, `_check_case`, `_load`, `shape`, `_case_has_label`, `write_mask`, `read_mask`, `mask_file`
+    and `source_files`."""
 
     format: str = ""
 
@@ -109,6 +116,14 @@ class Dataset(ABC):
     def write_mask(self, case_id: str, mask: np.ndarray, out_dir: Path) -> Path:
         """Atomically write `mask` (same shape as the image) in this format under `out_dir`."""
 
+    @abstractmethod
+    def mask_file(self, case_id: str, out_dir: Path) -> Path:
+        """Where `write_mask` puts (and `read_mask` finds) the case's mask under `out_dir`."""
+
+    @abstractmethod
+    def source_files(self, case_id: str) -> list[Path]:
+        """The files a case is read from (image, label): what no output may overwrite."""
+
     # -- public -------------------------------------------------------------------------------
     @abstractmethod
     def read_mask(self, case_id: str, masks_dir: Path) -> np.ndarray:
@@ -118,6 +133,7 @@ class Dataset(ABC):
         """Read one case. with_label=False never opens/reads the label (no ground-truth leak)."""
         self._known(case_id)
         case = self._load(case_id, with_label)
+        _not_empty(case.image.shape, case_id)
         bad = int(np.size(case.image) - np.count_nonzero(np.isfinite(case.image)))
         if bad:  # a NaN voxel would turn a whole z-scored volume, and then the loss, into NaN
             raise UserError(f"case {case_id}: {bad} image voxels are NaN or infinite; fix the file or leave it out")
@@ -135,7 +151,12 @@ class Dataset(ABC):
     def num_slices(self, case_id: str) -> int:
         """Number of 2D slices (Z) of the case, from the header."""
         self._known(case_id)
-        return int(self.shape(case_id)[2])
+        return int(_not_empty(self.shape(case_id), case_id)[2])
+
+    def has_label(self, case_id: str) -> bool:
+        """True when the case has a label file (from file presence / headers)."""
+        self._known(case_id)
+        return self._case_has_label(case_id)
 
     @property
     def has_labels(self) -> bool:

@@ -86,8 +86,14 @@ class LAH5Dataset(Dataset):
             s = tuple(int(x) for x in f["image"].shape)
         return (s[0], s[1], 1) if len(s) == 2 else s  # type: ignore[return-value]
 
+    def mask_file(self, case_id: str, out_dir: Path) -> Path:
+        return Path(out_dir) / case_id / MASK_NAME
+
+    def source_files(self, case_id: str) -> list[Path]:
+        return [self.path(case_id)]
+
     def read_mask(self, case_id: str, masks_dir: Path) -> np.ndarray:
-        path = Path(masks_dir) / case_id / MASK_NAME
+        path = self.mask_file(case_id, masks_dir)
         if not path.is_file():
             raise UserError(f"no mask for case {case_id}: {path} not found")
         with reading(path), h5py.File(path, "r") as f:
@@ -102,4 +108,4 @@ class LAH5Dataset(Dataset):
             with h5py.File(tmp, "w") as f:
                 f.create_dataset("mask", data=m, compression="gzip")
 
-        return atomic_write(Path(out_dir) / case_id / MASK_NAME, _w)
+        return atomic_write(self.mask_file(case_id, out_dir), _w)

@@ -127,6 +127,12 @@ class NiftiDataset(Dataset):
             canonical[int(target)] = s[axis]
         return tuple(canonical)  # type: ignore[return-value]
 
+    def mask_file(self, case_id: str, out_dir: Path) -> Path:
+        return Path(out_dir) / f"{case_id}.nii.gz"
+
+    def source_files(self, case_id: str) -> list[Path]:
+        return [p for p in (self.image_path(case_id), self.label_path(case_id)) if p is not None]
+
     def read_mask(self, case_id: str, masks_dir: Path) -> np.ndarray:
         for name in (f"{case_id}.nii.gz", f"{case_id}.nii"):
             path = Path(masks_dir) / name
@@ -156,4 +162,4 @@ class NiftiDataset(Dataset):
             out.header.set_slope_inter(1, 0)
         else:
             out = nib.Nifti1Image(m, ref.affine)
-        return atomic_write(Path(out_dir) / f"{case_id}.nii.gz", lambda tmp: nib.save(out, tmp))
+        return atomic_write(self.mask_file(case_id, out_dir), lambda tmp: nib.save(out, tmp))

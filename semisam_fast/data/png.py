@@ -74,8 +74,14 @@ class PngDataset(Dataset):
             w, h = im.size
         return (h, w, 1)
 
+    def mask_file(self, case_id: str, out_dir: Path) -> Path:
+        return Path(out_dir) / f"{case_id}.png"
+
+    def source_files(self, case_id: str) -> list[Path]:
+        return [p for p in (self.image_path(case_id), self.mask_path(case_id)) if p is not None]
+
     def read_mask(self, case_id: str, masks_dir: Path) -> np.ndarray:
-        path = Path(masks_dir) / f"{case_id}.png"
+        path = self.mask_file(case_id, masks_dir)
         if not path.is_file():
             raise UserError(f"no mask for case {case_id}: {path} not found")
         with reading(path), Image.open(path) as picture:
@@ -94,5 +100,5 @@ class PngDataset(Dataset):
         m = as_mask(mask, shape, case_id)[:, :, 0]
         if m.size and m.max() <= 1:
             m = m * np.uint8(255)
-        return atomic_write(Path(out_dir) / f"{case_id}.png",
+        return atomic_write(self.mask_file(case_id, out_dir),
                             lambda tmp: Image.fromarray(np.ascontiguousarray(m)).save(tmp, format="PNG"))

@@ -17,20 +17,34 @@ class Split:
     val: list[str]
 
 
+def check_case_id(case_id: str, where: str = "") -> str:
+    """A case id is a name, never a path: readers and writers join it to their folders, so a separator, `..` or an
+    absolute id would read or write outside them, and `./a` would be a second spelling of `a`."""
+    bad = ("/" in case_id or "\\" in case_id or case_id in (".", "..")
+           or any(ord(ch) < 32 for ch in case_id))
+    if bad:
+        raise UserError(f"case id {case_id!r}{where} is not a plain name (no '/', '\\', '..' or control "
+                        "characters); list cases by their names")
+    return case_id
+
+
 def read_list(path: str | Path) -> list[str]:
-    """Case ids from a text file, one per line; blank lines and `#` comments are ignored."""
+    """Case ids from a text file (or a pipe, as `--list <(...)` gives), one per line; blank lines and `#` comments
+    are ignored; every id must be a plain name (`check_case_id`)."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():  # not is_file(): a pipe or /dev/stdin is a list too
         raise UserError(f"case list not found: {path}")
+    if path.is_dir():
+        raise UserError(f"case list {path} is a folder; give a text file with one case id per line")
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise UserError(f"cannot read case list {path}: {exc}") from exc
     ids = []
-    for line in text.splitlines():
+    for number, line in enumerate(text.splitlines(), 1):
         line = line.split("#", 1)[0].strip()
         if line:
-            ids.append(line)
+            ids.append(check_case_id(line, f" ({path} line {number})"))
     return ids
 
 

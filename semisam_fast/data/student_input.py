@@ -60,7 +60,15 @@ class StudentInput:
         volume = np.asarray(volume, dtype=np.float32)
         if self.normalization == "none":
             return volume
-        return (volume - volume.mean()) / max(float(volume.std()), 1e-6)
+        # statistics in float64: in float32 the squares of values ~1e20 and above overflow, and a volume scaled by
+        # 1e30 z-scored to zeros
+        mean, std = float(volume.mean(dtype=np.float64)), float(volume.std(dtype=np.float64))
+        with np.errstate(over="ignore", invalid="ignore"):
+            out = (volume - np.float32(mean)) / np.float32(max(std, 1e-6))
+        if not np.isfinite(out).all():
+            raise UserError(f"the volume's intensities (mean {mean:.3g}, sd {std:.3g}) do not normalise to finite "
+                            "values; rescale the image")
+        return out
 
     def slices(self, volume: np.ndarray, keep: Sequence[int] | None = None) -> torch.Tensor:
         """2D input: the normalised volume's slices `keep` (default all) as (Z, in_plane, in_plane)."""

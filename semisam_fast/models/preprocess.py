@@ -10,6 +10,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ..errors import UserError
+
 # segment-anything's ImageNet statistics, applied to a 0-255 image.
 SAM_PIXEL_MEAN = (123.675, 116.28, 103.53)
 SAM_PIXEL_STD = (58.395, 57.12, 57.375)
@@ -33,11 +35,16 @@ class Frame:
 
 
 def _minmax(x: torch.Tensor) -> torch.Tensor:
-    """Scale each image (N,H,W) to [0, 1]; a constant image becomes zeros."""
+    """Scale each image (N,H,W) to [0, 1]; a constant image becomes zeros. In float64: for finite float32 voxels of
+    +-3e38 the range overflows float32 and made NaN embeddings."""
+    x = x.double()
     flat = x.reshape(x.shape[0], -1)
     lo = flat.min(dim=1).values[:, None, None]
     hi = flat.max(dim=1).values[:, None, None]
-    return (x - lo) / (hi - lo).clamp_min(1e-8)
+    out = ((x - lo) / (hi - lo).clamp_min(1e-8)).float()
+    if not torch.isfinite(out).all():
+        raise UserError("an image does not normalise to finite values (NaN or infinite voxels); fix the image")
+    return out
 
 
 def preprocess(slices: torch.Tensor, image_size: int, normalization: str) -> torch.Tensor:

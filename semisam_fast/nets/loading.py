@@ -49,8 +49,9 @@ def load_student(checkpoint: str | Path, weights: str = "student", device: str =
         raise UserError(f"checkpoint {path}: 'student_kwargs' must be a dict, got {type(kwargs).__name__}")
     try:
         net = build_student(str(config["student"]), **kwargs)
-    except TypeError as exc:
-        raise UserError(f"checkpoint {path}: bad student_kwargs {kwargs}: {exc}") from exc
+    except (TypeError, ValueError, RuntimeError) as exc:  # unknown names, or values no layer takes (base: -1)
+        raise UserError(f"checkpoint {path}: bad student_kwargs {kwargs}: {' '.join(str(exc).split())[:200]}") \
+            from None
     try:
         net.load_state_dict(_strip_prefixes(state))
     except RuntimeError as exc:

@@ -7,6 +7,9 @@ from .. import choices
 from ..errors import UserError
 
 METHODS = choices.TRAIN["method"]
+# larger learning rates overflow the optimiser's float32 arithmetic (Adam divides lr by 1 - beta1) before any loss
+# can be seen to diverge
+MAX_LR = 1e30
 
 
 @dataclass
@@ -76,8 +79,10 @@ class TrainConfig:
         for name, value in positive.items():
             if int(value) < 1:
                 raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
-        if not self.lr > 0:
-            raise UserError(f"--lr must be positive, got {self.lr}")
+        if not 0 < self.lr <= MAX_LR:  # also refuses nan and inf
+            raise UserError(f"--lr must be a positive number up to {MAX_LR:g}, got {self.lr}")
+        if not 0 <= int(self.seed) < 2**63:  # torch's seeds are 64-bit
+            raise UserError(f"--seed must be in [0, 2^63), got {self.seed}")
         for name in ("consistency", "sam_weight", "sam_margin", "weight_decay"):
             if not getattr(self, name) >= 0:
                 raise UserError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")

@@ -6,6 +6,7 @@ labelled samples are those of one process with the same seed) and its share of t
 cases, with its own stream. Only rank 0 validates, logs and writes checkpoints (docs/architecture.md)."""
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import time
@@ -22,6 +23,7 @@ from ..data.student_input import StudentInput
 from ..errors import UserError
 from ..distributed import World, rank_seed
 from ..fsutil import remove_stale_temps
+from ..interrupts import Interrupted, stop_between_steps
 from ..nets import build_student
 from ..nets.sync_batchnorm import sync_batchnorm
 from ..sam_targets import TargetOptions
@@ -323,6 +325,15 @@ class Trainer:
         c = self.config
         return {**c.as_dict(), "in_plane": c.in_plane if c.student == "unet2d" else None}
 
+    @contextlib.contextmanager
+    def _closing(self, bar):
+        try:
+            yield
+        finally:
+            bar.close()
+            if self.writer is not None:
+                self.writer.flush()
+
     def run(self, until: int | None = None, progress: bool = True) -> dict:
         """Train to `config.iterations` (or stop early at `until`, saving a checkpoint to resume from)."""
         leader = self.world.leader
@@ -337,8 +348,10 @@ class Trainer:
         bar = tqdm(total=stop, initial=self.iteration, desc=self.config.method, unit="it",
                    disable=not (progress and leader), dynamic_ncols=True)
         start = time.perf_counter()
-        try:
-            while self.iteration < stop:
+        first = self.iteration
+        # Ctrl-C stops between steps (several processes stop at different points: there it interrupts at once)
+        with stop_between_steps(enabled=not self.world.distributed) as requested, self._closing(bar):
+            while self.iteration < stop and not requested():
                 logs = self.step()
                 if self.writer is not None:
                     for key, value in logs.items():
@@ -353,14 +366,10 @@ class Trainer:
                     self.save()
                 bar.set_postfix(loss=f"{logs['loss']:.3f}", val_dice=f"{val_dice:.3f}")
                 bar.update(1)
-        except KeyboardInterrupt:
-            if not self.world.distributed:  # (several processes stop at different points: no collective save)
-                self.save()  # Ctrl-C keeps the work done: rerun the same command to resume
-            raise
-        finally:
-            bar.close()
-            if self.writer is not None:
-                self.writer.flush()
+            if requested() and self.iteration < stop:
+                if self.iteration > first and self.iteration % self.config.save_every:
+                    self.save()  # the state after exactly `iteration` steps
+                raise Interrupted(f"interrupted at iteration {self.iteration}, resume with the same command")
         self.save()
         if self.iteration >= self.config.iterations:
             self.save(final=True)
