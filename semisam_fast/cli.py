@@ -136,6 +136,51 @@ def embed(
         _log(f"[green]embedded[/green] {summary.line()}{_by(world)}")
 
 
+@app.command()
+def adapt(
+    data: Path = typer.Option(..., help="LA h5 / NIfTI / PNG folder"),
+    list_file: Optional[Path] = typer.Option(None, "--list", help="case list; its first N cases are labelled"),
+    labeled: int = typer.Option(..., "--labelled", "--labeled", min=1,
+                                help="number of labelled cases (the first N of the list, as train takes them)"),
+    cache: Path = typer.Option(..., help="embedding cache holding the labelled cases (semisam-fast embed)"),
+    checkpoint: Optional[Path] = typer.Option(None, help="base SAM weights (default: the cache's model's bundled)"),
+    steps: int = typer.Option(300, min=1, help="optimiser steps"),
+    batch: int = typer.Option(8, min=1, help="slices per step"),
+    lr: float = typer.Option(1e-4, min=0.0, help="AdamW learning rate"),
+    seed: int = typer.Option(0, help="random seed"),
+    holdout: bool = typer.Option(True, "--holdout/--no-holdout",
+                                 help="also adapt with the last labelled case held out and report its Dice"),
+    export_decoder: bool = typer.Option(True, "--export/--no-export",
+                                        help="export the adapted decoder to ONNX (sidecar + parity gate)"),
+    out: Path = typer.Option(..., help="output folder: adapted.pth, adapt.json, the decoder .onnx"),
+) -> None:
+    """Fine-tune SAM's mask decoder on the labelled cases' cached embeddings (the encoder stays frozen), with boxes
+    as loose as a teacher's; writes a checkpoint that train / pseudo-label / export take as --checkpoint."""
+    from .adapt import AdaptOptions
+    from .adapt import adapt as run_adapt
+    from .cache import EmbeddingCache
+    from .data import open_dataset, split_cases
+
+    if not lr > 0 or lr == float("inf"):
+        raise UserError(f"--lr must be a positive finite number, got {lr}")
+    dataset = open_dataset(data, list_file)
+    split = split_cases(dataset.case_ids, labeled, 0)
+    store = EmbeddingCache(cache)
+    options = AdaptOptions(steps=steps, batch=batch, lr=lr, seed=seed)
+    report = run_adapt(dataset, store, split.labeled, out, checkpoint=checkpoint, options=options, holdout=holdout)
+    if "held_out" in report:
+        h = report["held_out"]
+        _log(f"held-out case {h['held_out']} ({h['slices']} slices), Dice before -> after: "
+             + ", ".join(f"{k} boxes {h['dice_before'][k]:.3f} -> {h['dice_after'][k]:.3f}" for k in h["dice_before"]))
+    _log(f"[green]adapted[/green] the mask decoder on {report['slices']} slices of {len(split.labeled)} labelled "
+         f"cases -> {report['checkpoint']}")
+    if export_decoder:
+        from .export import export
+
+        for result in export(store.fingerprint["model"], report["checkpoint"], "decoder", out=out, progress=_log):
+            _log(f"ok {result.path}  {result.report.summary()}")
+
+
 @app.command("pseudo-label")
 def pseudo_label_cmd(
     cache: Optional[Path] = typer.Option(None, help="cache folder built by embed (default: none; the encoder runs on "
