@@ -40,8 +40,8 @@ LOOSE_PX = 15.0  # "loose" boxes in the report: the label box grown by this many
 
 @dataclass(frozen=True)
 class AdaptOptions:
-    steps: int = 300
-    batch: int = 8
+    steps: int = 150
+    batch: int = 4
     lr: float = 1e-4
     weight_decay: float = 1e-4
     scale: tuple[float, float] = (0.8, 1.4)  # box side length, relative to the label box's

@@ -144,8 +144,8 @@ def adapt(
                                 help="number of labelled cases (the first N of the list, as train takes them)"),
     cache: Path = typer.Option(..., help="embedding cache holding the labelled cases (semisam-fast embed)"),
     checkpoint: Optional[Path] = typer.Option(None, help="base SAM weights (default: the cache's model's bundled)"),
-    steps: int = typer.Option(300, min=1, help="optimiser steps"),
-    batch: int = typer.Option(8, min=1, help="slices per step"),
+    steps: int = typer.Option(150, min=1, help="optimiser steps"),
+    batch: int = typer.Option(4, min=1, help="slices per step"),
     lr: float = typer.Option(1e-4, min=0.0, help="AdamW learning rate"),
     seed: int = typer.Option(0, help="random seed"),
     holdout: bool = typer.Option(True, "--holdout/--no-holdout",
@@ -285,6 +285,8 @@ def train(
                                                   help="rounds: prompt from the teacher's largest 3D component"),
     sam_pixels: Optional[Literal[choices.TRAIN["sam_pixels"]]] = typer.Option(None,
                                              help="rounds: agree = only pixels where SAM and teacher agree"),
+    sam_fusion: Optional[Literal[choices.TRAIN["sam_fusion"]]] = typer.Option(
+        None, help="rounds: target = SAM's mask (sam) or the mean of SAM's and the teacher's probabilities (mean)"),
     sam_teacher_precision: Optional[Literal[choices.TRAIN["sam_teacher_precision"]]] = typer.Option(
         None, help="rounds: the teacher's prediction (default auto: bf16 on a CPU with bf16 matmuls)"),
     lr_schedule: Optional[Literal[choices.TRAIN["lr_schedule"]]] = typer.Option(None,
@@ -318,7 +320,7 @@ def train(
                          unlabelled_cases=unlabelled_cases, unlabelled_every=unlabelled_every, sam_mode=sam_mode,
                          sam_round_every=sam_round_every, sam_margin=sam_margin, sam_min_iou_pred=sam_min_iou_pred,
                          sam_min_agreement=sam_min_agreement, sam_negatives=sam_negatives,
-                         sam_largest_3d=sam_largest_3d, sam_pixels=sam_pixels,
+                         sam_largest_3d=sam_largest_3d, sam_pixels=sam_pixels, sam_fusion=sam_fusion,
                          sam_teacher_precision=sam_teacher_precision, lr_schedule=lr_schedule,
                          teacher_mode=teacher_mode, consistency=consistency, student_batch=student_batch,
                          intensity_aug=intensity_aug)
