@@ -9,7 +9,7 @@ low-res frame. Only the cases passed as `labelled` are ever read with their labe
 The result is a whole SAM checkpoint (`adapted.pth`: the model's weights with the new mask decoder, plus
 `adapted_from`: the checkpoint whose encoder it shares), so it goes wherever a checkpoint goes: `export --checkpoint`
 (decoder ONNX + sidecar + parity gate), the torch backend, `train` and `pseudo-label`. Embeddings made with the
-base checkpoint serve it, since its encoder is the same (`LoadedModel.encoder_sha256`).
+base checkpoint serve it, since its encoder is the same (`LoadedModel.encoder_checkpoint_sha256`).
 
 Guard against overfitting two volumes: with two or more labelled cases the decoder is also adapted with one case
 held out, and that case's Dice from loose and from teacher-like boxes is reported before and after.
@@ -200,7 +200,7 @@ def adapt(dataset: Dataset, cache: EmbeddingCache, labelled: list[str], out: str
     """Adapt the mask decoder on `labelled` (case ids) and write `<out>/adapted.pth` and `<out>/adapt.json`."""
     model_name = model_name or cache.fingerprint["model"]
     model = load_model(model_name, checkpoint)
-    if (model.spec.name, model.encoder_sha256) != (cache.fingerprint["model"], cache.fingerprint["checkpoint_sha256"]):
+    if (model.spec.name, model.encoder_checkpoint_sha256) != (cache.fingerprint["model"], cache.fingerprint["checkpoint_sha256"]):
         raise UserError(f"cache {cache.root} holds embeddings of another model or checkpoint than {model_name}'s")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -212,7 +212,7 @@ def adapt(dataset: Dataset, cache: EmbeddingCache, labelled: list[str], out: str
     losses = train_decoder(model, cache, examples, options, progress)
     report["loss_first_last"] = [float(np.mean(losses[:10])), float(np.mean(losses[-10:]))]
     base = {"model": model_name, "checkpoint_sha256": model.checkpoint_sha256,
-            "encoder_sha256": model.encoder_sha256, "checkpoint": str(model.checkpoint or "bundled")}
+            "encoder_checkpoint_sha256": model.encoder_checkpoint_sha256, "checkpoint": str(model.checkpoint or "bundled")}
     save_adapted(model, out / ADAPTED_NAME, base)
     report["checkpoint"] = str(out / ADAPTED_NAME)
     write_json(out / "adapt.json", report)

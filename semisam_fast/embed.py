@@ -19,7 +19,7 @@ from .models import get_spec, preprocess
 
 def backend_fingerprint(backend: Backend) -> dict:
     spec = get_spec(backend.model)
-    return fingerprint(spec.name, backend.encoder_sha256, spec.image_size, spec.normalization, backend.precision)
+    return fingerprint(spec.name, backend.encoder_checkpoint_sha256, spec.image_size, spec.normalization, backend.precision)
 
 
 def encode_slices(backend: Backend, image: np.ndarray, slices: list[int], batch: int = 8) -> torch.Tensor:

@@ -56,7 +56,7 @@ def test_adapt_command_writes_a_checkpoint_that_serves_the_cache_and_exports(pha
     assert held["held_out"] == "phantom_01" and set(held["dice_after"]) == {"loose", "perturbed"}
     base, adapted = load_model("litemedsam"), load_model("litemedsam", out / "adapted.pth")
     # same encoder (so the cache serves it), a different mask decoder
-    assert adapted.encoder_sha256 == base.checkpoint_sha256 != adapted.checkpoint_sha256
+    assert adapted.encoder_checkpoint_sha256 == base.checkpoint_sha256 != adapted.checkpoint_sha256
     cache = EmbeddingCache(cache_dir)
     cache.check_decoder(TorchBackend(adapted))
     changed = [k for k, v in adapted.decoder.mask_decoder.state_dict().items()
@@ -65,7 +65,7 @@ def test_adapt_command_writes_a_checkpoint_that_serves_the_cache_and_exports(pha
     # the exported decoder passed its gate and opens against the adapted checkpoint and the base cache
     onnx = out / "litemedsam_decoder_fp32.onnx"
     sidecar = json.loads(onnx.with_suffix(".json").read_text())
-    assert sidecar["parity"]["passed"] and sidecar["encoder_sha256"] == base.checkpoint_sha256
+    assert sidecar["parity"]["passed"] and sidecar["encoder_checkpoint_sha256"] == base.checkpoint_sha256
     backend = create_backend("onnx", "litemedsam", out / "adapted.pth", onnx)
     cache.check_decoder(backend)
     # the base checkpoint's artefacts are refused for the adapted checkpoint

@@ -18,7 +18,7 @@ class Backend(ABC):
     precision: str = "fp32"
     device: str = "cpu"
     checkpoint_sha256: str = ""
-    encoder_sha256: str = ""  # the checkpoint whose encoder made the embeddings this decoder reads (models.LoadedModel)
+    encoder_checkpoint_sha256: str = ""  # the checkpoint whose encoder made the embeddings this decoder reads (models.LoadedModel)
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         raise UserError(f"the {self.name} backend was opened without an encoder")
@@ -36,14 +36,14 @@ class Backend(ABC):
             if item is not None:
                 check_matches(item.meta, item.path, model=model, checkpoint_sha256=checkpoint_sha256, part=part)
         if encoder is not None and decoder is not None:
-            for key in ("model", "encoder_sha256"):
+            for key in ("model", "encoder_checkpoint_sha256"):
                 if _meta(encoder.meta, key) != _meta(decoder.meta, key):
                     raise UserError(f"{encoder.path.name} and {decoder.path.name} come from different {key}s "
                                     f"({_meta(encoder.meta, key)!r} vs {_meta(decoder.meta, key)!r})")
         first = encoder or decoder
         self.model, self.precision = first.meta["model"], first.meta["precision"]
         self.checkpoint_sha256 = first.meta["checkpoint_sha256"]
-        self.encoder_sha256 = _meta(first.meta, "encoder_sha256")
+        self.encoder_checkpoint_sha256 = _meta(first.meta, "encoder_checkpoint_sha256")
 
     @abstractmethod
     def describe(self) -> dict:
@@ -69,7 +69,7 @@ class Backend(ABC):
 
 
 def _meta(meta: dict, key: str) -> str:
-    """A sidecar's field; `encoder_sha256` is the checkpoint's own hash in sidecars written before adapted decoders."""
-    if key == "encoder_sha256":
+    """A sidecar's field; `encoder_checkpoint_sha256` is the checkpoint's own hash in sidecars written before adapted decoders."""
+    if key == "encoder_checkpoint_sha256":
         return meta.get(key) or meta["checkpoint_sha256"]
     return meta[key]

@@ -82,7 +82,7 @@ def export(model: str = "litemedsam", checkpoint: str | Path | None = None, part
         meta.setdefault("precision", precision)
         meta.update({"model": model, "part": name, "checkpoint": reference.checkpoint,
                      "checkpoint_sha256": reference.checkpoint_sha256,
-                     "encoder_sha256": reference.encoder_sha256, "batch_profile": list(profile),
+                     "encoder_checkpoint_sha256": reference.encoder_checkpoint_sha256, "batch_profile": list(profile),
                      "torch": torch.__version__, "created": _dt.datetime.now(_dt.timezone.utc).isoformat()})
         write_sidecar(path, meta)
         if progress:

@@ -30,10 +30,10 @@ class LoadedModel:
     checkpoint_sha256: str
     # the checkpoint whose image encoder this one has: itself, or for a decoder adapted by `semisam-fast adapt` the
     # checkpoint it was adapted from (so embeddings cached with that one serve it)
-    encoder_sha256: str = ""
+    encoder_checkpoint_sha256: str = ""
 
     def __post_init__(self) -> None:
-        self.encoder_sha256 = self.encoder_sha256 or self.checkpoint_sha256
+        self.encoder_checkpoint_sha256 = self.encoder_checkpoint_sha256 or self.checkpoint_sha256
 
     def preprocess(self, slices: torch.Tensor) -> torch.Tensor:
         return preprocess(slices, self.spec.image_size, self.spec.normalization)
@@ -68,4 +68,4 @@ def load_model(name: str = DEFAULT_MODEL, checkpoint: str | Path | None = None, 
     net.eval()
     decoder = PromptDecoder(net.prompt_encoder, net.mask_decoder).eval()
     return LoadedModel(spec, net.image_encoder, decoder, None if checkpoint is None else str(checkpoint), sha,
-                       str(provenance.get("encoder_sha256", "")))
+                       str(provenance.get("encoder_checkpoint_sha256", "")))
