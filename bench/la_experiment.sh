@@ -12,24 +12,32 @@ METHODS=${4:-"sup mt uamt semisam"}
 DATA=${SEMISAM_LA_DIR:-../shared/data/la2018}
 CACHE=${CACHE:-$OUT/cache}
 mkdir -p "$OUT"
-# one cache for every method and seed: the first 16 unlabelled cases of either setting (cases 3..20), every 2nd slice
-sed -n '3,20p' "$DATA/train.list" > "$OUT/unlabelled.list"
+# one cache for every method and seed: the labelled cases (adapt trains SAM's decoder on them) and the first 16
+# unlabelled cases of either setting (cases 1..20), every 2nd slice
+sed -n '1,20p' "$DATA/train.list" > "$OUT/unlabelled.list"
 [ -f engines/litemedsam_encoder_fp32.onnx ] || semisam-fast export --model litemedsam --out engines
 semisam-fast embed --data "$DATA" --list "$OUT/unlabelled.list" --backend onnx --artefact engines/litemedsam_encoder_fp32.onnx \
   --every 2 --cache "$CACHE"
 for labeled in $LABELS; do
+  # SAM's mask decoder adapted on the labelled cases (once per label setting; the encoder and the cache are shared)
+  ADAPTED="$OUT/adapted_l${labeled}"
+  if [[ " $METHODS " == *" semisam "* ]] && [ ! -f "$ADAPTED/adapted.pth" ]; then
+    semisam-fast adapt --data "$DATA" --labelled "$labeled" --cache "$CACHE" --no-holdout --no-export --out "$ADAPTED"
+  fi
   for seed in $SEEDS; do
     for method in $METHODS; do
       run="$OUT/l${labeled}_${method}_s${seed}"
       [ -f "$run/eval_largest.json" ] && continue
+      sam=(--backend onnx --artefact engines/litemedsam_decoder_fp32.onnx)
+      [ "$method" = semisam ] && sam=(--backend torch --checkpoint "$ADAPTED/adapted.pth")
       # shellcheck disable=SC2086
       semisam-fast train --data "$DATA" --labeled "$labeled" --method "$method" --preset la-cpu --seed "$seed" \
-        --cache "$CACHE" --backend onnx --artefact engines/litemedsam_decoder_fp32.onnx --out "$run" ${TRAIN_ARGS:-}
+        --cache "$CACHE" "${sam[@]}" --out "$run" ${TRAIN_ARGS:-}
       semisam-fast evaluate --run "$run" > /dev/null
       if [ "$method" = semisam ]; then
         sed -n "$((labeled + 1)),$((labeled + 16))p" "$DATA/train.list" > "$run/unlabelled.list"
         semisam-fast pseudo-label --cache "$CACHE" --data "$DATA" --list "$run/unlabelled.list" --prompt teacher \
-          --run "$run" --backend onnx --artefact engines/litemedsam_decoder_fp32.onnx --out "$run/targets" > /dev/null
+          --run "$run" "${sam[@]}" --out "$run/targets" > /dev/null
       fi
       semisam-fast evaluate --run "$run" --largest --out "$run/eval_largest.json" > /dev/null
     done

@@ -270,7 +270,7 @@ class EmbeddingCache:
     def check_decoder(self, backend: Any) -> None:
         """Refuse a decoder backend of another model or checkpoint than the one these embeddings came from."""
         fp = self.fingerprint
-        if fp["model"] != backend.model or fp["checkpoint_sha256"] != backend.checkpoint_sha256:
+        if fp["model"] != backend.model or fp["checkpoint_sha256"] != backend.encoder_checkpoint_sha256:
             raise UserError(f"cache {self.root} holds {fp['model']} embeddings of another checkpoint than the "
                             f"decoder's ({backend.model})")
 

@@ -29,6 +29,7 @@ TRAIN = {
     "sam_prompt_from": ("student", "teacher"),
     "sam_mode": ("rounds", "step"),
     "sam_pixels": ("all", "agree"),
+    "sam_fusion": ("sam", "mean"),
     "sam_teacher_precision": ("auto", "fp32", "bf16"),
     "teacher_mode": ("eval", "train"),
     "student_batch": ("joint", "split"),

@@ -136,6 +136,51 @@ def embed(
         _log(f"[green]embedded[/green] {summary.line()}{_by(world)}")
 
 
+@app.command()
+def adapt(
+    data: Path = typer.Option(..., help="LA h5 / NIfTI / PNG folder"),
+    list_file: Optional[Path] = typer.Option(None, "--list", help="case list; its first N cases are labelled"),
+    labeled: int = typer.Option(..., "--labelled", "--labeled", min=1,
+                                help="number of labelled cases (the first N of the list, as train takes them)"),
+    cache: Path = typer.Option(..., help="embedding cache holding the labelled cases (semisam-fast embed)"),
+    checkpoint: Optional[Path] = typer.Option(None, help="base SAM weights (default: the cache's model's bundled)"),
+    steps: int = typer.Option(150, min=1, help="optimiser steps"),
+    batch: int = typer.Option(4, min=1, help="slices per step"),
+    lr: float = typer.Option(1e-4, min=0.0, help="AdamW learning rate"),
+    seed: int = typer.Option(0, help="random seed"),
+    holdout: bool = typer.Option(True, "--holdout/--no-holdout",
+                                 help="also adapt with the last labelled case held out and report its Dice"),
+    export_decoder: bool = typer.Option(True, "--export/--no-export",
+                                        help="export the adapted decoder to ONNX (sidecar + parity gate)"),
+    out: Path = typer.Option(..., help="output folder: adapted.pth, adapt.json, the decoder .onnx"),
+) -> None:
+    """Fine-tune SAM's mask decoder on the labelled cases' cached embeddings (the encoder stays frozen), with boxes
+    as loose as a teacher's; writes a checkpoint that train / pseudo-label / export take as --checkpoint."""
+    from .adapt import AdaptOptions
+    from .adapt import adapt as run_adapt
+    from .cache import EmbeddingCache
+    from .data import open_dataset, split_cases
+
+    if not lr > 0 or lr == float("inf"):
+        raise UserError(f"--lr must be a positive finite number, got {lr}")
+    dataset = open_dataset(data, list_file)
+    split = split_cases(dataset.case_ids, labeled, 0)
+    store = EmbeddingCache(cache)
+    options = AdaptOptions(steps=steps, batch=batch, lr=lr, seed=seed)
+    report = run_adapt(dataset, store, split.labeled, out, checkpoint=checkpoint, options=options, holdout=holdout)
+    if "held_out" in report:
+        h = report["held_out"]
+        _log(f"held-out case {h['held_out']} ({h['slices']} slices), Dice before -> after: "
+             + ", ".join(f"{k} boxes {h['dice_before'][k]:.3f} -> {h['dice_after'][k]:.3f}" for k in h["dice_before"]))
+    _log(f"[green]adapted[/green] the mask decoder on {report['slices']} slices of {len(split.labeled)} labelled "
+         f"cases -> {report['checkpoint']}")
+    if export_decoder:
+        from .export import export
+
+        for result in export(store.fingerprint["model"], report["checkpoint"], "decoder", out=out, progress=_log):
+            _log(f"ok {result.path}  {result.report.summary()}")
+
+
 @app.command("pseudo-label")
 def pseudo_label_cmd(
     cache: Optional[Path] = typer.Option(None, help="cache folder built by embed (default: none; the encoder runs on "
@@ -240,6 +285,8 @@ def train(
                                                   help="rounds: prompt from the teacher's largest 3D component"),
     sam_pixels: Optional[Literal[choices.TRAIN["sam_pixels"]]] = typer.Option(None,
                                              help="rounds: agree = only pixels where SAM and teacher agree"),
+    sam_fusion: Optional[Literal[choices.TRAIN["sam_fusion"]]] = typer.Option(
+        None, help="rounds: target = SAM's mask (sam) or the mean of SAM's and the teacher's probabilities (mean)"),
     sam_teacher_precision: Optional[Literal[choices.TRAIN["sam_teacher_precision"]]] = typer.Option(
         None, help="rounds: the teacher's prediction (default auto: bf16 on a CPU with bf16 matmuls)"),
     lr_schedule: Optional[Literal[choices.TRAIN["lr_schedule"]]] = typer.Option(None,
@@ -275,7 +322,7 @@ def train(
                          unlabelled_cases=unlabelled_cases, unlabelled_every=unlabelled_every, sam_mode=sam_mode,
                          sam_round_every=sam_round_every, sam_margin=sam_margin, sam_min_iou_pred=sam_min_iou_pred,
                          sam_min_agreement=sam_min_agreement, sam_negatives=sam_negatives,
-                         sam_largest_3d=sam_largest_3d, sam_pixels=sam_pixels,
+                         sam_largest_3d=sam_largest_3d, sam_pixels=sam_pixels, sam_fusion=sam_fusion,
                          sam_teacher_precision=sam_teacher_precision, lr_schedule=lr_schedule,
                          teacher_mode=teacher_mode, consistency=consistency, student_batch=student_batch,
                          intensity_aug=intensity_aug)

@@ -1,8 +1,9 @@
 """`semisam-fast demo`: the whole job on the built-in default, in minutes on 2 cores.
 
-export LiteMedSAM (parity gate) -> segment sample slices from boxes -> embed the unlabelled cases once ->
-pseudo-label them (the SAM ceiling, scored against their labels for the report only) -> short `sup` and
-`semisam` runs -> evaluate both on the validation cases -> a table, report.json and overlay PNGs.
+export LiteMedSAM (parity gate) -> segment sample slices from boxes -> embed the labelled and unlabelled cases once
+-> pseudo-label the unlabelled ones (the SAM ceiling, scored against their labels for the report only) -> adapt SAM's
+mask decoder on the labelled cases -> short `sup` and `semisam` runs -> evaluate both on the validation cases -> a
+table, report.json and overlay PNGs.
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .adapt import AdaptOptions, adapt
 from .backends import OnnxBackend
 from .cache import EmbeddingCache
 from .data import open_dataset, split_cases
@@ -48,7 +50,7 @@ def run_export_and_segment(out: Path, data: str | Path | None, log=print) -> tup
 
 
 def run_demo(out: str | Path = "runs/demo", data: str | Path | None = None, labeled: int = 2, val: int = 2,
-             unlabelled: int = 4, iterations: int = 150, log=print) -> dict:
+             unlabelled: int = 4, iterations: int = 150, adapt_steps: int = 40, log=print) -> dict:
     from .train import build_trainer, preset
 
     out = Path(out)
@@ -64,8 +66,9 @@ def run_demo(out: str | Path = "runs/demo", data: str | Path | None = None, labe
     split = split_cases(dataset.case_ids, labeled, val)
     unlabelled_ids = split.unlabeled[:unlabelled]
     encoder = OnnxBackend(encoder=parts["encoder"])
-    log(f"embedding {len(unlabelled_ids)} unlabelled cases (every 2nd slice) with onnxruntime")
-    summary = build_cache(dataset, encoder, out / "cache", case_ids=unlabelled_ids, batch=8, every=2)
+    log(f"embedding {len(split.labeled)} labelled and {len(unlabelled_ids)} unlabelled cases (every 2nd slice) "
+        "with onnxruntime")
+    summary = build_cache(dataset, encoder, out / "cache", case_ids=split.labeled + unlabelled_ids, batch=8, every=2)
     log(f"  {summary.line()}")
     decoder = OnnxBackend(decoder=parts["decoder"])
     cache = EmbeddingCache(out / "cache")
@@ -75,6 +78,10 @@ def run_demo(out: str | Path = "runs/demo", data: str | Path | None = None, labe
         log(f"SAM from label boxes on the unlabelled cases (quality ceiling, report only): 3D Dice "
             f"{ceiling.summary['dice'][0]:.3f} ± {ceiling.summary['dice'][1]:.3f}")
 
+    log(f"adapting SAM's mask decoder on the {len(split.labeled)} labelled cases' cached slices")
+    adapted = adapt(dataset, cache, split.labeled, out / "adapted", options=AdaptOptions(steps=adapt_steps),
+                    holdout=False, progress=False)
+    report["adapt"] = {k: adapted[k] for k in ("slices", "loss_first_last", "checkpoint")}
     results = {}
     for method in ("sup", "semisam"):
         # three pseudo-label rounds in a short run (the preset's every-200 suits its 1000 iterations)
@@ -83,7 +90,7 @@ def run_demo(out: str | Path = "runs/demo", data: str | Path | None = None, labe
                          val_every=iterations, save_every=iterations)
         log(f"training {method} for {iterations} iterations")
         trainer = build_trainer(config, root, None, labeled, val, out / f"run_{method}", cache=out / "cache",
-                                backend=str(parts["decoder"]))
+                                checkpoint=adapted["checkpoint"])  # semisam: the adapted decoder, in torch
         trainer.run()
         rows = evaluate_cases(trainer.student, trainer.checkpoint_config(), dataset, split.val, progress=False)
         results[method] = write_results(rows, out / f"run_{method}" / "eval.json")

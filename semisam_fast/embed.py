@@ -20,8 +20,8 @@ from .models import get_spec, preprocess
 
 def backend_fingerprint(backend: Backend) -> dict:
     spec = get_spec(backend.model)
-    return fingerprint(spec.name, backend.checkpoint_sha256, spec.image_size, spec.normalization, backend.precision,
-                       backend.encoder_sha256)
+    return fingerprint(spec.name, backend.encoder_checkpoint_sha256, spec.image_size, spec.normalization,
+                       backend.precision, backend.encoder_sha256)
 
 
 def encode_slices(backend: Backend, image: np.ndarray, slices: list[int], batch: int = 8) -> torch.Tensor:

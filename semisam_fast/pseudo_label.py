@@ -89,7 +89,7 @@ def pseudo_label(dataset: Dataset, cache: EmbeddingCache | None, backend: Backen
         raise UserError("pseudo-label takes its embeddings from a cache (--cache) or runs the encoder, one of them")
     if cache is not None:
         cache.check_decoder(backend)
-    elif (encoder.model, encoder.checkpoint_sha256) != (backend.model, backend.checkpoint_sha256):
+    elif (encoder.model, encoder.encoder_checkpoint_sha256) != (backend.model, backend.encoder_checkpoint_sha256):
         raise UserError(f"the encoder ({encoder.model}) and the decoder ({backend.model}) come from different "
                         "models or checkpoints")
     spec = get_spec(backend.model)

@@ -33,6 +33,9 @@ class TargetOptions:
     min_agreement: float = 0.0  # ... and its IoU with the teacher's mask on that slice reaches this
     negatives: bool = True  # cached slices outside the teacher's z-range: empty target
     threshold: float = 0.5  # teacher probability -> mask
+    # how SAM's mask and the teacher's make the target: "sam" (SAM's mask alone) | "mean" (the mean of SAM's and the
+    # teacher's probabilities, > 0.5: SAM corrects the teacher where it is confident, defers where it is not)
+    fusion: str = "sam"
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -42,7 +45,7 @@ class TargetOptions:
         """The options a training run's rounds use, from its config (as every checkpoint records it); `overrides`
         that are not None win."""
         keys = {"margin": "sam_margin", "largest_3d": "sam_largest_3d", "min_iou_pred": "sam_min_iou_pred",
-                "min_agreement": "sam_min_agreement", "negatives": "sam_negatives"}
+                "min_agreement": "sam_min_agreement", "negatives": "sam_negatives", "fusion": "sam_fusion"}
         values = {field: config[key] for field, key in keys.items() if key in config}
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
@@ -55,7 +58,7 @@ class CaseTargets:
     case_id: str
     slices: list[int]
     teacher: np.ndarray  # bool, the teacher's mask that prompts came from
-    sam: np.ndarray  # bool, SAM's mask where prompted (zeros elsewhere)
+    sam: np.ndarray  # bool, SAM's mask (fused with the teacher's per `TargetOptions.fusion`) where prompted
     prompted: np.ndarray  # bool, slice got a prompt
     iou_pred: np.ndarray  # SAM's predicted IoU (nan where not prompted)
     agreement: np.ndarray  # IoU(SAM, teacher) on the slice (nan where not prompted)
@@ -131,8 +134,12 @@ def case_targets(case_id: str, prob: np.ndarray, cache: EmbeddingCache, backend:
         coords, labels = box_prompts(boxes_to_input(boxes, frame, options.margin)[:, None])
         embeddings = cache.gather([(case_id, slices[r]) for r in rows], backend.device)
         low_res, iou = backend.decode(embeddings, coords, labels)
-        masks = (masks_to_original(low_res[:, 0, 0], frame) > 0).cpu().numpy()
-        sam[:, :, rows] = masks.transpose(1, 2, 0)
+        sam_prob = torch.sigmoid(masks_to_original(low_res[:, 0, 0], frame)).cpu().numpy().transpose(1, 2, 0)
+        if options.fusion == "mean":
+            sam_prob = (sam_prob + np.where(teacher[:, :, rows], prob[:, :, rows], 0.0)) / 2
+        elif options.fusion != "sam":
+            raise ValueError(f"unknown fusion {options.fusion!r}")
+        sam[:, :, rows] = sam_prob > 0.5
         iou_pred[rows] = iou[:, 0, 0].cpu().numpy()
     for r in prompted:
         inter = np.logical_and(sam[:, :, r], teacher[:, :, r]).sum()
@@ -161,8 +168,12 @@ def score_targets(targets: CaseTargets, label: np.ndarray) -> dict:
         return binary_metrics(volume[:, :, valid], label[:, :, valid])["dice"] if valid.any() else float("nan")
 
     target = targets.target().astype(bool)
+    # what the student is pulled towards over ALL cached slices: the target where there is one, the teacher's mask
+    # elsewhere (where the teacher is all the student has); better than the teacher alone or SAM does not help
+    composite = np.where(valid[None, None, :], target, targets.teacher)
     return {"case": targets.case_id,
             "teacher_dice": binary_metrics(targets.teacher, label)["dice"],
+            "composite_dice": binary_metrics(composite, label)["dice"],
             "teacher_dice_on_valid": on_valid(targets.teacher),
             "target_dice_on_valid": on_valid(target),
             "target_precision": _precision(target[:, :, targets.kept], label[:, :, targets.kept]),

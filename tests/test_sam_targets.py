@@ -93,6 +93,26 @@ def test_targets_from_the_cached_slices_equal_those_from_the_whole_volume(phanto
         case_targets(case.case_id, prob[:, :, :3], every2, backend)
 
 
+def test_mean_fusion_and_the_composite_score(lite):
+    """Fusion "mean": the mean of SAM's and the teacher's probabilities. A certain teacher (probability 1 on its mask,
+    0 elsewhere) outvotes SAM everywhere, so the target is the teacher's mask; an unsure one (0.6) is overruled where
+    SAM is confident. The composite (target where kept, teacher elsewhere) of a perfect teacher scores 1."""
+    case, cache, backend = lite
+    label = case.label.astype(bool)
+    sure = case_targets(case.case_id, label.astype(np.float32), cache, backend, TargetOptions(fusion="mean"))
+    assert np.array_equal(sure.target()[:, :, sure.kept].astype(bool), label[:, :, sure.kept])
+    assert score_targets(sure, label)["composite_dice"] == pytest.approx(1.0)
+    plain = case_targets(case.case_id, label.astype(np.float32), cache, backend)
+    unsure = case_targets(case.case_id, label * np.float32(0.6), cache, backend, TargetOptions(fusion="mean"))
+    kept = plain.kept & unsure.kept
+    # an unsure teacher's pixel survives only where SAM gives it at least 0.4: a subset of the teacher's mask ...
+    assert not (unsure.sam[:, :, kept] & ~label[:, :, kept]).any()
+    # ... and SAM's confident background removes some of it
+    assert (unsure.sam[:, :, kept].sum() < label[:, :, kept].sum()) or np.array_equal(plain.sam, label)
+    with pytest.raises(ValueError):
+        case_targets(case.case_id, label.astype(np.float32), cache, backend, TargetOptions(fusion="median"))
+
+
 def test_sam_loss_pixel_weights_and_negatives():
     prob = torch.tensor([[[0.9, 0.2], [0.1, 0.8]], [[0.3, 0.3], [0.3, 0.3]]], requires_grad=True)
     mask = torch.tensor([[[1.0, 0.0], [0.0, 0.0]], [[0.0, 0.0], [0.0, 0.0]]])

@@ -41,6 +41,8 @@ class Backend(ABC):
     device: str = "cpu"
     checkpoint_sha256: str = ""
     encoder_sha256: str | None = None  # the exported encoder's bytes (None: the checkpoint runs itself, in torch)
+    # the checkpoint whose encoder made the embeddings this decoder reads (`models.LoadedModel`; adapted decoders)
+    encoder_checkpoint_sha256: str = ""
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         raise UserError(f"the {self.name} backend was opened without an encoder")
@@ -61,14 +63,15 @@ class Backend(ABC):
                     raise UserError(f"{item.path} failed its parity gate at export (its sidecar says so); "
                                     "re-export it with `semisam-fast export`")
         if encoder is not None and decoder is not None:
-            for key in ("model", "checkpoint_sha256"):
-                if encoder.meta[key] != decoder.meta[key]:
+            for key in ("model", "encoder_checkpoint_sha256"):
+                if _meta(encoder.meta, key) != _meta(decoder.meta, key):
                     raise UserError(f"{encoder.path.name} and {decoder.path.name} come from different {key}s "
-                                    f"({encoder.meta[key]!r} vs {decoder.meta[key]!r})")
+                                    f"({_meta(encoder.meta, key)!r} vs {_meta(decoder.meta, key)!r})")
         first = encoder or decoder
         self.model, self.precision = first.meta["model"], first.meta["precision"]
         self.checkpoint_sha256 = first.meta["checkpoint_sha256"]
         self.encoder_sha256 = encoder.meta["artefact_sha256"] if encoder is not None else None
+        self.encoder_checkpoint_sha256 = _meta(first.meta, "encoder_checkpoint_sha256")
 
     @abstractmethod
     def describe(self) -> dict:
@@ -91,3 +94,11 @@ class Backend(ABC):
         if meta is None:  # torch: the module itself
             return True
         return meta.get("inputs", {}).get("mask_input", ["batch"])[0] != "batch"  # artefacts of before: per prompt
+
+
+def _meta(meta: dict, key: str) -> str:
+    """A sidecar's field; `encoder_checkpoint_sha256` defaults to the checkpoint's own hash (sidecars written before
+    adapted decoders existed)."""
+    if key == "encoder_checkpoint_sha256":
+        return meta.get(key) or meta["checkpoint_sha256"]
+    return meta[key]

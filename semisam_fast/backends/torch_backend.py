@@ -37,6 +37,7 @@ class TorchBackend(Backend):
         self.loaded = model
         self.model = model.spec.name
         self.checkpoint_sha256 = model.checkpoint_sha256
+        self.encoder_checkpoint_sha256 = model.encoder_checkpoint_sha256
         self.device = device
         self.precision = precision
         self.dtype = DTYPES[precision]

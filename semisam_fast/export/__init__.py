@@ -99,7 +99,8 @@ def _export_part(reference, model: str, name: str, fmt: str, precision: str, ops
     meta["export_peak_rss_gb"] = {"value": memory.gb, "scope": memory.scope}  # the gate's is its own
     meta.setdefault("precision", precision)
     meta.update({"model": model, "part": name, "checkpoint": reference.checkpoint,
-                 "checkpoint_sha256": reference.checkpoint_sha256, "batch_profile": list(profile),
+                 "checkpoint_sha256": reference.checkpoint_sha256,
+                 "encoder_checkpoint_sha256": reference.encoder_checkpoint_sha256, "batch_profile": list(profile),
                  "torch": torch.__version__, "created": _dt.datetime.now(_dt.timezone.utc).isoformat()})
     write_sidecar(path, meta)
     if progress:

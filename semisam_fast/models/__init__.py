@@ -9,7 +9,7 @@ from torch import nn
 
 from ..errors import UserError
 from ..fsutil import file_sha256
-from .checkpoint import load_into, read_state_dict
+from .checkpoint import load_into, read_checkpoint
 from .decoder import PromptDecoder
 from .litemedsam import bundled_checkpoint, bundled_checkpoint_sha256
 from .preprocess import Frame, masks_to_original, preprocess
@@ -28,6 +28,12 @@ class LoadedModel:
     decoder: PromptDecoder
     checkpoint: str | None
     checkpoint_sha256: str
+    # the checkpoint whose image encoder this one has: itself, or for a decoder adapted by `semisam-fast adapt` the
+    # checkpoint it was adapted from (so embeddings cached with that one serve it)
+    encoder_checkpoint_sha256: str = ""
+
+    def __post_init__(self) -> None:
+        self.encoder_checkpoint_sha256 = self.encoder_checkpoint_sha256 or self.checkpoint_sha256
 
     def preprocess(self, slices: torch.Tensor) -> torch.Tensor:
         return preprocess(slices, self.spec.image_size, self.spec.normalization)
@@ -48,9 +54,12 @@ def load_model(name: str = DEFAULT_MODEL, checkpoint: str | Path | None = None, 
         torch.manual_seed(seed)  # tiny: deterministic random init so artefacts can be checked against it
         net = spec.builder()
         sha = f"random-init-seed{seed}"
+        provenance: dict = {}
     else:
         path = Path(checkpoint) if checkpoint is not None else Path(bundled_checkpoint())
-        state = read_state_dict(path)
+        state, provenance = read_checkpoint(path)
+        if provenance.get("model", name) != name:
+            raise UserError(f"checkpoint {path} is a decoder adapted for '{provenance['model']}', not '{name}'")
         net = spec.builder()
         load_into(net, state, name, path)
         bundled = checkpoint is None and spec.checkpoint == "bundled"
@@ -58,4 +67,5 @@ def load_model(name: str = DEFAULT_MODEL, checkpoint: str | Path | None = None, 
         checkpoint = str(path)
     net.eval()
     decoder = PromptDecoder(net.prompt_encoder, net.mask_decoder).eval()
-    return LoadedModel(spec, net.image_encoder, decoder, None if checkpoint is None else str(checkpoint), sha)
+    return LoadedModel(spec, net.image_encoder, decoder, None if checkpoint is None else str(checkpoint), sha,
+                       str(provenance.get("encoder_checkpoint_sha256", "")))

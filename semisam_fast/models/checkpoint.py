@@ -18,15 +18,24 @@ _VIT_BY_DIM_DEPTH[VIT_CONFIGS["vit_b"][:2]] = "vit_b (or medsam)"
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """SAM weights (`checkpoints.load_plain`: weights_only); unwraps {"model": ...} / {"state_dict": ...}; one clear
     error otherwise."""
+    return read_checkpoint(path)[0]
+
+
+def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """(state dict, provenance): provenance is the `adapted_from` record of a decoder adapted by `semisam-fast
+    adapt` (the checkpoint whose encoder it shares), else {}."""
     state = load_plain(path)
+    provenance = {}
     if isinstance(state, dict):
+        if isinstance(state.get("adapted_from"), dict):
+            provenance = state["adapted_from"]
         for key in ("model", "state_dict"):
             if key in state and isinstance(state[key], dict):
                 state = state[key]
                 break
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise UserError(f"checkpoint {path} holds no state dict of tensors")
-    return state
+    return state, provenance
 
 
 def identify(state: dict[str, torch.Tensor]) -> str | None:

@@ -17,11 +17,11 @@ def build_trainer(config: TrainConfig, data: str | Path, list_file: str | Path |
                   run_dir: str | Path, cache: str | Path | None = None, backend: str = "torch",
                   artefact: str | Path | None = None, checkpoint: str | Path | None = None,
                   device: str = "cpu", tensorboard: bool = True, world: World | None = None,
-                  precision: str | None = None) -> Trainer:
+                  precision: str | None = None, trainer_class: type[Trainer] = Trainer) -> Trainer:
     """Open the data, split it, attach SAM (cache or online) and describe the run in <run_dir>/run.json.
     `world`: this process's place under torchrun (each process holds only its share of the unlabelled cases).
     `precision`: the SAM decoder's (`create_backend`: torch's dtype, openvino's compute precision, the export
-    onnx / engine open)."""
+    onnx / engine open). `trainer_class`: a `Trainer` subclass (diagnostics such as bench/oracle_targets.py)."""
     from ..backends import create_backend
     from ..cache import EmbeddingCache
     from ..data import open_dataset, split_cases
@@ -56,7 +56,7 @@ def build_trainer(config: TrainConfig, data: str | Path, list_file: str | Path |
     keep_run_record(run_dir, record, write=False)  # every process checks the old record ...
     world.barrier()  # ... before rank 0 replaces it
     keep_run_record(run_dir, record, write=world.leader)
-    return Trainer(config, dataset, split, run_dir, sam, device, tensorboard, world)
+    return trainer_class(config, dataset, split, run_dir, sam, device, tensorboard, world)
 
 
 def _check_cache_covers(store, dataset, split, config: TrainConfig) -> None:

@@ -55,6 +55,7 @@ class TrainConfig:
     sam_min_agreement: float = 0.7
     sam_negatives: bool = True  # rounds: slices outside the teacher's z-range get an empty target
     sam_pixels: str = "all"  # rounds: all | agree (train only on pixels where SAM and the teacher agree)
+    sam_fusion: str = "sam"  # rounds: the target is SAM's mask (sam) or the mean of SAM's and the teacher's (mean)
     # rounds: the teacher's prediction; auto = bf16 on a CPU with bf16 matmuls (~2x; it moved 0.01-0.05% of the
     # target pixels on the development cases, bench/results/round_teacher_dev.md), fp32 elsewhere
     sam_teacher_precision: str = "auto"

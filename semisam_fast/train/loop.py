@@ -26,7 +26,7 @@ from ..fsutil import remove_stale_temps
 from ..interrupts import Interrupted, stop_between_steps
 from ..nets import build_student
 from ..nets.sync_batchnorm import sync_batchnorm
-from ..sam_targets import TargetOptions
+from ..sam_targets import CaseTargets, TargetOptions
 from .batches import VolumeStore, draw_2d, draw_3d
 from .config import TrainConfig
 from .losses import sam_loss, sigmoid_rampup, supervised_loss
@@ -199,7 +199,8 @@ class Trainer:
 
     def _set_lr(self) -> None:
         c = self.config
-        lr = c.lr * (1 - self.iteration / c.iterations) ** 0.9 if c.lr_schedule == "poly" else c.lr
+        # clamped: an iteration past the schedule's end (a run resumed with fewer --iterations) keeps the last rate
+        lr = c.lr * (1 - min(self.iteration / c.iterations, 1.0)) ** 0.9 if c.lr_schedule == "poly" else c.lr
         for group in self.optimizer.param_groups:
             group["lr"] = lr
 
@@ -258,12 +259,16 @@ class Trainer:
     def target_options(self) -> TargetOptions:
         return TargetOptions.from_config(self.config.as_dict())
 
+    def round_targets(self) -> dict[str, CaseTargets]:
+        """A round's targets per unlabelled case: the teacher's predictions -> gated SAM masks (`make_round`)."""
+        return make_round(self.teacher, self.unlabelled_volumes, self.checkpoint_config(), self.sam.cache,
+                          self.sam.backend, self.target_options(), self.device, progress=self.world.leader,
+                          precision=self.round_precision)
+
     def sam_round(self) -> None:
         """A pseudo-label round: the teacher's predictions -> gated SAM targets, stored for the next steps."""
         precision = self.round_precision
-        rounds = make_round(self.teacher, self.unlabelled_volumes, self.checkpoint_config(), self.sam.cache,
-                            self.sam.backend, self.target_options(), self.device, progress=self.world.leader,
-                            precision=precision)
+        rounds = self.round_targets()
         self.sam_table = (table_3d(rounds, self.unlabelled) if self.three_d
                           else table_2d(rounds, self.unlabelled, self.student_input))
         # each process made its own cases' targets

@@ -1,0 +1,47 @@
+"""A DIAGNOSTIC, never a method: `semisam` whose pseudo-label rounds prompt SAM with the unlabelled cases' LABEL
+boxes (the labels are read here, on purpose, and only here). If even these targets do not lift the student over
+`sup` in the la-cpu budget, the budget or the loss is the limit, not the targets. Same run folder layout as `train`
+(evaluate it with `semisam-fast evaluate --run RUN`):
+
+  python bench/oracle_targets.py --data ../shared/data/la2018 --list runs/la/dev.list --labelled 2 \
+      --cache runs/la/cache --sam-weight 1.0 --seed 0 --out runs/dev/l2_oracle_w1_s0
+"""
+import argparse
+
+from semisam_fast.sam_targets import CaseTargets, TargetOptions, case_targets
+from semisam_fast.train import Trainer, build_trainer, preset
+
+
+class OracleTrainer(Trainer):
+    """Round targets: SAM from each unlabelled case's label box on its cached slices (no gate, no teacher)."""
+
+    def round_targets(self) -> dict[str, CaseTargets]:
+        out = {}
+        for case_id in self.unlabelled_volumes:
+            label = self.dataset.load(case_id, with_label=True).label.astype("float32")  # the oracle's only source
+            out[case_id] = case_targets(case_id, label, self.sam.cache, self.sam.backend,
+                                        TargetOptions(margin=self.config.sam_margin))
+        return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--list", default=None)
+    parser.add_argument("--labelled", type=int, required=True)
+    parser.add_argument("--cache", required=True)
+    parser.add_argument("--sam-weight", type=float, required=True)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--iterations", type=int, default=None)
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args()
+    config = preset("la-cpu", method="semisam", sam_weight=args.sam_weight, seed=args.seed,
+                    iterations=args.iterations)
+    trainer = build_trainer(config, args.data, args.list, args.labelled, 8, args.out, cache=args.cache,
+                            trainer_class=OracleTrainer)
+    result = trainer.run()
+    print(f"oracle-target semisam (diagnostic), weight {args.sam_weight}: validation Dice {result['val_dice']:.4f}")
+
+
+if __name__ == "__main__":
+    main()
