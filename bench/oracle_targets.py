@@ -33,11 +33,15 @@ def main() -> None:
     parser.add_argument("--sam-weight", type=float, required=True)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--iterations", type=int, default=None)
+    parser.add_argument("--backend", default="openvino", help="SAM decoder runtime (as train's --backend)")
+    parser.add_argument("--artefact", default="engines", help="decoder artefact or export folder")
+    parser.add_argument("--precision", default="bf16")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     config = preset("la-cpu", method="semisam", sam_weight=args.sam_weight, seed=args.seed,
                     iterations=args.iterations)
     trainer = build_trainer(config, args.data, args.list, args.labelled, 8, args.out, cache=args.cache,
+                            backend=args.backend, artefact=args.artefact, precision=args.precision,
                             trainer_class=OracleTrainer)
     result = trainer.run()
     print(f"oracle-target semisam (diagnostic), weight {args.sam_weight}: validation Dice {result['val_dice']:.4f}")

@@ -110,50 +110,81 @@ def on_cached_slices(prob: np.ndarray, slices: list[int]) -> np.ndarray:
                      f"volume holding slice {max(slices)}")
 
 
-def case_targets(case_id: str, prob: np.ndarray, cache: EmbeddingCache, backend: Backend,
-                 options: TargetOptions = TargetOptions(), batch: int = 64) -> CaseTargets:
-    """SAM targets for the cached slices of one case from the teacher's foreground probability on those slices
-    (H, W, S; what a round predicts) or on the whole volume (H, W, Z). The teacher's mask, and its largest 3D
-    component, are formed over the stack of cached slices either way, so both give the same targets: a round need
-    not predict slices SAM never sees (half of la-cpu's; bench/round_teacher.py measured what that changes)."""
+@dataclass
+class DecodedCase:
+    """SAM decoded once from a teacher's boxes on one case's cached slices; the gates and the fusion are applied to
+    it afterwards (`gate_case`), so variants that differ only there share one decode."""
+
+    case_id: str
+    slices: list[int]
+    prob: np.ndarray  # the teacher's probability on the cached slices (H, W, S)
+    teacher: np.ndarray  # bool, the teacher's mask that prompts came from
+    sam_logits: np.ndarray  # SAM's mask logits where prompted (zeros elsewhere), float32 (H, W, S)
+    iou_pred: np.ndarray  # SAM's predicted IoU (nan where not prompted)
+
+    @property
+    def prompted(self) -> np.ndarray:
+        return self.teacher.any(axis=(0, 1))
+
+
+def decode_case(case_id: str, prob: np.ndarray, cache: EmbeddingCache, backend: Backend,
+                options: TargetOptions = TargetOptions(), batch: int = 64) -> DecodedCase:
+    """SAM prompted with the box of the teacher's mask on every cached slice the mask reaches (`options`: its
+    threshold, largest component and margin)."""
     spec = get_spec(backend.model)
     slices = cache.slices(case_id)
     prob = on_cached_slices(prob, slices)
-    height, width = prob.shape[:2]
-    frame = Frame(height, width, spec.image_size)
+    frame = Frame(prob.shape[0], prob.shape[1], spec.image_size)
     teacher = teacher_mask(prob, options)
-    has_fg = teacher.any(axis=(0, 1))
-    n = len(slices)
-    sam = np.zeros_like(teacher)
-    iou_pred = np.full(n, np.nan, dtype=np.float32)
-    agreement = np.full(n, np.nan, dtype=np.float32)
-    prompted = np.flatnonzero(has_fg)
+    sam_logits = np.zeros(teacher.shape, dtype=np.float32)
+    iou_pred = np.full(len(slices), np.nan, dtype=np.float32)
+    prompted = np.flatnonzero(teacher.any(axis=(0, 1)))
     for start in range(0, len(prompted), batch):
         rows = prompted[start:start + batch]
         boxes = torch.from_numpy(np.stack([mask_to_box(teacher[:, :, r]) for r in rows]))
         coords, labels = box_prompts(boxes_to_input(boxes, frame, options.margin)[:, None])
         embeddings = cache.gather([(case_id, slices[r]) for r in rows], backend.device)
         low_res, iou = backend.decode(embeddings, coords, labels)
-        sam_prob = torch.sigmoid(masks_to_original(low_res[:, 0, 0], frame)).cpu().numpy().transpose(1, 2, 0)
-        if options.fusion == "mean":
-            sam_prob = (sam_prob + np.where(teacher[:, :, rows], prob[:, :, rows], 0.0)) / 2
-        elif options.fusion != "sam":
-            raise ValueError(f"unknown fusion {options.fusion!r}")
-        sam[:, :, rows] = sam_prob > 0.5
+        sam_logits[:, :, rows] = masks_to_original(low_res[:, 0, 0], frame).cpu().numpy().transpose(1, 2, 0)
         iou_pred[rows] = iou[:, 0, 0].cpu().numpy()
-    for r in prompted:
-        inter = np.logical_and(sam[:, :, r], teacher[:, :, r]).sum()
-        union = np.logical_or(sam[:, :, r], teacher[:, :, r]).sum()
-        agreement[r] = inter / union if union else 0.0
-    kept = has_fg & (iou_pred >= options.min_iou_pred) & (agreement >= options.min_agreement)
-    negative = np.zeros(n, dtype=bool)
-    if options.negatives:
-        zs = np.asarray(slices)
-        if has_fg.any():
-            lo, hi = zs[has_fg].min(), zs[has_fg].max()
-            negative = (zs < lo) | (zs > hi)
-        # a volume where the teacher sees nothing: no negatives either (an unconfident teacher is no evidence)
-    return CaseTargets(case_id, list(slices), teacher, sam, has_fg, iou_pred, agreement, kept, negative)
+    return DecodedCase(case_id, list(slices), prob, teacher, sam_logits, iou_pred)
+
+
+def gate_case(decoded: DecodedCase, options: TargetOptions = TargetOptions()) -> CaseTargets:
+    """The fusion with the teacher, the gates and the negatives, on a decoded case."""
+    teacher, has_fg = decoded.teacher, decoded.prompted
+    if options.fusion == "mean":
+        from scipy.special import expit
+
+        sam = (expit(decoded.sam_logits) + np.where(teacher, decoded.prob, 0.0)) / 2 > 0.5
+    elif options.fusion == "sam":
+        sam = decoded.sam_logits > 0
+    else:
+        raise ValueError(f"unknown fusion {options.fusion!r}")
+    sam &= has_fg[None, None, :]
+    inter = np.logical_and(sam, teacher).sum(axis=(0, 1))
+    union = np.logical_or(sam, teacher).sum(axis=(0, 1))
+    agreement = np.where(has_fg, np.divide(inter, union, out=np.zeros(len(union)), where=union > 0), np.nan)
+    agreement = agreement.astype(np.float32)
+    kept = has_fg & (decoded.iou_pred >= options.min_iou_pred) & (agreement >= options.min_agreement)
+    negative = np.zeros(len(decoded.slices), dtype=bool)
+    if options.negatives and has_fg.any():
+        zs = np.asarray(decoded.slices)
+        negative = (zs < zs[has_fg].min()) | (zs > zs[has_fg].max())
+    # a volume where the teacher sees nothing: no negatives either (an unconfident teacher is no evidence)
+    return CaseTargets(decoded.case_id, list(decoded.slices), teacher, sam, has_fg, decoded.iou_pred, agreement,
+                       kept, negative)
+
+
+def case_targets(case_id: str, prob: np.ndarray, cache: EmbeddingCache, backend: Backend,
+                 options: TargetOptions = TargetOptions(), batch: int = 64) -> CaseTargets:
+    """SAM targets for the cached slices of one case from the teacher's foreground probability on those slices
+    (H, W, S; what a round predicts) or on the whole volume (H, W, Z). The teacher's mask, and its largest 3D
+    component, are formed over the stack of cached slices either way, so both give the same targets: a round need
+    not predict slices SAM never sees (half of la-cpu's; bench/round_teacher.py measured what that changes)."""
+    if options.fusion not in ("sam", "mean"):
+        raise ValueError(f"unknown fusion {options.fusion!r}")
+    return gate_case(decode_case(case_id, prob, cache, backend, options, batch), options)
 
 
 def score_targets(targets: CaseTargets, label: np.ndarray) -> dict:

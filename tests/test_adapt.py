@@ -68,6 +68,10 @@ def test_adapt_command_writes_a_checkpoint_that_serves_the_cache_and_exports(pha
     assert sidecar["parity"]["passed"] and sidecar["encoder_checkpoint_sha256"] == base.checkpoint_sha256
     backend = create_backend("onnx", "litemedsam", out / "adapted.pth", onnx)
     cache.check_decoder(backend)
+    # pseudo-label takes it (decoder in torch, embeddings from the base's cache)
+    labelled = invoke("pseudo-label", "--cache", str(cache_dir), "--data", str(root), "--prompt", "gt-box",
+                      "--checkpoint", str(out / "adapted.pth"), "--no-distances", "--out", str(tmp_path / "pl_ok"))
+    assert labelled.returncode == 0, labelled.stderr
     # the base checkpoint's artefacts are refused for the adapted checkpoint
     refused = invoke("pseudo-label", "--cache", str(cache_dir), "--data", str(root), "--prompt", "gt-box",
                      "--backend", "onnx", "--checkpoint", str(out / "adapted.pth"), "--artefact",
