@@ -22,17 +22,22 @@ for labeled in $LABELS; do
   # SAM's mask decoder adapted on the labelled cases (once per label setting; the encoder and the cache are shared)
   ADAPTED="$OUT/adapted_l${labeled}"
   if [[ " $METHODS " == *" semisam "* ]] && [ ! -f "$ADAPTED/adapted.pth" ]; then
-    semisam-fast adapt --data "$DATA" --labelled "$labeled" --cache "$CACHE" --no-holdout --no-export --out "$ADAPTED"
+    semisam-fast adapt --data "$DATA" --labelled "$labeled" --cache "$CACHE" --no-holdout --out "$ADAPTED"
   fi
   for seed in $SEEDS; do
     for method in $METHODS; do
       run="$OUT/l${labeled}_${method}_s${seed}"
       [ -f "$run/eval_largest.json" ] && continue
       sam=(--backend onnx --artefact engines/litemedsam_decoder_fp32.onnx)
-      [ "$method" = semisam ] && sam=(--backend torch --checkpoint "$ADAPTED/adapted.pth")
+      recipe=()
+      if [ "$method" = semisam ]; then  # the adapted decoder in OpenVINO bf16, at its recipe (config.ADAPTED_SAM)
+        sam=(--backend openvino --precision bf16 --checkpoint "$ADAPTED/adapted.pth"
+             --artefact "$ADAPTED/litemedsam_decoder_fp32.onnx")
+        recipe=(--sam-weight 1.0 --sam-min-agreement 0)
+      fi
       # shellcheck disable=SC2086
       semisam-fast train --data "$DATA" --labeled "$labeled" --method "$method" --preset la-cpu --seed "$seed" \
-        --cache "$CACHE" "${sam[@]}" --out "$run" ${TRAIN_ARGS:-}
+        --cache "$CACHE" "${sam[@]}" "${recipe[@]}" --out "$run" ${TRAIN_ARGS:-}
       semisam-fast evaluate --run "$run" > /dev/null
       if [ "$method" = semisam ]; then
         sed -n "$((labeled + 1)),$((labeled + 16))p" "$DATA/train.list" > "$run/unlabelled.list"

@@ -42,7 +42,6 @@ VARIANTS = {  # name -> (decoder, TargetOptions); "frozen, agreement >= 0.7" is 
     "frozen, mean fusion": ("frozen", TargetOptions(fusion="mean")),
     "adapted, no gate": ("adapted", TargetOptions()),
     "adapted, agreement >= 0.5": ("adapted", TargetOptions(min_agreement=0.5)),
-    "adapted, agreement >= 0.7": ("adapted", TargetOptions(min_agreement=0.7)),
     "adapted, SAM IoU >= 0.85": ("adapted", TargetOptions(min_iou_pred=0.85)),
     "adapted, mean fusion": ("adapted", TargetOptions(fusion="mean")),
     "adapted, mean fusion, agreement >= 0.5": ("adapted", TargetOptions(fusion="mean", min_agreement=0.5)),
@@ -87,6 +86,7 @@ def main() -> None:
     parser.add_argument("--cache", required=True)
     parser.add_argument("--list", required=True, help="cases to score (cached, with labels)")
     parser.add_argument("--data", default=None, help="default: the first run's data folder")
+    parser.add_argument("--engines", default="engines", help="export folder of the frozen decoder")
     parser.add_argument("--out", default="bench/results/target_quality", help="writes OUT.json and OUT.md")
     args = parser.parse_args()
 
@@ -101,7 +101,7 @@ def main() -> None:
         # OpenVINO bf16 over each decoder's ONNX export (engines/ for the frozen one; the adapted one beside its
         # checkpoint, `semisam-fast export --checkpoint ADAPTED --part decoder --out DIR`): ~20x torch's CPU decoder
         decoder_file = "litemedsam_decoder_fp32.onnx"
-        backends = {"frozen": create_backend("openvino", "litemedsam", None, Path("engines") / decoder_file,
+        backends = {"frozen": create_backend("openvino", "litemedsam", None, Path(args.engines) / decoder_file,
                                              precision="bf16"),
                     "adapted": create_backend("openvino", "litemedsam", adapted, Path(adapted).parent / decoder_file,
                                               precision="bf16")}

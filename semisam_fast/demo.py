@@ -52,6 +52,7 @@ def run_export_and_segment(out: Path, data: str | Path | None, log=print) -> tup
 def run_demo(out: str | Path = "runs/demo", data: str | Path | None = None, labeled: int = 2, val: int = 2,
              unlabelled: int = 4, iterations: int = 150, adapt_steps: int = 40, log=print) -> dict:
     from .train import build_trainer, preset
+    from .train.config import ADAPTED_SAM
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -86,7 +87,7 @@ def run_demo(out: str | Path = "runs/demo", data: str | Path | None = None, labe
     for method in ("sup", "semisam"):
         # three pseudo-label rounds in a short run (the preset's every-200 suits its 1000 iterations)
         config = replace(preset("la-cpu", method=method, iterations=iterations, unlabelled_cases=unlabelled,
-                                unlabelled_every=2, sam_round_every=max(1, iterations // 4)),
+                                unlabelled_every=2, sam_round_every=max(1, iterations // 4), **ADAPTED_SAM),
                          val_every=iterations, save_every=iterations)
         log(f"training {method} for {iterations} iterations")
         trainer = build_trainer(config, root, None, labeled, val, out / f"run_{method}", cache=out / "cache",

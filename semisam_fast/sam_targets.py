@@ -34,7 +34,8 @@ class TargetOptions:
     negatives: bool = True  # cached slices outside the teacher's z-range: empty target
     threshold: float = 0.5  # teacher probability -> mask
     # how SAM's mask and the teacher's make the target: "sam" (SAM's mask alone) | "mean" (the mean of SAM's and the
-    # teacher's probabilities, > 0.5: SAM corrects the teacher where it is confident, defers where it is not)
+    # teacher's probabilities inside the prompt box, > 0.5: SAM corrects the teacher where it is confident, defers
+    # where it is not; outside the box, where SAM was not asked, neither counts)
     fusion: str = "sam"
 
     def as_dict(self) -> dict:
@@ -121,6 +122,7 @@ class DecodedCase:
     teacher: np.ndarray  # bool, the teacher's mask that prompts came from
     sam_logits: np.ndarray  # SAM's mask logits where prompted (zeros elsewhere), float32 (H, W, S)
     iou_pred: np.ndarray  # SAM's predicted IoU (nan where not prompted)
+    in_box: np.ndarray  # bool (H, W, S): inside the slice's prompt box (margin included)
 
     @property
     def prompted(self) -> np.ndarray:
@@ -138,16 +140,20 @@ def decode_case(case_id: str, prob: np.ndarray, cache: EmbeddingCache, backend: 
     teacher = teacher_mask(prob, options)
     sam_logits = np.zeros(teacher.shape, dtype=np.float32)
     iou_pred = np.full(len(slices), np.nan, dtype=np.float32)
+    in_box = np.zeros(teacher.shape, dtype=bool)
     prompted = np.flatnonzero(teacher.any(axis=(0, 1)))
     for start in range(0, len(prompted), batch):
         rows = prompted[start:start + batch]
         boxes = torch.from_numpy(np.stack([mask_to_box(teacher[:, :, r]) for r in rows]))
-        coords, labels = box_prompts(boxes_to_input(boxes, frame, options.margin)[:, None])
+        in_frame = boxes_to_input(boxes, frame, options.margin)
+        coords, labels = box_prompts(in_frame[:, None])
+        for r, (x0, y0, x1, y1) in zip(rows, (in_frame / frame.scale).round().int().tolist()):
+            in_box[y0:y1 + 1, x0:x1 + 1, r] = True
         embeddings = cache.gather([(case_id, slices[r]) for r in rows], backend.device)
         low_res, iou = backend.decode(embeddings, coords, labels)
         sam_logits[:, :, rows] = masks_to_original(low_res[:, 0, 0], frame).cpu().numpy().transpose(1, 2, 0)
         iou_pred[rows] = iou[:, 0, 0].cpu().numpy()
-    return DecodedCase(case_id, list(slices), prob, teacher, sam_logits, iou_pred)
+    return DecodedCase(case_id, list(slices), prob, teacher, sam_logits, iou_pred, in_box)
 
 
 def gate_case(decoded: DecodedCase, options: TargetOptions = TargetOptions()) -> CaseTargets:
@@ -156,7 +162,7 @@ def gate_case(decoded: DecodedCase, options: TargetOptions = TargetOptions()) ->
     if options.fusion == "mean":
         from scipy.special import expit
 
-        sam = (expit(decoded.sam_logits) + np.where(teacher, decoded.prob, 0.0)) / 2 > 0.5
+        sam = (expit(decoded.sam_logits) + np.where(decoded.in_box, decoded.prob, 0.0)) / 2 > 0.5
     elif options.fusion == "sam":
         sam = decoded.sam_logits > 0
     else:
