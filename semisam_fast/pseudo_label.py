@@ -93,6 +93,8 @@ def pseudo_label(dataset: Dataset, cache: EmbeddingCache | None, backend: Backen
     for case_id in tqdm(mine, desc="pseudo-label", unit="case", disable=not (progress and world.leader),
                         dynamic_ncols=True):
         case = dataset.load(case_id, with_label=dataset.has_labels)
+        if cache is not None:
+            cache.check_source(case_id, case.image)
         source = case.label if prompt in ("gt-box", "points") else dataset.read_mask(case_id, Path(masks_dir))
         if source is None:
             raise UserError(f"case {case_id} has no label to build --prompt {prompt} from; use mask-box --masks")
@@ -164,6 +166,7 @@ def teacher_pseudo_label(dataset: Dataset, cache: EmbeddingCache, backend: Backe
     for case_id in tqdm(mine, desc="pseudo-label", unit="case", disable=not (progress and world.leader),
                         dynamic_ncols=True):
         image = dataset.load(case_id, with_label=False).image
+        cache.check_source(case_id, image)
         prob = predict_case(net, image, config, slices=cache.slices(case_id))  # SAM sees only the cached slices
         targets = case_targets(case_id, prob, cache, backend, options)
         volume = np.zeros(image.shape, dtype=np.uint8)

@@ -97,6 +97,9 @@ class Trainer:
         if self.rounds:  # a round's teacher normalises each raw volume whole, as inference does (no labels loaded)
             self.unlabelled_volumes = {cid: self.dataset.load(cid, with_label=False).image
                                        for cid in self.unlabelled_ids}
+            if self.sam is not None and self.sam.cache is not None:  # the cached rows are these volumes' own
+                for cid, image in self.unlabelled_volumes.items():
+                    self.sam.cache.check_source(cid, image)
         if self.three_d:
             self.labelled = VolumeStore(self.dataset, self.split.labeled, self.student_input, labelled=True)
             self.unlabelled = (VolumeStore(self.dataset, self.unlabelled_ids, self.student_input, labelled=False)
