@@ -169,6 +169,10 @@ def pseudo_label_cmd(
     encoder_batch: int = typer.Option(8, min=1, help="without --cache: slices per encoder call"),
     distances: bool = typer.Option(True, "--distances/--no-distances",
                                    help="HD95 and ASD in the report (~0.2 s a LA volume; Dice and Jaccard always)"),
+    unseen: Literal[choices.UNSEEN] = typer.Option(
+        "ignore", help="prompted slices a cache built with --every K lacks: ignore (marked with the ignore value, "
+                       "max label + 1, left out of the report and by nnU-Net), nearest (the nearest labelled "
+                       "slice's mask), encode (run the encoder on them)"),
     out: Path = typer.Option(..., help="output folder for masks, report.json and overlays"),
 ) -> None:
     """Prompts from masks or a run's teacher -> SAM masks from cached embeddings (or, without --cache, from the
@@ -193,11 +197,13 @@ def pseudo_label_cmd(
         # the run's own options (its config), unless given here
         overrides = {"margin": margin, "largest_3d": largest_3d, "min_iou_pred": min_iou_pred,
                      "min_agreement": min_agreement, "negatives": negatives}
-        report = teacher_pseudo_label(dataset, store, runtime, run, out, None, overrides, world=world)
+        report = teacher_pseudo_label(dataset, store, runtime, run, out, None, overrides, world=world,
+                                      unseen=unseen)
     else:
+        encoder = runtime if store is None or unseen == "encode" else None
         report = pseudo_label(dataset, store, runtime, out, None, prompt, masks, 4.0 if margin is None else margin,
-                              batch, world=world, encoder=None if store else runtime, encoder_batch=encoder_batch,
-                              distances=distances)
+                              batch, world=world, encoder=encoder, encoder_batch=encoder_batch,
+                              distances=distances, unseen=unseen)
     if report is None:  # not rank 0
         return
     print(report.table())
@@ -298,6 +304,8 @@ def evaluate(
     weights: Literal[choices.WEIGHTS] = typer.Option("student", help="student or its EMA teacher"),
     largest: bool = typer.Option(False, "--largest", help="keep the largest connected component (as LA papers do)"),
     out: Optional[Path] = typer.Option(None, help="JSON output (a CSV is written beside it)"),
+    save_masks: Optional[Path] = typer.Option(None, help="also write each scored prediction to this folder, in the "
+                                                         "data's own format"),
 ) -> None:
     """Per-volume Dice, Jaccard, 95% Hausdorff, ASD (medpy semantics), mean ± sd; JSON + CSV + table."""
     from .data import open_dataset, read_list
@@ -310,15 +318,37 @@ def evaluate(
     if run is not None:
         cases = read_list(list_file) if list_file else None
         rows, summary = evaluate_run(run, data=data, cases=cases, spacing=spacing_mm, out=out, weights=weights,
-                                     keep_largest=largest)
+                                     keep_largest=largest, save_masks=save_masks)
     elif checkpoint is not None and data is not None and out is not None:
         net, config = load_student(checkpoint, weights)
         dataset = open_dataset(data, list_file)
-        rows = evaluate_cases(net, config, dataset, dataset.case_ids, spacing=spacing_mm, keep_largest=largest)
+        rows = evaluate_cases(net, config, dataset, dataset.case_ids, spacing=spacing_mm, keep_largest=largest,
+                              save_masks=save_masks)
         summary = write_results(rows, out)
     else:
         raise UserError("give --run RUN_DIR, or --checkpoint FILE with --data PATH and --out FILE.json")
     print(format_table(rows, summary))
+
+
+@app.command()
+def predict(
+    run: Optional[Path] = typer.Option(None, help="run folder from `train` (its final, else newest, checkpoint)"),
+    checkpoint: Optional[Path] = typer.Option(None, help="a student checkpoint instead of --run"),
+    data: Path = typer.Option(..., help="LA h5 / NIfTI / PNG folder to segment (labels are not read)"),
+    list_file: Optional[Path] = typer.Option(None, "--list", help="cases (default: every case of the folder)"),
+    weights: Literal[choices.WEIGHTS] = typer.Option("student", help="student or its EMA teacher"),
+    largest: bool = typer.Option(False, "--largest", help="keep the largest connected component"),
+    out: Path = typer.Option(..., help="folder for the masks (in the input's format) and predict.json"),
+) -> None:
+    """A trained student's mask of every case, in the input's format (NIfTI on the image's own affine)."""
+    from .data import open_dataset
+    from .predict import predict as predict_masks
+
+    if (run is None) == (checkpoint is None):
+        raise UserError("give --run RUN_DIR or --checkpoint FILE (one of them)")
+    written = predict_masks(run if run is not None else checkpoint, open_dataset(data, list_file), out,
+                            weights=weights, keep_largest=largest)
+    _log(f"[green]wrote[/green] {len(written)} masks to {out}")
 
 
 @app.command()

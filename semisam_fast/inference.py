@@ -20,7 +20,8 @@ from torch import Tensor, nn
 from .data.student_input import StudentInput, resize_slices
 from .errors import UserError
 
-__all__ = ["predict_volume_2d", "predict_volume_3d", "predict_case", "foreground_prob", "largest_component"]
+__all__ = ["predict_volume_2d", "predict_volume_3d", "predict_case", "predict_mask", "foreground_prob",
+           "largest_component"]
 
 
 @contextmanager
@@ -149,6 +150,18 @@ def predict_case(net: nn.Module, image: np.ndarray, config: dict, device: str = 
     with autocast:
         prob = predict_volume_3d(net, image, config["patch"], config.get("stride", (18, 18, 4)), device=device)
     return prob if keep is None else np.ascontiguousarray(prob[:, :, keep])
+
+
+def predict_mask(net: nn.Module, image: np.ndarray, config: dict, threshold: float = 0.5,
+                 keep_largest: bool = False, device: str = "cpu") -> np.ndarray:
+    """A student's mask of one raw volume, uint8 (H, W, Z): probability > threshold, optionally reduced to its largest
+    connected component (what `evaluate` scores and `predict` writes)."""
+    if not 0.0 <= float(threshold) < 1.0:
+        raise UserError(f"threshold must be in [0, 1), got {threshold}")
+    mask = predict_case(net, image, config, device=device) > threshold
+    if keep_largest:
+        mask = largest_component(mask)
+    return mask.astype(np.uint8)
 
 
 def largest_component(mask: np.ndarray) -> np.ndarray:

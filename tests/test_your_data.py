@@ -85,3 +85,112 @@ def test_outputs_are_written_with_the_process_umask(small, tmp_path, umask):
     written = [out / "LA_001.nii.gz", out / "LA_002.nii.gz", out / "report.json", out / "report.csv"]
     for path in written:
         assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask, path
+
+
+# ---- 3: pseudo-labels from a cache built --every K -------------------------------------------------------------
+def _written(dataset, case: str, out: Path) -> np.ndarray:
+    return dataset.read_mask(case, out)
+
+
+def test_every_k_cache_pseudo_labels_are_never_silently_empty_and_the_report_scores_the_file(small, tmp_path):
+    cache = tmp_path / "cache"
+    assert invoke("embed", "--data", str(small), "--model", "tiny", "--every", "2", "--cache",
+                  str(cache)).returncode == 0
+    dataset = open_dataset(small)
+    outs = {}
+    for unseen in ("ignore", "nearest", "encode"):
+        outs[unseen] = tmp_path / unseen
+        result = invoke("pseudo-label", "--cache", str(cache), "--data", str(small), "--unseen", unseen,
+                        "--out", str(outs[unseen]))
+        assert result.returncode == 0, result.stderr[-2000:]
+    live = tmp_path / "live"  # no cache: the encoder on every prompted slice
+    assert invoke("pseudo-label", "--data", str(small), "--model", "tiny", "--out", str(live)).returncode == 0
+    for case in dataset.case_ids:
+        label = dataset.load(case).label
+        labelled = np.flatnonzero(label.any(axis=(0, 1)))
+        unseen = [z for z in labelled if z % 2]  # prompted, and not in the cache
+        assert unseen
+        ignore = _written(dataset, case, outs["ignore"])
+        assert (ignore[:, :, unseen] == dataset.ignore_value).all() and dataset.ignore_value == 2
+        assert set(np.unique(ignore[:, :, [z for z in range(label.shape[2]) if z % 2 == 0]])) <= {0, 1}
+        nearest = _written(dataset, case, outs["nearest"])
+        seen = np.array([z for z in labelled if z % 2 == 0])  # the slices SAM labelled
+        for z in unseen:  # each takes the nearest one's mask (the lower one on a tie)
+            assert np.array_equal(nearest[:, :, z], nearest[:, :, seen[np.argmin(np.abs(seen - z))]])
+            assert nearest[:, :, z].max() <= 1
+        encoded = _written(dataset, case, outs["encode"])
+        assert np.array_equal(encoded[:, :, unseen], _written(dataset, case, live)[:, :, unseen])
+    for unseen, out in outs.items():
+        report = json.loads((out / "report.json").read_text())
+        assert report["distance_unit"] == "mm" and report["unseen"] == unseen and report["ignore_value"] == 2
+        for row in report["cases"]:
+            assert row["spacing"] == "0.625,0.625,2.5"
+            written = _written(dataset, row["case"], out)
+            label = dataset.load(row["case"]).label
+            again = binary_metrics(np.where(written == 2, 0, written), np.where(written == 2, 0, label), ZOOMS)
+            for key, value in again.items():  # exactly the written file's figures, in mm
+                assert row[key] == pytest.approx(value, nan_ok=True), (unseen, key)
+
+
+# ---- predict, evaluate --save-masks, python -m semisam_fast ------------------------------------------------------
+@pytest.fixture(scope="module")
+def lps_run(tmp_path_factory) -> tuple[Path, Path]:
+    """Four NIfTI cases on an LPS affine (0.625 mm, shifted origin) and a finished 2-iteration sup run on them."""
+    root = tmp_path_factory.mktemp("lps")
+    data = nifti_folder(root / "data", {f"LA_{i:03d}": (48, 40, 8) for i in range(1, 5)})
+    affine = np.array([[-0.625, 0, 0, 30.0], [0, -0.625, 0, 20.0], [0, 0, 2.5, -10.0], [0, 0, 0, 1]])
+    for path in list((data / "imagesTr").iterdir()) + list((data / "labelsTr").iterdir()):
+        img = nib.load(path)
+        nib.save(nib.Nifti1Image(np.asarray(img.dataobj), affine), path)
+    run = root / "run"
+    result = invoke("train", "--data", str(data), "--labeled", "2", "--val", "1", "--method", "sup",
+                    "--iterations", "2", "--out", str(run))
+    assert result.returncode == 0, result.stderr[-2000:]
+    return data, run
+
+
+def test_predict_writes_the_students_masks_on_the_images_affine(lps_run, tmp_path):
+    from semisam_fast.checkpoints import find_checkpoint
+    from semisam_fast.inference import largest_component, predict_case
+    from semisam_fast.nets import load_student
+
+    data, run = lps_run
+    dataset = open_dataset(data)
+    net, config = load_student(find_checkpoint(run))
+    result = invoke("predict", "--run", str(run), "--data", str(data), "--out", str(tmp_path / "p"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    largest = invoke("predict", "--checkpoint", str(find_checkpoint(run)), "--data", str(data), "--largest",
+                     "--out", str(tmp_path / "l"))
+    assert largest.returncode == 0, largest.stderr[-2000:]
+    for case in dataset.case_ids:  # every case, labelled or not
+        image_file = nib.load(data / "imagesTr" / f"{case}_0000.nii.gz")
+        written = nib.load(tmp_path / "p" / f"{case}.nii.gz")
+        assert np.array_equal(written.affine, image_file.affine) and written.shape == image_file.shape
+        prob = predict_case(net, dataset.load(case, with_label=False).image, config)
+        assert np.array_equal(dataset.read_mask(case, tmp_path / "p"), (prob > 0.5).astype(np.uint8))
+        assert np.array_equal(dataset.read_mask(case, tmp_path / "l"), largest_component(prob > 0.5))
+    record = json.loads((tmp_path / "p" / "predict.json").read_text())
+    assert record["cases"] == dataset.case_ids and record["checkpoint"] == str(find_checkpoint(run))
+    # evaluate --save-masks writes exactly what it scored
+    saved = tmp_path / "saved"
+    result = invoke("evaluate", "--run", str(run), "--save-masks", str(saved), "--out", str(tmp_path / "e.json"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = json.loads((tmp_path / "e.json").read_text())["cases"]
+    assert [row["case"] for row in rows] == ["LA_004"]
+    mask = dataset.read_mask("LA_004", saved)
+    assert np.array_equal(mask, dataset.read_mask("LA_004", tmp_path / "p"))
+    assert rows[0]["dice"] == pytest.approx(binary_metrics(mask, dataset.load("LA_004").label, ZOOMS)["dice"])
+    user_error(invoke("predict", "--data", str(data), "--out", str(tmp_path / "x")), "--run", "--checkpoint")
+
+
+def test_python_dash_m_runs_the_cli():
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    result = subprocess.run([sys.executable, "-m", "semisam_fast", "predict", "--help"], capture_output=True,
+                            text=True, env=env, timeout=300)
+    assert result.returncode == 0 and "--checkpoint" in result.stdout and "--largest" in result.stdout
+    bad = subprocess.run([sys.executable, "-m", "semisam_fast", "embed", "--data", "/nonexistent", "--cache", "/tmp/c"],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith("error:")

@@ -112,7 +112,8 @@ class Dataset(ABC):
     # -- public -------------------------------------------------------------------------------
     @abstractmethod
     def read_mask(self, case_id: str, masks_dir: Path) -> np.ndarray:
-        """Read back a mask volume written by `write_mask` (or laid out the same way by the user), as uint8 0/1."""
+        """Read back a mask volume written by `write_mask` (or laid out the same way by the user), as uint8 with
+        its own values (label values, and the ignore value where pseudo-label marked one)."""
 
     def load(self, case_id: str, with_label: bool = True) -> Case:
         """Read one case. with_label=False never opens/reads the label (no ground-truth leak)."""
@@ -136,6 +137,16 @@ class Dataset(ABC):
         """Number of 2D slices (Z) of the case, from the header."""
         self._known(case_id)
         return int(self.shape(case_id)[2])
+
+    @property
+    def label_values(self) -> tuple[int, ...]:
+        """The foreground label values, in order (a binary data set: (1,))."""
+        return (1,)
+
+    @property
+    def ignore_value(self) -> int:
+        """The value written where a mask has no target (nnU-Net's ignore label: one above the highest label)."""
+        return max(self.label_values) + 1
 
     @property
     def has_labels(self) -> bool:

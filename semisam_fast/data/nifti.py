@@ -138,7 +138,7 @@ class NiftiDataset(Dataset):
                 file_shape = _shape3d(ref.shape, path)
                 if data.shape != file_shape:
                     raise UserError(f"{path}: mask shape {data.shape} != image shape {file_shape}")
-                return as_mask((_to_canonical(data, ref) > 0).astype(np.uint8), self.shape(case_id), case_id)
+                return as_mask(_to_canonical(data, ref), self.shape(case_id), case_id)  # its own values
         raise UserError(f"no mask for case {case_id} in {masks_dir} ({case_id}.nii.gz)")
 
     def write_mask(self, case_id: str, mask: np.ndarray, out_dir: Path) -> Path:
