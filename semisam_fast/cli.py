@@ -1,6 +1,7 @@
 """The `semisam-fast` command line: each command is a thin wrapper over the library."""
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import logging
@@ -269,7 +270,9 @@ def train(
 ) -> None:
     """Train a student (sup, MT, UA-MT or SemiSAM); checkpoints resume exactly; TensorBoard logs in the run folder.
     Under torchrun (`torchrun --nproc-per-node N -m semisam_fast.cli train ...`): DDP, the batches being global."""
+    from .checkpoints import finish_run_record
     from .distributed import world_from_env
+    from .provenance import run_log
     from .train import build_trainer
     from .train import preset as make_preset
 
@@ -286,11 +289,20 @@ def train(
     world = world_from_env()
     trainer = build_trainer(config, data, list_file, labeled, val, out, cache, backend, artefact, checkpoint,
                             world.device(device), world=world, precision=precision)
-    result = trainer.run()
-    if not world.leader:
-        return
-    _log(f"[green]trained[/green] {method}{_by(world)}: {result['iteration']} iterations, validation Dice "
-         f"{result['val_dice']:.4f}, {result['seconds']:.0f} s -> {out}")
+    effective = json.dumps(config.as_dict(), sort_keys=True)
+    with run_log(out) if world.leader else contextlib.nullcontext() as logger:
+        if world.leader:
+            _log(f"config ({preset} preset with the options given): {effective}")
+            logger.info("start: %s", " ".join(sys.argv))
+            logger.info("config: %s", effective)
+        result = trainer.run()
+        if not world.leader:
+            return
+        line = (f"{method}{_by(world)}: {result['iteration']} iterations, validation Dice {result['val_dice']:.4f}, "
+                f"{result['seconds']:.0f} s")
+        logger.info("trained %s", line)
+    finish_run_record(out, {"iteration": result["iteration"], "val_dice": result["val_dice"]})
+    _log(f"[green]trained[/green] {line} -> {out}")
 
 
 @app.command()
@@ -431,6 +443,9 @@ def main(argv: Optional[list] = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     args = [a for a in args if a != "--debug"]
+    from . import provenance
+
+    provenance.COMMAND = ["semisam-fast", *args]  # what a run records as its command line
     _warnings_to_stderr()
     from . import doctor
 

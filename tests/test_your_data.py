@@ -194,3 +194,32 @@ def test_python_dash_m_runs_the_cli():
     bad = subprocess.run([sys.executable, "-m", "semisam_fast", "embed", "--data", "/nonexistent", "--cache", "/tmp/c"],
                          capture_output=True, text=True, env=env, timeout=300)
     assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith("error:")
+
+
+# ---- provenance ------------------------------------------------------------------------------------------------
+def test_run_json_records_provenance_and_resume_names_the_setting_that_differs(small, tmp_path):
+    import subprocess
+
+    import torch
+
+    run = tmp_path / "run"
+    args = ["train", "--data", str(small), "--labeled", "1", "--val", "1", "--method", "sup", "--iterations", "2",
+            "--out", str(run)]
+    first = invoke(*args)
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert "config (la-cpu preset" in first.stderr and '"iterations": 2' in first.stderr  # the effective config
+    record = json.loads((run / "run.json").read_text())
+    [session] = record["sessions"]
+    assert session["command"] == ["semisam-fast", *args] and session["versions"]["torch"] == torch.__version__
+    assert session["versions"]["python"] and session["versions"]["numpy"] == np.__version__
+    head = subprocess.run(["git", "-C", str(Path(__file__).parent), "rev-parse", "HEAD"], capture_output=True,
+                          text=True).stdout.strip()
+    assert session["git_commit"].split("-")[0] == head
+    assert session["started"] <= session["finished"] and session["iteration"] == 2
+    log = (run / "train.log").read_text()
+    assert "config: {" in log and "iteration 2: loss" in log and "trained sup" in log
+    # a different setting is refused by name; the same command resumes and adds a session
+    changed = user_error(invoke(*args[:-2], "--lr", "0.01", "--out", str(run)), "lr", "0.001", "0.01")
+    assert "iterations" not in changed
+    assert invoke(*args).returncode == 0
+    assert len(json.loads((run / "run.json").read_text())["sessions"]) == 2

@@ -7,6 +7,7 @@ from ..checkpoints import keep_run_record, latest_checkpoint
 from ..data import every_kth, process_unlabelled, run_unlabelled
 from ..distributed import World
 from ..errors import UserError
+from ..provenance import describe
 from .config import METHODS, PRESETS, TrainConfig, preset
 from .loop import Trainer
 
@@ -52,7 +53,8 @@ def build_trainer(config: TrainConfig, data: str | Path, list_file: str | Path |
     run_dir.mkdir(parents=True, exist_ok=True)
     record = {"data": str(Path(data).resolve()), "list": str(Path(list_file).resolve()) if list_file else None,
               "labeled": labeled, "val": val, "labeled_cases": split.labeled, "unlabeled_cases": split.unlabeled,
-              "val_cases": split.val, "cache": str(cache) if cache else None, "config": config.as_dict()}
+              "val_cases": split.val, "cache": str(cache) if cache else None, "config": config.as_dict(),
+              "session": describe()}
     keep_run_record(run_dir, record, write=False)  # every process checks the old record ...
     world.barrier()  # ... before rank 0 replaces it
     keep_run_record(run_dir, record, write=world.leader)

@@ -7,6 +7,7 @@ cases, with its own stream. Only rank 0 validates, logs and writes checkpoints (
 from __future__ import annotations
 
 import copy
+import logging
 import math
 import time
 from pathlib import Path
@@ -24,6 +25,7 @@ from ..distributed import World, rank_seed
 from ..fsutil import remove_stale_temps
 from ..nets import build_student
 from ..nets.sync_batchnorm import sync_batchnorm
+from ..provenance import RUN_LOG
 from ..sam_targets import TargetOptions
 from .batches import VolumeStore, draw_2d, draw_3d
 from .config import TrainConfig
@@ -33,6 +35,8 @@ from .sam_rounds import (make_round, round_summary, step_targets_2d, step_target
                          table_from_checkpoint, table_parts, teacher_precision)
 from .sam_term import SamTeacher
 from .slices import SliceStore
+
+run_log = logging.getLogger(RUN_LOG)  # a run's train.log (provenance.run_log), when the caller opened it
 
 
 class Trainer:
@@ -350,6 +354,8 @@ class Trainer:
                 if validating and leader:
                     val_dice = self.validate()
                     self.history.append({"iteration": self.iteration, "val_dice": val_dice})
+                    run_log.info("iteration %d: loss %.4f, validation Dice %.4f", self.iteration, logs["loss"],
+                                 val_dice)
                     if self.writer is not None:
                         self.writer.add_scalar("val/dice", val_dice, self.iteration)
                 if self.iteration % self.config.save_every == 0:
