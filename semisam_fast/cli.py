@@ -289,7 +289,7 @@ def train(
     world = world_from_env()
     trainer = build_trainer(config, data, list_file, labeled, val, out, cache, backend, artefact, checkpoint,
                             world.device(device), world=world, precision=precision)
-    effective = json.dumps(config.as_dict(), sort_keys=True)
+    effective = json.dumps(trainer.config.as_dict(), sort_keys=True)  # with the student's classes from the data
     with run_log(out) if world.leader else contextlib.nullcontext() as logger:
         if world.leader:
             _log(f"config ({preset} preset with the options given): {effective}")

@@ -12,8 +12,8 @@ from tqdm import tqdm
 from .checkpoints import find_checkpoint, read_run_record
 from .data import Dataset, open_dataset
 from .errors import UserError
-from .inference import predict_mask
-from .metrics import binary_metrics
+from .inference import label_values, predict_mask
+from .metrics import class_metrics
 from .nets import load_student
 from .results import write_results
 
@@ -25,7 +25,8 @@ def evaluate_cases(net: nn.Module, config: dict, dataset: Dataset, case_ids: Seq
                    progress: bool = True, keep_largest: bool = False,
                    save_masks: str | Path | None = None) -> list[dict]:
     """One row per case {"case", "spacing", "dice", "jaccard", "hd95", "asd", "hd95_diag", "asd_diag"} (see
-    metrics.py for undefined distances): prediction = probability > threshold, optionally reduced to its largest
+    metrics.py for undefined distances; a multi-class student: these are the means over classes, each class's as
+    `dice_<value>`, ... beside them, `metrics.class_metrics`): prediction = probability > threshold, optionally reduced to its largest
     connected component (`inference.predict_mask`). Distances use `spacing` when given, else the case's own (a NIfTI
     header's, in mm), else voxels; the row's "spacing" says which ("voxel" for voxel units). `save_masks`: each
     scored prediction is also written there, in the data's own format (`Dataset.write_mask`)."""
@@ -34,6 +35,7 @@ def evaluate_cases(net: nn.Module, config: dict, dataset: Dataset, case_ids: Seq
     if not case_ids:
         raise UserError("no cases to evaluate")
     rows: list[dict] = []
+    classes = label_values(config)  # binary: (1,), the metrics as ever; else per class and their mean
     for case_id in tqdm(list(case_ids), desc="evaluate", unit="case", disable=not progress, dynamic_ncols=True):
         case = dataset.load_labelled(case_id)
         pred = predict_mask(net, case.image, config, threshold, keep_largest, device)
@@ -41,7 +43,7 @@ def evaluate_cases(net: nn.Module, config: dict, dataset: Dataset, case_ids: Seq
             dataset.write_mask(case_id, pred, Path(save_masks))
         used = tuple(spacing) if spacing is not None else case.spacing
         where = ",".join(f"{s:g}" for s in used) if used is not None else "voxel"
-        rows.append({"case": case_id, "spacing": where, **binary_metrics(pred, case.label, used)})
+        rows.append({"case": case_id, "spacing": where, **class_metrics(pred, case.label, classes, used)})
     return rows
 
 

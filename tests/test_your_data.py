@@ -223,3 +223,55 @@ def test_run_json_records_provenance_and_resume_names_the_setting_that_differs(s
     assert "iterations" not in changed
     assert invoke(*args).returncode == 0
     assert len(json.loads((run / "run.json").read_text())["sessions"]) == 2
+
+
+# ---- 1: multi-class labels ---------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def multi(tmp_path_factory) -> Path:
+    from semisam_fast.data import make_multiclass_phantom
+
+    return make_multiclass_phantom(tmp_path_factory.mktemp("multi") / "Dataset002_Two", n_cases=5,
+                                   shape=(64, 64, 10))
+
+
+def test_multiclass_labels_are_kept_pseudo_labelled_trained_and_scored_per_class(multi, tmp_path):
+    from semisam_fast.metrics import class_metrics
+
+    dataset = open_dataset(multi)
+    assert dataset.label_values == (1, 2) and set(np.unique(dataset.load("multi_00").label)) == {0, 1, 2}
+    (tmp_path / "three.list").write_text("multi_00\nmulti_01\nmulti_02\n")
+    out = tmp_path / "pl"
+    result = invoke("pseudo-label", "--data", str(multi), "--list", str(tmp_path / "three.list"), "--out", str(out))
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads((out / "report.json").read_text())
+    assert report["labels"] == [1, 2] and report["ignore_value"] == 3
+    for row in report["cases"]:
+        written = dataset.read_mask(row["case"], out)
+        label = dataset.load(row["case"]).label
+        assert set(np.unique(written)) == {0, 1, 2}  # the label's own values, each structure its own
+        assert row["dice_1"] > 0.8 and row["dice_2"] > 0.8  # LiteMedSAM from each structure's own box
+        assert row["dice"] == pytest.approx((row["dice_1"] + row["dice_2"]) / 2)
+        again = class_metrics(written, label, (1, 2), ZOOMS)
+        assert all(row[k] == pytest.approx(v) for k, v in again.items())
+    # a student with a class per label value, trained, evaluated per class, predicting label values
+    run = tmp_path / "run"
+    trained = invoke("train", "--data", str(multi), "--labeled", "2", "--val", "2", "--method", "mt",
+                     "--iterations", "4", "--out", str(run))
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    assert json.loads((run / "run.json").read_text())["config"]["student_kwargs"]["n_classes"] == 3
+    assert invoke("evaluate", "--run", str(run)).returncode == 0
+    rows = json.loads((run / "eval.json").read_text())["cases"]
+    assert [r["case"] for r in rows] == ["multi_03", "multi_04"]
+    assert all({"dice_1", "dice_2", "hd95_1", "hd95_2"} <= set(r) for r in rows)
+    assert invoke("predict", "--run", str(run), "--data", str(multi), "--out", str(tmp_path / "pred")).returncode == 0
+    assert set(np.unique(dataset.read_mask("multi_03", tmp_path / "pred"))) <= {0, 1, 2}
+    user_error(invoke("train", "--data", str(multi), "--labeled", "2", "--val", "2", "--method", "semisam",
+                      "--out", str(tmp_path / "s")), "semisam", "2 labels")
+
+
+def test_a_binary_data_set_keeps_its_config_and_labels(small):
+    from semisam_fast.train import preset, with_classes
+
+    config = preset("la-cpu", method="sup")
+    assert with_classes(config, (1,)) is config  # the same student, so the same weights as before
+    assert open_dataset(small).label_values == (1,)
