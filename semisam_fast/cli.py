@@ -213,13 +213,20 @@ def pseudo_label_cmd(
 
 @app.command()
 def train(
+    ctx: typer.Context,
     data: Path = typer.Option(..., help="LA h5 / NIfTI / PNG folder"),
+    config_file: Optional[Path] = typer.Option(None, "--config",
+                                               help="TOML file of TrainConfig options (and preset); the flags given "
+                                                    "here override it"),
     list_file: Optional[Path] = typer.Option(None, "--list", help="case list; its first N cases are labelled"),
     labeled: int = typer.Option(..., "--labelled", "--labeled", min=1,
                                 help="number of labelled cases (the first N of the list)"),
     method: Literal[choices.TRAIN["method"]] = typer.Option("semisam"),
     preset: Literal[choices.PRESETS] = typer.Option("la-cpu",
-                               help="la-cpu: 2D U-Net, CPU; la-paper: 3D V-Net, GPU"),
+                               help="la-cpu: 2D U-Net on 96x96 slices, CPU, for volumes of LA's kind (~100-200 px "
+                                    "in-plane, 40-90 slices); la-paper: the paper's 3D V-Net, 112x112x80 patches, GPU"),
+    in_plane: Optional[int] = typer.Option(None, min=16, help="2D: the slice canvas side (preset: 96)"),
+    crop: Optional[int] = typer.Option(None, min=16, help="2D: the random crop side, a multiple of 16 (preset: 80)"),
     iterations: Optional[int] = typer.Option(None, min=1, help="override the preset's iterations"),
     lr: Optional[float] = typer.Option(None, help="override the preset's learning rate"),
     save_every: Optional[int] = typer.Option(None, min=1, help="iterations between checkpoints (resume points)"),
@@ -275,17 +282,31 @@ def train(
     from .provenance import run_log
     from .train import build_trainer
     from .train import preset as make_preset
+    from .train.config_file import read_config_file
 
-    config = make_preset(preset, method=method, iterations=iterations, lr=lr, save_every=save_every, seed=seed,
-                         sam_online=sam_online or None,
-                         sam_weight=sam_weight, sam_ramp=sam_ramp, sam_loss=sam_loss, sam_prompt_from=sam_prompt_from,
-                         unlabelled_cases=unlabelled_cases, unlabelled_every=unlabelled_every, sam_mode=sam_mode,
-                         sam_round_every=sam_round_every, sam_margin=sam_margin, sam_min_iou_pred=sam_min_iou_pred,
-                         sam_min_agreement=sam_min_agreement, sam_negatives=sam_negatives,
-                         sam_largest_3d=sam_largest_3d, sam_pixels=sam_pixels,
-                         sam_teacher_precision=sam_teacher_precision, lr_schedule=lr_schedule,
-                         teacher_mode=teacher_mode, consistency=consistency, student_batch=student_batch,
-                         intensity_aug=intensity_aug)
+    from_file = read_config_file(config_file) if config_file is not None else {}
+
+    def given(name: str) -> bool:  # on the command line (a flag's default never overrides the file)
+        source = ctx.get_parameter_source(name)
+        return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
+
+    preset = preset if given("preset") or "preset" not in from_file else from_file["preset"]
+    if preset not in choices.PRESETS:
+        raise UserError(f"{config_file}: preset must be one of {', '.join(choices.PRESETS)}, not {preset!r}")
+    method = method if given("method") or "method" not in from_file else from_file["method"]
+    seed = seed if given("seed") or "seed" not in from_file else from_file["seed"]
+    file_options = {k: v for k, v in from_file.items() if k != "preset"}
+    flags = dict(method=method, iterations=iterations, lr=lr, save_every=save_every, seed=seed,
+                 sam_online=sam_online or None,
+                 sam_weight=sam_weight, sam_ramp=sam_ramp, sam_loss=sam_loss, sam_prompt_from=sam_prompt_from,
+                 unlabelled_cases=unlabelled_cases, unlabelled_every=unlabelled_every, sam_mode=sam_mode,
+                 sam_round_every=sam_round_every, sam_margin=sam_margin, sam_min_iou_pred=sam_min_iou_pred,
+                 sam_min_agreement=sam_min_agreement, sam_negatives=sam_negatives,
+                 sam_largest_3d=sam_largest_3d, sam_pixels=sam_pixels,
+                 sam_teacher_precision=sam_teacher_precision, lr_schedule=lr_schedule,
+                 teacher_mode=teacher_mode, consistency=consistency, student_batch=student_batch,
+                 intensity_aug=intensity_aug, in_plane=in_plane, crop=crop)
+    config = make_preset(preset, **{**file_options, **{k: v for k, v in flags.items() if v is not None}})
     world = world_from_env()
     trainer = build_trainer(config, data, list_file, labeled, val, out, cache, backend, artefact, checkpoint,
                             world.device(device), world=world, precision=precision)
