@@ -174,6 +174,9 @@ def pseudo_label_cmd(
         "ignore", help="prompted slices a cache built with --every K lacks: ignore (marked with the ignore value, "
                        "max label + 1, left out of the report and by nnU-Net), nearest (the nearest labelled "
                        "slice's mask), encode (run the encoder on them)"),
+    as_nnunet: Optional[Path] = typer.Option(None, "--as-nnunet",
+                                             help="also write an nnU-Net v2 raw data set DatasetNNN_NAME (under "
+                                                  "--out unless a path): imagesTr links, labelsTr, dataset.json"),
     out: Path = typer.Option(..., help="output folder for masks, report.json and overlays"),
 ) -> None:
     """Prompts from masks or a run's teacher -> SAM masks from cached embeddings (or, without --cache, from the
@@ -184,11 +187,13 @@ def pseudo_label_cmd(
     from .cache import EmbeddingCache
     from .data import open_dataset
     from .distributed import world_from_env
+    from .nnunet_export import export_nnunet, nnunet_folder
     from .pseudo_label import pseudo_label, teacher_pseudo_label
     if prompt == "teacher" and run is None:
         raise UserError("--prompt teacher needs --run RUN (a training run folder or a student checkpoint)")
     if prompt == "teacher" and cache is None:
         raise UserError("--prompt teacher prompts SAM on a run's cached slices: give --cache (built by embed)")
+    folder = nnunet_folder(as_nnunet, out) if as_nnunet is not None else None  # the name is checked first
     world = world_from_env()
     store = EmbeddingCache(cache) if cache is not None else None
     dataset = open_dataset(data, list_file)
@@ -209,6 +214,10 @@ def pseudo_label_cmd(
         return
     print(report.table())
     _log(f"[green]wrote[/green] {len(report.outputs)} mask volumes to {out}{_by(world)}")
+    if folder is not None:
+        cases = [c for c in dataset.case_ids if c in set(store.case_ids if store else dataset.case_ids)]
+        export_nnunet(dataset, cases, out, folder, f"semisam-fast pseudo-label --prompt {prompt}")
+        _log(f"[green]wrote[/green] nnU-Net data set {folder} ({len(cases)} cases)")
 
 
 @app.command()

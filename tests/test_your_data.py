@@ -241,8 +241,12 @@ def test_multiclass_labels_are_kept_pseudo_labelled_trained_and_scored_per_class
     assert dataset.label_values == (1, 2) and set(np.unique(dataset.load("multi_00").label)) == {0, 1, 2}
     (tmp_path / "three.list").write_text("multi_00\nmulti_01\nmulti_02\n")
     out = tmp_path / "pl"
-    result = invoke("pseudo-label", "--data", str(multi), "--list", str(tmp_path / "three.list"), "--out", str(out))
+    result = invoke("pseudo-label", "--data", str(multi), "--list", str(tmp_path / "three.list"), "--out", str(out),
+                    "--as-nnunet", "Dataset502_Two")
     assert result.returncode == 0, result.stderr[-2000:]
+    exported = json.loads((out / "Dataset502_Two" / "dataset.json").read_text())
+    assert exported["labels"] == {"background": 0, "atrium": 1, "vessel": 2} and exported["numTraining"] == 3
+    _nnunet_integrity(out / "Dataset502_Two")
     report = json.loads((out / "report.json").read_text())
     assert report["labels"] == [1, 2] and report["ignore_value"] == 3
     for row in report["cases"]:
@@ -297,3 +301,32 @@ def test_train_config_file_with_flags_overriding_it(small, tmp_path):
         toml.write_text(text)
         user_error(invoke(*base, str(toml)), *needles)
     user_error(invoke(*base, str(tmp_path / "none.toml")), "not found")
+
+
+# ---- pseudo-labels as an nnU-Net v2 data set ---------------------------------------------------------------------
+def _nnunet_integrity(folder: Path) -> None:
+    """nnU-Net's own check of a raw data set (`nnUNetv2_plan_and_preprocess --verify_dataset_integrity`)."""
+    integrity = pytest.importorskip("nnunetv2.experiment_planning.verify_dataset_integrity")
+    integrity.verify_dataset_integrity(str(folder), num_processes=1)  # raises on any problem
+
+
+def test_pseudo_labels_as_an_nnunet_dataset_with_the_ignore_label(small, tmp_path):
+    cache = tmp_path / "cache"
+    assert invoke("embed", "--data", str(small), "--model", "tiny", "--every", "2", "--cache",
+                  str(cache)).returncode == 0
+    out = tmp_path / "pl"
+    result = invoke("pseudo-label", "--cache", str(cache), "--data", str(small), "--as-nnunet", "Dataset501_Small",
+                    "--out", str(out))
+    assert result.returncode == 0, result.stderr[-2000:]
+    folder = out / "Dataset501_Small"
+    meta = json.loads((folder / "dataset.json").read_text())
+    assert meta["labels"] == {"background": 0, "foreground": 1, "ignore": 2}  # the every-2nd-slice gaps
+    assert meta["numTraining"] == 2 and meta["file_ending"] == ".nii.gz"
+    for case in ("LA_001", "LA_002"):
+        image = folder / "imagesTr" / f"{case}_0000.nii.gz"
+        assert image.is_symlink() and image.resolve() == (small / "imagesTr" / f"{case}_0000.nii.gz").resolve()
+        assert (folder / "labelsTr" / f"{case}.nii.gz").read_bytes() == (out / f"{case}.nii.gz").read_bytes()
+    _nnunet_integrity(folder)
+    user_error(invoke("pseudo-label", "--data", str(small), "--model", "tiny", "--as-nnunet", "LA_pseudo",
+                      "--out", str(tmp_path / "bad")), "DatasetNNN_NAME")
+    assert not (tmp_path / "bad").exists()
