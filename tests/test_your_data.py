@@ -330,3 +330,32 @@ def test_pseudo_labels_as_an_nnunet_dataset_with_the_ignore_label(small, tmp_pat
     user_error(invoke("pseudo-label", "--data", str(small), "--model", "tiny", "--as-nnunet", "LA_pseudo",
                       "--out", str(tmp_path / "bad")), "DatasetNNN_NAME")
     assert not (tmp_path / "bad").exists()
+
+
+def test_label_values_dataset_json_checks(small, tmp_path, caplog):
+    import logging
+    import shutil
+
+    data = nifti_folder(tmp_path / "three", {"A_001": (40, 40, 6), "A_002": (40, 40, 6)}, values=(1, 2))
+    with caplog.at_level(logging.WARNING, logger="semisam_fast"):
+        assert set(np.unique(open_dataset(data).load("A_001").label)) == {0, 1}  # no dataset.json: merged, said
+    assert "without a dataset.json" in caplog.text and "[0, 1, 2]" in caplog.text
+    (data / "dataset.json").write_text(json.dumps({"channel_names": {"0": "MRI"}, "labels": {"background": 0,
+                                                   "a": 1}, "numTraining": 2, "file_ending": ".nii.gz"}))
+    user_error(invoke("pseudo-label", "--data", str(data), "--model", "tiny", "--out", str(tmp_path / "o")),
+               "A_001.nii.gz", "[2]", "dataset.json")
+    (data / "dataset.json").write_text(json.dumps({"labels": {"background": 0, "a": [1, 2]}}))
+    user_error(invoke("pseudo-label", "--data", str(data), "--model", "tiny", "--out", str(tmp_path / "o")),
+               "region-based")
+    # a data set whose labels carry nnU-Net's ignore label (as --as-nnunet writes one) is refused for training
+    folder = tmp_path / "Dataset503_Ignore"
+    shutil.copytree(small, folder, symlinks=True)
+    label = nib.load(folder / "labelsTr" / "LA_001.nii.gz")
+    array = np.asarray(label.dataobj).copy()
+    array[:, :, 0] = 2
+    nib.save(nib.Nifti1Image(array, label.affine), folder / "labelsTr" / "LA_001.nii.gz")
+    (folder / "dataset.json").write_text(json.dumps({"channel_names": {"0": "MRI"}, "labels": {
+        "background": 0, "la": 1, "ignore": 2}, "numTraining": 2, "file_ending": ".nii.gz"}))
+    assert open_dataset(folder).ignore_value == 2
+    user_error(invoke("train", "--data", str(folder), "--labeled", "1", "--val", "1", "--method", "sup",
+                      "--iterations", "1", "--out", str(tmp_path / "r")), "LA_001", "ignore label")

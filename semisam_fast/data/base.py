@@ -129,6 +129,10 @@ class Dataset(ABC):
         case = self.load(case_id, with_label=True)
         if case.label is None:
             raise UserError(f"case {case_id} has no label, but is used as a labelled case")
+        if self.declares_ignore and (case.label == self.ignore_value).any():
+            raise UserError(f"case {case_id}: {int((case.label == self.ignore_value).sum())} voxels carry the ignore "
+                            f"label ({self.ignore_value}); training and evaluation take fully labelled cases only: "
+                            "leave the case out of the list or label those voxels")
         if not case.label.any():
             log.warning("case %s has an empty label (no foreground voxel)", case_id)
         return case
@@ -142,6 +146,11 @@ class Dataset(ABC):
     def label_values(self) -> tuple[int, ...]:
         """The foreground label values, in order (a binary data set: (1,))."""
         return (1,)
+
+    @property
+    def declares_ignore(self) -> bool:
+        """Whether the data set's labels may hold the ignore value (nnU-Net's dataset.json lists "ignore")."""
+        return False
 
     @property
     def ignore_value(self) -> int:

@@ -109,27 +109,30 @@ class NiftiDataset(Dataset):
         return tuple(sorted(v for k, v in labels.items() if v != 0 and k != "ignore")) or (1,)
 
     @property
+    def declares_ignore(self) -> bool:
+        return "ignore" in (self.dataset_json or {}).get("labels", {})
+
+    @property
     def ignore_value(self) -> int:
         labels = (self.dataset_json or {}).get("labels", {})
         return int(labels["ignore"]) if "ignore" in labels else max(self.label_values) + 1
 
     def _label_values_of(self, lab: np.ndarray, path: Path) -> np.ndarray:
-        """A label volume as this data set's labels: its own values when dataset.json lists several (values it does
-        not list are an error), else foreground = any non-zero, as a binary data set always was."""
-        values = self.label_values
-        if len(values) == 1:
-            if not getattr(self, "_warned_merged", False) and self.dataset_json is None and lab.size \
-                    and int(lab.max()) > 1 and len(np.unique(lab)) > 2:
-                log.warning("%s holds several label values %s; without a dataset.json listing them they are read as "
-                            "one foreground (add nnU-Net's dataset.json to keep them apart)", path,
-                            np.unique(lab).tolist())
-                self._warned_merged = True
-            return (lab > 0).astype(np.uint8)
-        found = set(np.unique(lab).tolist()) - {0, *values, self.ignore_value}
-        if found:
-            raise UserError(f"{path} holds label values {sorted(found)} that dataset.json does not list "
-                            f"({self.dataset_json['labels']})")
-        return lab.astype(np.uint8)
+        """A label volume as this data set's labels: with a dataset.json, its own values (values it does not list are
+        an error; the ignore value only where it lists "ignore"); without one, foreground = any non-zero, as a binary
+        data set always was (several values say so in a warning, once)."""
+        if self.dataset_json is not None:
+            allowed = {0, *self.label_values} | ({self.ignore_value} if self.declares_ignore else set())
+            found = set(np.unique(lab).tolist()) - allowed
+            if found:
+                raise UserError(f"{path} holds label values {sorted(found)} that dataset.json does not list "
+                                f"({self.dataset_json['labels']})")
+            return lab.astype(np.uint8)
+        if not getattr(self, "_warned_merged", False) and lab.size and int(lab.max()) > 1 and len(np.unique(lab)) > 2:
+            log.warning("%s holds several label values %s; without a dataset.json listing them they are read as one "
+                        "foreground (add nnU-Net's dataset.json to keep them apart)", path, np.unique(lab).tolist())
+            self._warned_merged = True
+        return (lab > 0).astype(np.uint8)
 
     @property
     def images_dir(self) -> Path:
