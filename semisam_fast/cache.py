@@ -2,7 +2,8 @@
 
 Layout: `<dir>/cache.json` (fingerprint, embedding shape) and `<dir>/shards/<case>.<first>-<last>.npy` with a
 `.json` beside each (the slice indices it holds, the slice size, a checksum, and the source: the shape and a content
-hash of the volume its slices came from, so that a cache never serves another scan under the same case name). A shard is one encoder batch of one case, written to a temp name and renamed, its JSON
+hash of the volume its slices came from, so that a cache never serves another scan under the same case name).
+A shard is one encoder batch of one case, written to a temp name and renamed, its JSON
 renamed after it: a shard counts as finished only when its JSON exists, so an interrupted build (even kill -9)
 resumes by recomputing at most the batch it was in, and never reads a half-written file.
 """

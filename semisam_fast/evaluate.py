@@ -26,10 +26,11 @@ def evaluate_cases(net: nn.Module, config: dict, dataset: Dataset, case_ids: Seq
                    save_masks: str | Path | None = None) -> list[dict]:
     """One row per case {"case", "spacing", "dice", "jaccard", "hd95", "asd", "hd95_diag", "asd_diag"} (see
     metrics.py for undefined distances; a multi-class student: these are the means over classes, each class's as
-    `dice_<value>`, ... beside them, `metrics.class_metrics`): prediction = probability > threshold, optionally reduced to its largest
-    connected component (`inference.predict_mask`). Distances use `spacing` when given, else the case's own (a NIfTI
-    header's, in mm), else voxels; the row's "spacing" says which ("voxel" for voxel units). `save_masks`: each
-    scored prediction is also written there, in the data's own format (`Dataset.write_mask`)."""
+    `dice_<value>`, ... beside them, `metrics.class_metrics`): prediction = probability > threshold (several classes:
+    the most probable), optionally reduced to its largest connected component (`inference.predict_mask`).
+    Distances use `spacing` when given, else the case's own (a NIfTI header's, in mm), else voxels; the row's
+    "spacing" says which ("voxel" for voxel units). `save_masks`: each scored prediction is also written there, in
+    the data's own format (`Dataset.write_mask`)."""
     if not 0.0 <= float(threshold) < 1.0:
         raise UserError(f"threshold must be in [0, 1), got {threshold}")
     if not case_ids:

@@ -39,8 +39,8 @@ def test_readme_python_example_runs(tmp_path, capsys):
 
 def test_readme_top_blocks_are_the_install_commands():
     text = README.read_text(encoding="utf-8")
-    assert text.startswith("# semisam-fast\n\n```bash\npip install torch==2.14.1 torchvision==0.29.1 && pip install -e . "
-                           "&& semisam-fast demo\n```\n```bash\npip install torch==2.14.1 torchvision==0.29.1 && "
+    assert text.startswith("# semisam-fast\n\n```bash\npip install torch==2.14.1 torchvision==0.29.1 && "
+                           "pip install -e . && semisam-fast demo\n```\n```bash\npip install torch==2.14.1 torchvision==0.29.1 && "
                            "pip install -e \".[dev]\" && python -m pytest -q\n```\n")
     assert len(text.splitlines()) <= 200
 

@@ -16,7 +16,8 @@ from .splits import Split, every_kth, process_unlabelled, read_list, run_unlabel
 
 __all__ = [
     "Case", "Dataset", "LAH5Dataset", "NiftiDataset", "PngDataset", "Split",
-    "detect_format", "every_kth", "make_multiclass_phantom", "make_phantom", "open_dataset", "process_unlabelled", "read_list", "run_unlabelled",
+    "detect_format", "every_kth", "make_multiclass_phantom", "make_phantom", "open_dataset", "process_unlabelled",
+    "read_list", "run_unlabelled",
     "split_cases",
 ]
 
