@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 from pathlib import Path
 
@@ -332,14 +333,16 @@ def test_pseudo_labels_as_an_nnunet_dataset_with_the_ignore_label(small, tmp_pat
     assert not (tmp_path / "bad").exists()
 
 
-def test_label_values_dataset_json_checks(small, tmp_path, caplog):
-    import logging
+def test_label_values_dataset_json_checks(small, tmp_path):
     import shutil
 
     data = nifti_folder(tmp_path / "three", {"A_001": (40, 40, 6), "A_002": (40, 40, 6)}, values=(1, 2))
-    with caplog.at_level(logging.WARNING, logger="semisam_fast"):
-        assert set(np.unique(open_dataset(data).load("A_001").label)) == {0, 1}  # no dataset.json: merged, said
-    assert "without a dataset.json" in caplog.text and "[0, 1, 2]" in caplog.text
+    assert set(np.unique(open_dataset(data).load("A_001").label)) == {0, 1}  # no dataset.json: merged ...
+    said = invoke("pseudo-label", "--data", str(data), "--model", "tiny", "--no-distances", "--out",
+                  str(tmp_path / "merged"))
+    assert said.returncode == 0, said.stderr[-2000:]
+    warnings = re.findall(r"warning: [^\r\n]*", said.stderr)  # (a progress bar may share its line)
+    assert len(warnings) == 1 and "without a dataset.json" in warnings[0] and "[0, 1, 2]" in warnings[0], said.stderr
     (data / "dataset.json").write_text(json.dumps({"channel_names": {"0": "MRI"}, "labels": {"background": 0,
                                                    "a": 1}, "numTraining": 2, "file_ending": ".nii.gz"}))
     user_error(invoke("pseudo-label", "--data", str(data), "--model", "tiny", "--out", str(tmp_path / "o")),
