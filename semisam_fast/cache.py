@@ -1,7 +1,9 @@
 """The embedding cache: fp16 SAM image embeddings, one row per (case, slice), memory-mapped for reads.
 
 Layout: `<dir>/cache.json` (fingerprint, embedding shape) and `<dir>/shards/<case>.<first>-<last>.npy` with a
-`.json` beside each (the slice indices it holds, the slice size, a checksum). A shard is one encoder batch of one case, written to a temp name and renamed, its JSON
+`.json` beside each (the slice indices it holds, the slice size, a checksum, and the source: the shape and a content
+hash of the volume its slices came from, so that a cache never serves another scan under the same case name).
+A shard is one encoder batch of one case, written to a temp name and renamed, its JSON
 renamed after it: a shard counts as finished only when its JSON exists, so an interrupted build (even kill -9)
 resumes by recomputing at most the batch it was in, and never reads a half-written file.
 """
@@ -54,6 +56,14 @@ class Shard:
     width: int
     npy: Path
     sha256: str
+    source: dict | None = None  # {"shape": [H, W, Z], "sha256": ...} of the volume (None: a cache from before)
+
+
+def source_record(image: np.ndarray) -> dict:
+    """What a cache row remembers of the volume it came from: its shape and a hash of its voxels (float32, C order),
+    computed once per case (about 0.1 s for a LA volume)."""
+    array = np.ascontiguousarray(image, dtype=np.float32)
+    return {"shape": [int(n) for n in array.shape], "sha256": hashlib.sha256(array.tobytes()).hexdigest()}
 
 
 class EmbeddingCache:
@@ -89,6 +99,7 @@ class EmbeddingCache:
         self._rows: dict[str, dict[int, tuple[Shard, int]]] = {}  # (case, slice) -> (shard, row)
         self._maps: dict[Path, np.ndarray] = {}
         self._resident: dict[tuple[str, str], tuple[torch.Tensor, dict[int, int]]] = {}  # see gather()
+        self._sources_checked: set[str] = set()  # cases whose volume was checked against the shards' source
         self._scan()
 
     # ---- index -------------------------------------------------------------------------------------------------
@@ -117,7 +128,7 @@ class EmbeddingCache:
     def write_index(self) -> None:
         """One file listing every finished shard (what `_scan` reads instead of every sidecar)."""
         shards = {shard.npy.stem: {"case_id": shard.case_id, "slices": shard.slices, "height": shard.height,
-                                   "width": shard.width, "sha256": shard.sha256,
+                                   "width": shard.width, "sha256": shard.sha256, "source": shard.source,
                                    "mtime_ns": shard.npy.with_suffix(".json").stat().st_mtime_ns}
                   for shards in self._shards.values() for shard in shards}
         text = json.dumps({"format": FORMAT_VERSION, "shards": shards})
@@ -172,8 +183,9 @@ class EmbeddingCache:
 
     # ---- writing -----------------------------------------------------------------------------------------------
     def write(self, case_id: str, slices: list[int], embeddings: torch.Tensor | np.ndarray, height: int,
-              width: int) -> None:
-        """Store embeddings (rows, C, h, w) of the given slices of a case, atomically."""
+              width: int, source: dict | None = None) -> None:
+        """Store embeddings (rows, C, h, w) of the given slices of a case, atomically; `source`: the case volume's
+        `source_record`, checked by `check_source` when the rows are used."""
         array = np.ascontiguousarray(embeddings.detach().cpu().numpy() if isinstance(embeddings, torch.Tensor)
                                      else embeddings, dtype=np.float16)
         if self.meta.get("embedding_shape") is None:
@@ -185,9 +197,30 @@ class EmbeddingCache:
         npy = self.shard_dir / f"{stem}.npy"
         atomic_write(npy, lambda tmp: np.save(tmp, array))
         info = {"case_id": case_id, "slices": [int(z) for z in slices], "height": height, "width": width,
-                "sha256": hashlib.sha256(array.tobytes()).hexdigest()}
+                "sha256": hashlib.sha256(array.tobytes()).hexdigest(), "source": source}
         atomic_write(npy.with_suffix(".json"), lambda tmp: tmp.write_text(json.dumps(info)))
-        self._add(Shard(case_id, info["slices"], height, width, npy, info["sha256"]))
+        self._add(Shard(case_id, info["slices"], height, width, npy, info["sha256"], source))
+
+    # ---- what the rows came from ---------------------------------------------------------------------------------
+    def check_source(self, case_id: str, image: np.ndarray, record: dict | None = None) -> None:
+        """Refuse to serve a case whose volume is not the one its rows were computed from (another scan under the
+        same case name, or an edited one): one UserError naming the case. Checked once per case and cache object
+        (`record`: the volume's `source_record` when the caller has it already). Shards without a source record
+        (caches built before it existed) are not checked."""
+        if case_id in self._sources_checked or case_id not in self._shards:
+            return
+        recorded = [s.source for s in self._shards[case_id] if s.source is not None]
+        if recorded:
+            have = record or source_record(image)
+            for source in recorded:
+                if source["shape"] != have["shape"]:
+                    raise UserError(f"case {case_id}: the cache {self.root} was built from a volume of shape "
+                                    f"{tuple(source['shape'])}, this one is {tuple(have['shape'])}: another scan under "
+                                    "the same name; re-run embed into a new --cache folder")
+                if source["sha256"] != have["sha256"]:
+                    raise UserError(f"case {case_id}: the cache {self.root} was built from another volume of the same "
+                                    "shape (its voxels differ); re-run embed into a new --cache folder")
+        self._sources_checked.add(case_id)
 
     # ---- reading -----------------------------------------------------------------------------------------------
     def _open(self, shard: Shard) -> np.ndarray:
@@ -293,8 +326,9 @@ def _shard_from(info: object, info_path: Path) -> Shard:
           and info["slices"] and all(isinstance(info.get(k), int) for k in ("height", "width")))
     if not ok:
         raise UserError(f"cache shard index {info_path} is corrupt; delete it and its .npy and re-run embed")
+    source = info.get("source")
     return Shard(info["case_id"], info["slices"], info["height"], info["width"], info_path.with_suffix(".npy"),
-                 info["sha256"])
+                 info["sha256"], source if isinstance(source, dict) else None)
 
 
 def _diff(have: dict, want: dict) -> str:

@@ -19,17 +19,45 @@ _ITER = re.compile(r"iter_(\d+)\.pt")
 
 
 def keep_run_record(run_dir: str | Path, record: dict, write: bool = True) -> Path:
-    """`<run>/run.json` (data, split, config): a run folder that already holds a run with another config or other
-    labelled cases is refused (a rerun resumes the same run; it must not mix two); `write=False` only checks."""
+    """`<run>/run.json` (data, split, config, and under "sessions" what ran each session: `provenance.describe`): a
+    run folder that already holds a run with another config or other labelled cases is refused, naming the settings
+    that differ (a rerun resumes the same run; it must not mix two); `write=False` only checks. A resumed run keeps
+    the earlier sessions and adds its own."""
     path = Path(run_dir) / "run.json"
+    sessions: list = []
     if path.is_file():
         old = _read_record(path, "; it is not a run's record (use another --out)")
-        if old.get("config") != json_safe(record["config"]) or old.get("labeled_cases") != record["labeled_cases"]:
-            raise UserError(f"{run_dir} holds a run with other settings; resume it with the same options or use "
-                            "another --out")
+        differ = _differences(old, json_safe(record))
+        if differ:
+            raise UserError(f"{run_dir} holds a run with other settings ({differ}); resume it with the same options "
+                            "or use another --out")
+        sessions = old.get("sessions") or []
     if write:
-        write_json(path, record)
+        kept = {k: v for k, v in record.items() if k != "session"}
+        write_json(path, {**kept, "sessions": sessions + ([record["session"]] if "session" in record else [])})
     return path
+
+
+def _differences(old: dict, new: dict) -> str:
+    """`name: run has A, now B` for each config setting (and the labelled cases) that differs, the first three."""
+    have, want = old.get("config") or {}, new.get("config") or {}
+    keys = sorted(k for k in set(have) | set(want) if have.get(k) != want.get(k))
+    said = [f"{k}: the run has {have.get(k)!r}, now {want.get(k)!r}" for k in keys]
+    if old.get("labeled_cases") != new.get("labeled_cases"):
+        said.append(f"labelled cases: the run has {old.get('labeled_cases')}, now {new.get('labeled_cases')}")
+    return "; ".join(said[:3]) + (f"; and {len(said) - 3} more" if len(said) > 3 else "")
+
+
+def finish_run_record(run_dir: str | Path, summary: dict | None = None) -> Path:
+    """Stamp the end time (and `summary`: iterations, validation Dice) on the latest session of `<run>/run.json`."""
+    from .provenance import now
+
+    path = Path(run_dir) / "run.json"
+    record = _read_record(path)
+    sessions = record.get("sessions") or [{}]
+    sessions[-1] = {**sessions[-1], "finished": now(), **(summary or {})}
+    record["sessions"] = sessions
+    return write_json(path, record)
 
 
 def read_run_record(run_dir: str | Path) -> dict:

@@ -13,6 +13,9 @@ TORCH_PRECISIONS = ("fp32", "fp16", "bf16")
 RUNTIME_PRECISIONS = ("fp32", "fp16", "bf16", "int8")  # torch: a compute dtype; onnx/engine: which export to open
 PROMPTS = ("gt-box", "mask-box", "points", "teacher")
 WEIGHTS = ("student", "teacher")
+# pseudo-label: the slices a cache built with `embed --every K` lacks (SAM never saw them): marked with the ignore
+# value, filled from the nearest slice SAM labelled, or encoded there and then
+UNSEEN = ("ignore", "nearest", "encode")
 # run: whole training runs (needs data and a cache); pseudo-label: the whole embed + decode pass (needs data)
 BENCH_PARTS = ("encoder", "decoder", "train", "all", "run", "pseudo-label")
 PRESETS = ("la-cpu", "la-paper")  # train.config.PRESETS is checked against it

@@ -1,6 +1,7 @@
 """The `semisam-fast` command line: each command is a thin wrapper over the library."""
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import logging
@@ -214,6 +215,13 @@ def pseudo_label_cmd(
     encoder_batch: int = typer.Option(8, min=1, help="without --cache: slices per encoder call"),
     distances: bool = typer.Option(True, "--distances/--no-distances",
                                    help="HD95 and ASD in the report (~0.2 s a LA volume; Dice and Jaccard always)"),
+    unseen: Literal[choices.UNSEEN] = typer.Option(
+        "ignore", help="prompted slices a cache built with --every K lacks: ignore (marked with the ignore value, "
+                       "max label + 1, left out of the report and by nnU-Net), nearest (the nearest labelled "
+                       "slice's mask), encode (run the encoder on them)"),
+    as_nnunet: Optional[Path] = typer.Option(None, "--as-nnunet",
+                                             help="also write an nnU-Net v2 raw data set DatasetNNN_NAME (under "
+                                                  "--out unless a path): imagesTr links, labelsTr, dataset.json"),
     out: Path = typer.Option(..., help="output folder for masks, report.json and overlays"),
 ) -> None:
     """Prompts from masks or a run's teacher -> SAM masks from cached embeddings (or, without --cache, from the
@@ -224,11 +232,13 @@ def pseudo_label_cmd(
     from .cache import EmbeddingCache
     from .data import open_dataset
     from .distributed import world_from_env
+    from .nnunet_export import export_nnunet, nnunet_folder
     from .pseudo_label import pseudo_label, teacher_pseudo_label
     if prompt == "teacher" and run is None:
         raise UserError("--prompt teacher needs --run RUN (a training run folder or a student checkpoint)")
     if prompt == "teacher" and cache is None:
         raise UserError("--prompt teacher prompts SAM on a run's cached slices: give --cache (built by embed)")
+    folder = nnunet_folder(as_nnunet, out) if as_nnunet is not None else None  # the name is checked first
     world = world_from_env()
     store = EmbeddingCache(cache) if cache is not None else None
     dataset = open_dataset(data, list_file)
@@ -238,26 +248,39 @@ def pseudo_label_cmd(
         # the run's own options (its config), unless given here
         overrides = {"margin": margin, "largest_3d": largest_3d, "min_iou_pred": min_iou_pred,
                      "min_agreement": min_agreement, "negatives": negatives}
-        report = teacher_pseudo_label(dataset, store, runtime, run, out, None, overrides, world=world)
+        report = teacher_pseudo_label(dataset, store, runtime, run, out, None, overrides, world=world,
+                                      unseen=unseen)
     else:
+        encoder = runtime if store is None or unseen == "encode" else None
         report = pseudo_label(dataset, store, runtime, out, None, prompt, masks, 4.0 if margin is None else margin,
-                              batch, world=world, encoder=None if store else runtime, encoder_batch=encoder_batch,
-                              distances=distances)
+                              batch, world=world, encoder=encoder, encoder_batch=encoder_batch,
+                              distances=distances, unseen=unseen)
     if report is None:  # not rank 0
         return
     print(report.table())
     _log(f"[green]wrote[/green] {len(report.outputs)} mask volumes to {out}{_by(world)}")
+    if folder is not None:
+        cases = [c for c in dataset.case_ids if c in set(store.case_ids if store else dataset.case_ids)]
+        export_nnunet(dataset, cases, out, folder, f"semisam-fast pseudo-label --prompt {prompt}")
+        _log(f"[green]wrote[/green] nnU-Net data set {folder} ({len(cases)} cases)")
 
 
 @app.command()
 def train(
+    ctx: typer.Context,
     data: Path = typer.Option(..., help="LA h5 / NIfTI / PNG folder"),
+    config_file: Optional[Path] = typer.Option(None, "--config",
+                                               help="TOML file of TrainConfig options (and preset); the flags given "
+                                                    "here override it"),
     list_file: Optional[Path] = typer.Option(None, "--list", help="case list; its first N cases are labelled"),
     labeled: int = typer.Option(..., "--labelled", "--labeled", min=1,
                                 help="number of labelled cases (the first N of the list)"),
     method: Literal[choices.TRAIN["method"]] = typer.Option("semisam"),
     preset: Literal[choices.PRESETS] = typer.Option("la-cpu",
-                               help="la-cpu: 2D U-Net, CPU; la-paper: 3D V-Net, GPU"),
+                               help="la-cpu: 2D U-Net on 96x96 slices, CPU, for volumes of LA's kind (~100-200 px "
+                                    "in-plane, 40-90 slices); la-paper: the paper's 3D V-Net, 112x112x80 patches, GPU"),
+    in_plane: Optional[int] = typer.Option(None, min=16, help="2D: the slice canvas side (preset: 96)"),
+    crop: Optional[int] = typer.Option(None, min=16, help="2D: the random crop side, a multiple of 16 (preset: 80)"),
     iterations: Optional[int] = typer.Option(None, min=1, help="override the preset's iterations"),
     lr: Optional[float] = typer.Option(None, help="override the preset's learning rate"),
     save_every: Optional[int] = typer.Option(None, min=1, help="iterations between checkpoints (resume points)"),
@@ -310,35 +333,62 @@ def train(
 ) -> None:
     """Train a student (sup, MT, UA-MT or SemiSAM); checkpoints resume exactly; TensorBoard logs in the run folder.
     Under torchrun (`torchrun --nproc-per-node N -m semisam_fast.cli train ...`): DDP, the batches being global."""
+    from .checkpoints import finish_run_record
     from .distributed import world_from_env
     from .interrupts import Interrupted
     from .locks import folder_lock
+    from .provenance import run_log
     from .train import build_trainer
     from .train import preset as make_preset
+    from .train.config_file import read_config_file
 
-    config = make_preset(preset, method=method, iterations=iterations, lr=lr, save_every=save_every, seed=seed,
-                         sam_online=sam_online or None,
-                         sam_weight=sam_weight, sam_ramp=sam_ramp, sam_loss=sam_loss, sam_prompt_from=sam_prompt_from,
-                         unlabelled_cases=unlabelled_cases, unlabelled_every=unlabelled_every, sam_mode=sam_mode,
-                         sam_round_every=sam_round_every, sam_margin=sam_margin, sam_min_iou_pred=sam_min_iou_pred,
-                         sam_min_agreement=sam_min_agreement, sam_negatives=sam_negatives,
-                         sam_largest_3d=sam_largest_3d, sam_pixels=sam_pixels, sam_fusion=sam_fusion,
-                         sam_teacher_precision=sam_teacher_precision, lr_schedule=lr_schedule,
-                         teacher_mode=teacher_mode, consistency=consistency, student_batch=student_batch,
-                         intensity_aug=intensity_aug)
+    from_file = read_config_file(config_file) if config_file is not None else {}
+
+    def given(name: str) -> bool:  # on the command line (a flag's default never overrides the file)
+        source = ctx.get_parameter_source(name)
+        return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
+
+    preset = preset if given("preset") or "preset" not in from_file else from_file["preset"]
+    if preset not in choices.PRESETS:
+        raise UserError(f"{config_file}: preset must be one of {', '.join(choices.PRESETS)}, not {preset!r}")
+    method = method if given("method") or "method" not in from_file else from_file["method"]
+    seed = seed if given("seed") or "seed" not in from_file else from_file["seed"]
+    file_options = {k: v for k, v in from_file.items() if k != "preset"}
+    flags = dict(method=method, iterations=iterations, lr=lr, save_every=save_every, seed=seed,
+                 sam_online=sam_online or None,
+                 sam_weight=sam_weight, sam_ramp=sam_ramp, sam_loss=sam_loss, sam_prompt_from=sam_prompt_from,
+                 unlabelled_cases=unlabelled_cases, unlabelled_every=unlabelled_every, sam_mode=sam_mode,
+                 sam_round_every=sam_round_every, sam_margin=sam_margin, sam_min_iou_pred=sam_min_iou_pred,
+                 sam_min_agreement=sam_min_agreement, sam_negatives=sam_negatives,
+                 sam_largest_3d=sam_largest_3d, sam_pixels=sam_pixels, sam_fusion=sam_fusion,
+                 sam_teacher_precision=sam_teacher_precision, lr_schedule=lr_schedule,
+                 teacher_mode=teacher_mode, consistency=consistency, student_batch=student_batch,
+                 intensity_aug=intensity_aug, in_plane=in_plane, crop=crop)
+    config = make_preset(preset, **{**file_options, **{k: v for k, v in flags.items() if v is not None}})
     world = world_from_env()
     with folder_lock(out, "train", enabled=world.leader):  # one run per folder (rank 0 holds it under torchrun)
         trainer = build_trainer(config, data, list_file, labeled, val, out, cache, backend, artefact, checkpoint,
                                 world.device(device), world=world, precision=precision)
-        try:
-            result = trainer.run()
-        except Interrupted as exc:  # typer turns Ctrl-C into exit 130 without a word: say where it stopped
-            print(str(exc), file=sys.stderr)
-            raise
-    if not world.leader:
-        return
-    _log(f"[green]trained[/green] {method}{_by(world)}: {result['iteration']} iterations, validation Dice "
-         f"{result['val_dice']:.4f}, {result['seconds']:.0f} s -> {out}")
+        effective = json.dumps(trainer.config.as_dict(), sort_keys=True)  # with the student's classes from the data
+        with run_log(out) if world.leader else contextlib.nullcontext() as logger:
+            if world.leader:
+                _log(f"config ({preset} preset with the options given): {effective}")
+                logger.info("start: %s", " ".join(sys.argv))
+                logger.info("config: %s", effective)
+            try:
+                result = trainer.run()
+            except Interrupted as exc:  # typer turns Ctrl-C into exit 130 without a word: say where it stopped
+                print(str(exc), file=sys.stderr)
+                if world.leader:
+                    logger.info("%s", exc)
+                raise
+            if not world.leader:
+                return
+            line = (f"{method}{_by(world)}: {result['iteration']} iterations, validation Dice "
+                    f"{result['val_dice']:.4f}, {result['seconds']:.0f} s")
+            logger.info("trained %s", line)
+        finish_run_record(out, {"iteration": result["iteration"], "val_dice": result["val_dice"]})
+    _log(f"[green]trained[/green] {line} -> {out}")
 
 
 @app.command()
@@ -352,6 +402,8 @@ def evaluate(
     weights: Literal[choices.WEIGHTS] = typer.Option("student", help="student or its EMA teacher"),
     largest: bool = typer.Option(False, "--largest", help="keep the largest connected component (as LA papers do)"),
     out: Optional[Path] = typer.Option(None, help="JSON output (a CSV is written beside it)"),
+    save_masks: Optional[Path] = typer.Option(None, help="also write each scored prediction to this folder, in the "
+                                                         "data's own format"),
 ) -> None:
     """Per-volume Dice, Jaccard, 95% Hausdorff, ASD (medpy semantics), mean ± sd; JSON + CSV + table."""
     from .data import open_dataset, read_list
@@ -364,16 +416,38 @@ def evaluate(
     if run is not None:
         cases = read_list(list_file) if list_file else None
         rows, summary = evaluate_run(run, data=data, cases=cases, spacing=spacing_mm, out=out, weights=weights,
-                                     keep_largest=largest)
+                                     keep_largest=largest, save_masks=save_masks)
     elif checkpoint is not None and data is not None and out is not None:
         dataset = open_dataset(data, list_file)
         check_result_outputs(out, dataset, dataset.case_ids, checkpoint, list_file)
         net, config = load_student(checkpoint, weights)
-        rows = evaluate_cases(net, config, dataset, dataset.case_ids, spacing=spacing_mm, keep_largest=largest)
+        rows = evaluate_cases(net, config, dataset, dataset.case_ids, spacing=spacing_mm, keep_largest=largest,
+                              save_masks=save_masks)
         summary = write_results(rows, out)
     else:
         raise UserError("give --run RUN_DIR, or --checkpoint FILE with --data PATH and --out FILE.json")
     print(format_table(rows, summary))
+
+
+@app.command()
+def predict(
+    run: Optional[Path] = typer.Option(None, help="run folder from `train` (its final, else newest, checkpoint)"),
+    checkpoint: Optional[Path] = typer.Option(None, help="a student checkpoint instead of --run"),
+    data: Path = typer.Option(..., help="LA h5 / NIfTI / PNG folder to segment (labels are not read)"),
+    list_file: Optional[Path] = typer.Option(None, "--list", help="cases (default: every case of the folder)"),
+    weights: Literal[choices.WEIGHTS] = typer.Option("student", help="student or its EMA teacher"),
+    largest: bool = typer.Option(False, "--largest", help="keep the largest connected component"),
+    out: Path = typer.Option(..., help="folder for the masks (in the input's format) and predict.json"),
+) -> None:
+    """A trained student's mask of every case, in the input's format (NIfTI on the image's own affine)."""
+    from .data import open_dataset
+    from .predict import predict as predict_masks
+
+    if (run is None) == (checkpoint is None):
+        raise UserError("give --run RUN_DIR or --checkpoint FILE (one of them)")
+    written = predict_masks(run if run is not None else checkpoint, open_dataset(data, list_file), out,
+                            weights=weights, keep_largest=largest)
+    _log(f"[green]wrote[/green] {len(written)} masks to {out}")
 
 
 @app.command()
@@ -458,6 +532,9 @@ def main(argv: Optional[list] = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     args = [a for a in args if a != "--debug"]
+    from . import provenance
+
+    provenance.COMMAND = ["semisam-fast", *args]  # what a run records as its command line
     _warnings_to_stderr()
     from . import doctor
 

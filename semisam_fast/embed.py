@@ -10,7 +10,7 @@ import torch
 from tqdm import tqdm
 
 from .backends import Backend
-from .cache import EmbeddingCache, fingerprint
+from .cache import EmbeddingCache, fingerprint, source_record
 from .data import Dataset, every_kth
 from .distributed import World, my_cases
 from .errors import UserError
@@ -103,8 +103,10 @@ def _build(dataset: Dataset, backend: Backend, cache_dir: str | Path, case_ids: 
         for case_id, groups in todo.items():
             image = dataset.load(case_id, with_label=False).image
             height, width = image.shape[0], image.shape[1]
+            source = source_record(image)
+            cache.check_source(case_id, image, source)  # a resumed build adds to the same scan's rows only
             for chunk in groups:  # one encoder batch -> one shard
-                cache.write(case_id, chunk, encode_slices(backend, image, chunk, len(chunk)), height, width)
+                cache.write(case_id, chunk, encode_slices(backend, image, chunk, len(chunk)), height, width, source)
                 bar.update(len(chunk))
     seconds = time.perf_counter() - start
     computed = world.sum(n_todo)

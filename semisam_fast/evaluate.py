@@ -12,8 +12,8 @@ from tqdm import tqdm
 from .checkpoints import find_checkpoint, read_run_record
 from .data import Dataset, open_dataset
 from .errors import UserError
-from .inference import largest_component, predict_case
-from .metrics import binary_metrics, check_spacing
+from .inference import label_values, predict_mask
+from .metrics import check_spacing, class_metrics
 from .nets import load_student
 from .results import check_result_outputs, write_results
 
@@ -22,25 +22,30 @@ __all__ = ["evaluate_cases", "evaluate_run"]
 
 def evaluate_cases(net: nn.Module, config: dict, dataset: Dataset, case_ids: Sequence[str],
                    spacing: Sequence[float] | None = None, threshold: float = 0.5, device: str = "cpu",
-                   progress: bool = True, keep_largest: bool = False) -> list[dict]:
+                   progress: bool = True, keep_largest: bool = False,
+                   save_masks: str | Path | None = None) -> list[dict]:
     """One row per case {"case", "spacing", "dice", "jaccard", "hd95", "asd", "hd95_diag", "asd_diag"} (see
-    metrics.py for undefined distances): prediction = probability > threshold, optionally reduced to its largest
-    connected component. Distances use `spacing` when given, else the case's own (a NIfTI header's, in mm), else
-    voxels; the row's "spacing" says which ("voxel" for voxel units)."""
+    metrics.py for undefined distances; a multi-class student: these are the means over classes, each class's as
+    `dice_<value>`, ... beside them, `metrics.class_metrics`): prediction = probability > threshold (several classes:
+    the most probable), optionally reduced to its largest connected component (`inference.predict_mask`).
+    Distances use `spacing` when given, else the case's own (a NIfTI header's, in mm), else voxels; the row's
+    "spacing" says which ("voxel" for voxel units). `save_masks`: each scored prediction is also written there, in
+    the data's own format (`Dataset.write_mask`)."""
     if not 0.0 <= float(threshold) < 1.0:
         raise UserError(f"threshold must be in [0, 1), got {threshold}")
     if not case_ids:
         raise UserError("no cases to evaluate")
     rows: list[dict] = []
+    classes = label_values(config)  # binary: (1,), the metrics as ever; else per class and their mean
     for case_id in tqdm(list(case_ids), desc="evaluate", unit="case", disable=not progress, dynamic_ncols=True):
         case = dataset.load_labelled(case_id)
-        pred = predict_case(net, case.image, config, device=device) > threshold
-        if keep_largest:
-            pred = largest_component(pred)
+        pred = predict_mask(net, case.image, config, threshold, keep_largest, device)
+        if save_masks is not None:
+            dataset.write_mask(case_id, pred, Path(save_masks))
         used = (check_spacing(spacing, "--spacing") if spacing is not None else
                 check_spacing(case.spacing, f"case {case_id}'s header") if case.spacing is not None else None)
         where = ",".join(f"{s:g}" for s in used) if used is not None else "voxel"
-        rows.append({"case": case_id, "spacing": where, **binary_metrics(pred, case.label, used)})
+        rows.append({"case": case_id, "spacing": where, **class_metrics(pred, case.label, classes, used)})
     return rows
 
 
@@ -56,7 +61,8 @@ def evaluate_run(run_dir: str | Path, data: str | Path | None = None, list_file:
                  cases: Sequence[str] | None = None, spacing: Sequence[float] | None = None,
                  out: str | Path | None = None, weights: str = "student", threshold: float = 0.5,
                  keep_largest: bool = False, device: str = "cpu",
-                 progress: bool = True) -> tuple[list[dict], dict[str, tuple[float, float]]]:
+                 progress: bool = True, save_masks: str | Path | None = None
+                 ) -> tuple[list[dict], dict[str, tuple[float, float]]]:
     """Evaluate a training run's newest checkpoint on its validation cases (or `cases`) and write
     `<run>/eval.json` + `eval.csv` (or `out`). `data` / `list_file` override the ones recorded in run.json."""
     run_dir = Path(run_dir)
@@ -81,7 +87,7 @@ def evaluate_run(run_dir: str | Path, data: str | Path | None = None, list_file:
     out = Path(out) if out is not None else run_dir / "eval.json"
     check_result_outputs(out, dataset, cases, checkpoint, run_json, list_file)
     rows = evaluate_cases(net, config, dataset, cases, spacing=spacing, threshold=threshold, device=device,
-                          progress=progress, keep_largest=keep_largest)
+                          progress=progress, keep_largest=keep_largest, save_masks=save_masks)
     meta = {"checkpoint": str(checkpoint), "weights": weights, "threshold": threshold, "keep_largest": keep_largest,
             "spacing": list(spacing) if spacing is not None else "per case (header, else voxel)", "data": str(data)}
     summary = write_results(rows, out, meta=meta)

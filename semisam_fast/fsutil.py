@@ -14,7 +14,8 @@ from .errors import UserError
 
 def atomic_write(path: str | Path, writer: Callable[[Path], None]) -> Path:
     """Call `writer(tmp)` on a temp file next to `path` (same extension), fsync, then os.replace
-    it onto `path`, so readers only ever see the old file or the complete new one."""
+    it onto `path`, so readers only ever see the old file or the complete new one. The file gets the mode any other
+    tool would give it (0666 less the process's umask), not the temp file's private 0600."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = "".join(path.suffixes)
@@ -26,6 +27,7 @@ def atomic_write(path: str | Path, writer: Callable[[Path], None]) -> Path:
         writer(tmp)
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
     except BaseException as exc:
         tmp.unlink(missing_ok=True)
@@ -35,6 +37,13 @@ def atomic_write(path: str | Path, writer: Callable[[Path], None]) -> Path:
                             "is unchanged)") from exc
         raise
     return path
+
+
+def current_umask() -> int:
+    """The process's file-creation mask (read by setting it and putting it straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _write_failure(exc: BaseException) -> str | None:

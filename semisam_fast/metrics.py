@@ -23,7 +23,7 @@ from scipy import ndimage
 
 from .errors import UserError
 
-__all__ = ["METRIC_KEYS", "binary_metrics", "surface", "union_box", "summarize", "undefined_counts",
+__all__ = ["METRIC_KEYS", "binary_metrics", "class_metrics", "surface", "union_box", "summarize", "undefined_counts",
            "format_table"]
 
 METRIC_KEYS = ("dice", "jaccard", "hd95", "asd", "hd95_diag", "asd_diag")
@@ -67,6 +67,31 @@ def binary_metrics(pred: np.ndarray, gt: np.ndarray, spacing: Sequence[float] | 
     hd95 = float(np.percentile(np.hstack((pred_to_gt, gt_to_pred)), 95))
     asd = float(pred_to_gt.mean())
     return {**_overlaps(pred, gt), "hd95": hd95, "asd": asd, "hd95_diag": hd95, "asd_diag": asd}
+
+
+def class_metrics(pred: np.ndarray, gt: np.ndarray, classes: Sequence[int] = (1,),
+                  spacing: Sequence[float] | None = None, distances: bool = True,
+                  ignore: np.ndarray | None = None) -> dict[str, float]:
+    """Metrics of a label-valued prediction against a label-valued ground truth. One class (a binary data set):
+    exactly `binary_metrics` (any non-zero is foreground). Several: each class's metrics as `<metric>_<value>`
+    (class value v against v) and their mean as `<metric>`, as nnU-Net and MONAI report them (a class that is
+    undefined in a case, e.g. a distance to an empty mask, is left out of that case's mean). `ignore`: a bool mask
+    of voxels that count for neither (nnU-Net's ignore label)."""
+    pred, gt = np.asarray(pred), np.asarray(gt)
+    if ignore is not None and ignore.any():
+        pred, gt = np.where(ignore, 0, pred), np.where(ignore, 0, gt)
+    classes = [int(c) for c in classes]
+    if len(classes) == 1:
+        return binary_metrics(pred if classes[0] == 1 else pred == classes[0],
+                              gt if classes[0] == 1 else gt == classes[0], spacing, distances)
+    per = {c: binary_metrics(pred == c, gt == c, spacing, distances) for c in classes}
+    out: dict[str, float] = {}
+    for key in per[classes[0]]:
+        values = np.array([per[c][key] for c in classes], dtype=float)
+        out[key] = float(np.nanmean(values)) if not np.isnan(values).all() else math.nan
+    for c in classes:
+        out.update({f"{key}_{c}": value for key, value in per[c].items()})
+    return out
 
 
 def _overlaps(pred: np.ndarray, gt: np.ndarray) -> dict[str, float]:

@@ -10,13 +10,14 @@ from semisam_fast.errors import UserError
 from .base import Case, Dataset
 from .la_h5 import LAH5Dataset, case_h5
 from .nifti import NiftiDataset
-from .phantom import make_phantom
+from .phantom import make_multiclass_phantom, make_phantom
 from .png import PngDataset
 from .splits import Split, every_kth, process_unlabelled, read_list, run_unlabelled, split_cases
 
 __all__ = [
     "Case", "Dataset", "LAH5Dataset", "NiftiDataset", "PngDataset", "Split",
-    "detect_format", "every_kth", "make_phantom", "open_dataset", "process_unlabelled", "read_list", "run_unlabelled",
+    "detect_format", "every_kth", "make_multiclass_phantom", "make_phantom", "open_dataset", "process_unlabelled",
+    "read_list", "run_unlabelled",
     "split_cases",
 ]
 

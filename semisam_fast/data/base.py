@@ -127,7 +127,8 @@ class Dataset(ABC):
     # -- public -------------------------------------------------------------------------------
     @abstractmethod
     def read_mask(self, case_id: str, masks_dir: Path) -> np.ndarray:
-        """Read back a mask volume written by `write_mask` (or laid out the same way by the user), as uint8 0/1."""
+        """Read back a mask volume written by `write_mask` (or laid out the same way by the user), as uint8 with
+        its own values (label values, and the ignore value where pseudo-label marked one)."""
 
     def load(self, case_id: str, with_label: bool = True) -> Case:
         """Read one case. with_label=False never opens/reads the label (no ground-truth leak)."""
@@ -144,6 +145,10 @@ class Dataset(ABC):
         case = self.load(case_id, with_label=True)
         if case.label is None:
             raise UserError(f"case {case_id} has no label, but is used as a labelled case")
+        if self.declares_ignore and (case.label == self.ignore_value).any():
+            raise UserError(f"case {case_id}: {int((case.label == self.ignore_value).sum())} voxels carry the ignore "
+                            f"label ({self.ignore_value}); training and evaluation take fully labelled cases only: "
+                            "leave the case out of the list or label those voxels")
         if not case.label.any():
             log.warning("case %s has an empty label (no foreground voxel)", case_id)
         return case
@@ -157,6 +162,21 @@ class Dataset(ABC):
         """True when the case has a label file (from file presence / headers)."""
         self._known(case_id)
         return self._case_has_label(case_id)
+
+    @property
+    def label_values(self) -> tuple[int, ...]:
+        """The foreground label values, in order (a binary data set: (1,))."""
+        return (1,)
+
+    @property
+    def declares_ignore(self) -> bool:
+        """Whether the data set's labels may hold the ignore value (nnU-Net's dataset.json lists "ignore")."""
+        return False
+
+    @property
+    def ignore_value(self) -> int:
+        """The value written where a mask has no target (nnU-Net's ignore label: one above the highest label)."""
+        return max(self.label_values) + 1
 
     @property
     def has_labels(self) -> bool:

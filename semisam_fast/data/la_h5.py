@@ -97,7 +97,7 @@ class LAH5Dataset(Dataset):
         if not path.is_file():
             raise UserError(f"no mask for case {case_id}: {path} not found")
         with reading(path), h5py.File(path, "r") as f:
-            return as_mask((np.asarray(f["mask"]) > 0).astype(np.uint8), self.shape(case_id), case_id)
+            return as_mask(np.asarray(f["mask"]), self.shape(case_id), case_id)  # its own values
 
     def write_mask(self, case_id: str, mask: np.ndarray, out_dir: Path) -> Path:
         """Write `<out_dir>/<case>/mask.h5` with dataset `mask` (uint8, gzip)."""

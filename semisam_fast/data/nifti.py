@@ -1,4 +1,6 @@
-"""nnU-Net style NIfTI layout: `imagesTr/<case>_0000.nii.gz` (+ optional `labelsTr/<case>.nii.gz`).
+"""nnU-Net style NIfTI layout: `imagesTr/<case>_0000.nii.gz` (+ optional `labelsTr/<case>.nii.gz`), and nnU-Net
+v2's `dataset.json` where present (`labels`: the label values kept, as they are, when it lists more than one
+foreground label; `file_ending`; `channel_names`: channel 0 is read).
 
 Volumes are read in the closest canonical (RAS+) orientation, as nibabel's `as_closest_canonical` gives, so that
 slices are axial whatever order the scanner wrote the axes in; masks are written back in the file's own orientation
@@ -6,6 +8,9 @@ with its affine, so they overlay the image in any viewer."""
 
 from __future__ import annotations
 
+import json
+import logging
+from functools import cached_property
 from pathlib import Path
 
 import nibabel as nib
@@ -18,6 +23,32 @@ from .base import Case, Dataset, as_mask, reading
 
 EXTS = (".nii.gz", ".nii")
 CHANNEL = "_0000"
+log = logging.getLogger(__name__)
+
+
+def read_dataset_json(root: Path) -> dict | None:
+    """nnU-Net v2's `<root>/dataset.json`, checked: `labels` maps names to integer values (background 0; "ignore"
+    optional, the highest); None when the folder has none."""
+    path = Path(root) / "dataset.json"
+    if not path.is_file():
+        return None
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"cannot read {path}: {exc}") from None
+    labels = meta.get("labels") if isinstance(meta, dict) else None
+    if not isinstance(labels, dict) or not labels:
+        raise UserError(f"{path} has no 'labels' mapping (nnU-Net v2: {{\"background\": 0, \"name\": 1, ...}})")
+    if any(not isinstance(v, int) or isinstance(v, bool) for v in labels.values()):
+        raise UserError(f"{path}: every label must be one integer value (region-based labels are not supported), "
+                        f"got {labels}")
+    if labels.get("background", 0) != 0 or 0 not in labels.values():
+        raise UserError(f"{path}: 'labels' must map 'background' to 0, got {labels}")
+    channels = meta.get("channel_names") or {"0": "image"}
+    if len(channels) > 1:
+        log.warning("%s lists %d channels (%s); semisam-fast reads channel 0 (%s) only", path, len(channels),
+                    ", ".join(map(str, channels.values())), channels.get("0", "?"))
+    return meta
 
 
 def _orientation(img: nib.spatialimages.SpatialImage) -> np.ndarray:
@@ -60,6 +91,49 @@ class NiftiDataset(Dataset):
 
     format = "nifti"
 
+    @cached_property
+    def dataset_json(self) -> dict | None:
+        return read_dataset_json(self.root)
+
+    @property
+    def exts(self) -> tuple[str, ...]:
+        ending = (self.dataset_json or {}).get("file_ending")
+        return (ending,) if ending in EXTS else EXTS
+
+    @property
+    def label_values(self) -> tuple[int, ...]:
+        """The foreground values dataset.json lists (without "ignore"); (1,) without one (labels read as > 0)."""
+        if self.dataset_json is None:
+            return (1,)
+        labels = self.dataset_json["labels"]
+        return tuple(sorted(v for k, v in labels.items() if v != 0 and k != "ignore")) or (1,)
+
+    @property
+    def declares_ignore(self) -> bool:
+        return "ignore" in (self.dataset_json or {}).get("labels", {})
+
+    @property
+    def ignore_value(self) -> int:
+        labels = (self.dataset_json or {}).get("labels", {})
+        return int(labels["ignore"]) if "ignore" in labels else max(self.label_values) + 1
+
+    def _label_values_of(self, lab: np.ndarray, path: Path) -> np.ndarray:
+        """A label volume as this data set's labels: with a dataset.json, its own values (values it does not list are
+        an error; the ignore value only where it lists "ignore"); without one, foreground = any non-zero, as a binary
+        data set always was (several values say so in a warning, once)."""
+        if self.dataset_json is not None:
+            allowed = {0, *self.label_values} | ({self.ignore_value} if self.declares_ignore else set())
+            found = set(np.unique(lab).tolist()) - allowed
+            if found:
+                raise UserError(f"{path} holds label values {sorted(found)} that dataset.json does not list "
+                                f"({self.dataset_json['labels']})")
+            return lab.astype(np.uint8)
+        if not getattr(self, "_warned_merged", False) and lab.size and int(lab.max()) > 1 and len(np.unique(lab)) > 2:
+            log.warning("%s holds several label values %s; without a dataset.json listing them they are read as one "
+                        "foreground (add nnU-Net's dataset.json to keep them apart)", path, np.unique(lab).tolist())
+            self._warned_merged = True
+        return (lab > 0).astype(np.uint8)
+
     @property
     def images_dir(self) -> Path:
         return self.root / "imagesTr"
@@ -71,13 +145,13 @@ class NiftiDataset(Dataset):
     def _discover(self) -> list[str]:
         ids = set()
         for p in self.images_dir.iterdir():
-            for ext in EXTS:
+            for ext in self.exts:
                 if p.name.endswith(CHANNEL + ext):
                     ids.add(p.name[: -len(CHANNEL + ext)])
         return sorted(ids)
 
     def _find(self, folder: Path, name: str) -> Path | None:
-        for ext in EXTS:
+        for ext in self.exts:
             p = folder / (name + ext)
             if p.is_file():
                 return p
@@ -110,7 +184,7 @@ class NiftiDataset(Dataset):
                 lab = _to3d(np.asarray(lab_img.dataobj), lp)
             if lab.shape != _shape3d(img.shape, ip):
                 raise UserError(f"{lp}: label shape {lab.shape} != image shape {img.shape}")
-            label = (_to_canonical(lab, img) > 0).astype(np.uint8)  # the image's orientation: voxels stay paired
+            label = self._label_values_of(_to_canonical(lab, img), lp)  # the image's orientation: voxels stay paired
         return Case(case_id=case_id, image=image, label=label, spacing=spacing)  # type: ignore[arg-type]
 
     def _case_has_label(self, case_id: str) -> bool:
@@ -144,7 +218,7 @@ class NiftiDataset(Dataset):
                 file_shape = _shape3d(ref.shape, path)
                 if data.shape != file_shape:
                     raise UserError(f"{path}: mask shape {data.shape} != image shape {file_shape}")
-                return as_mask((_to_canonical(data, ref) > 0).astype(np.uint8), self.shape(case_id), case_id)
+                return as_mask(_to_canonical(data, ref), self.shape(case_id), case_id)  # its own values
         raise UserError(f"no mask for case {case_id} in {masks_dir} ({case_id}.nii.gz)")
 
     def write_mask(self, case_id: str, mask: np.ndarray, out_dir: Path) -> Path:

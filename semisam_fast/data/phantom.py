@@ -125,3 +125,53 @@ def make_phantom(out_dir: Path, n_cases: int = 8, shape: tuple[int, int, int] = 
         atomic_write(out_dir / cid / H5_NAME, _w)
     atomic_write(out_dir / "train.list", lambda tmp: tmp.write_text("\n".join(ids) + "\n"))
     return out_dir
+
+
+MULTICLASS_LABELS = {"background": 0, "atrium": 1, "vessel": 2}
+
+
+def _second_structure(rng: np.random.Generator, image: np.ndarray, label: np.ndarray) -> np.ndarray:
+    """Label 2 beside the blob of `_case`: a tube through most slices, away from label 1, at its own intensity."""
+    H, W, Z = label.shape
+    keep_out = ndimage.binary_dilation(label > 0, iterations=3)
+    xx, yy = np.meshgrid(np.arange(H), np.arange(W), indexing="ij")
+    for _try in range(200):
+        r = rng.uniform(0.07, 0.10) * min(H, W)
+        cx, cy = rng.uniform(r + 2, H - r - 2), rng.uniform(r + 2, W - r - 2)
+        disc = (xx - cx) ** 2 + (yy - cy) ** 2 < r * r
+        tube = np.repeat(disc[:, :, None], Z, axis=2)
+        tube[:, :, : max(1, Z // 6)] = False  # not every slice: like the blob, a structure with a z-range
+        if tube.any() and not (tube & keep_out).any():
+            break
+    else:
+        raise ValueError(f"no room for a second structure in a {label.shape} phantom")
+    level = float(image[label > 0].mean()) if label.any() else float(image.max())
+    image[tube] = 0.6 * level + 0.05 * rng.standard_normal(int(tube.sum())).astype(np.float32)
+    out = label.copy()
+    out[tube] = 2
+    return out
+
+
+def make_multiclass_phantom(out_dir: Path, n_cases: int = 6, shape: tuple[int, int, int] = (96, 96, 12),
+                            seed: int = 0, spacing: tuple[float, float, float] = (0.625, 0.625, 2.5)) -> Path:
+    """Write a SYNTHETIC two-structure data set as nnU-Net v2 lays one out: `imagesTr/<case>_0000.nii.gz`,
+    `labelsTr/<case>.nii.gz` (0 background, 1 the blob of `make_phantom`, 2 a dimmer tube beside it) and
+    `dataset.json`. Deterministic by `seed`. Returns `out_dir`."""
+    import nibabel as nib
+
+    from semisam_fast.fsutil import write_json
+
+    out_dir = Path(out_dir)
+    affine = np.diag([*spacing, 1.0])
+    ids = [f"multi_{i:02d}" for i in range(n_cases)]
+    for i, cid in enumerate(ids):
+        rng = np.random.default_rng([seed, i, 2])
+        image, label = _case(rng, tuple(int(s) for s in shape))  # type: ignore[arg-type]
+        label = _second_structure(rng, image, label)
+        for folder, name, array in (("imagesTr", f"{cid}_0000.nii.gz", image), ("labelsTr", f"{cid}.nii.gz", label)):
+            volume = nib.Nifti1Image(array, affine)
+            atomic_write(out_dir / folder / name, lambda tmp, volume=volume: nib.save(volume, tmp))
+    write_json(out_dir / "dataset.json", {"channel_names": {"0": "MRI"}, "labels": MULTICLASS_LABELS,
+                                          "numTraining": n_cases, "file_ending": ".nii.gz",
+                                          "name": "semisam-fast multi-class phantom (synthetic)"})
+    return out_dir

@@ -86,7 +86,9 @@ class PngDataset(Dataset):
             raise UserError(f"no mask for case {case_id}: {path} not found")
         with reading(path), Image.open(path) as picture:
             data = np.asarray(picture.convert("L"))
-        return as_mask((data > 0).astype(np.uint8)[:, :, None], self.shape(case_id), case_id)
+        if np.isin(data, (0, 255)).all():  # a binary mask as write_mask stores it (0/255), or as viewers draw one
+            data = (data > 0).astype(np.uint8)
+        return as_mask(np.asarray(data)[:, :, None], self.shape(case_id), case_id)  # else its own values
 
     def write_mask(self, case_id: str, mask: np.ndarray, out_dir: Path) -> Path:
         """Write `<out_dir>/<case>.png` (8-bit gray). Binary 0/1 masks are stored as 0/255 so they

@@ -1,16 +1,19 @@
 """Students, losses, the SAM term and the training loop: `build_trainer` then `Trainer.run` is `semisam-fast train`."""
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from ..checkpoints import keep_run_record, latest_checkpoint
 from ..data import every_kth, process_unlabelled, run_unlabelled
 from ..distributed import World
 from ..errors import UserError
+from ..provenance import describe
 from .config import METHODS, PRESETS, TrainConfig, preset
 from .loop import Trainer
 
-__all__ = ["METHODS", "PRESETS", "TrainConfig", "Trainer", "build_trainer", "latest_checkpoint", "preset"]
+__all__ = ["METHODS", "PRESETS", "TrainConfig", "Trainer", "build_trainer", "latest_checkpoint", "preset",
+           "with_classes"]
 
 
 def build_trainer(config: TrainConfig, data: str | Path, list_file: str | Path | None, labeled: int, val: int,
@@ -30,6 +33,7 @@ def build_trainer(config: TrainConfig, data: str | Path, list_file: str | Path |
     world = world or World()
     dataset = open_dataset(data, list_file)
     split = split_cases(dataset.case_ids, labeled, val)
+    config = with_classes(config, dataset.label_values)
     run_dir = Path(run_dir)
     sam = None
     if config.method == "semisam":
@@ -52,11 +56,26 @@ def build_trainer(config: TrainConfig, data: str | Path, list_file: str | Path |
     run_dir.mkdir(parents=True, exist_ok=True)
     record = {"data": str(Path(data).resolve()), "list": str(Path(list_file).resolve()) if list_file else None,
               "labeled": labeled, "val": val, "labeled_cases": split.labeled, "unlabeled_cases": split.unlabeled,
-              "val_cases": split.val, "cache": str(cache) if cache else None, "config": config.as_dict()}
+              "val_cases": split.val, "cache": str(cache) if cache else None, "config": config.as_dict(),
+              "session": describe()}
     keep_run_record(run_dir, record, write=False)  # every process checks the old record ...
     world.barrier()  # ... before rank 0 replaces it
     keep_run_record(run_dir, record, write=world.leader)
     return trainer_class(config, dataset, split, run_dir, sam, device, tensorboard, world)
+
+
+def with_classes(config: TrainConfig, label_values: tuple[int, ...]) -> TrainConfig:
+    """The config with a student of as many classes as the data has (background and each label value; a binary data
+    set leaves the config as it is, so its runs stay bit-identical). SemiSAM's SAM term is binary for now."""
+    if tuple(label_values) == (1,):
+        return config
+    if tuple(label_values) != tuple(range(1, len(label_values) + 1)):
+        raise UserError(f"label values {list(label_values)} are not 1..{len(label_values)} (nnU-Net's consecutive "
+                        "labels); renumber them in the label files and dataset.json")
+    if config.method == "semisam":
+        raise UserError(f"--method semisam prompts SAM for one foreground; this data set has {len(label_values)} "
+                        "labels: train it with sup, mt or uamt (pseudo-label it per class with `pseudo-label`)")
+    return replace(config, student_kwargs={**config.student_kwargs, "n_classes": len(label_values) + 1})
 
 
 def _check_cache_covers(store, dataset, split, config: TrainConfig) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import logging
 import math
 import time
 from pathlib import Path
@@ -26,6 +27,7 @@ from ..fsutil import remove_stale_temps
 from ..interrupts import Interrupted, stop_between_steps
 from ..nets import build_student
 from ..nets.sync_batchnorm import sync_batchnorm
+from ..provenance import RUN_LOG
 from ..sam_targets import CaseTargets, TargetOptions
 from .batches import VolumeStore, draw_2d, draw_3d
 from .config import TrainConfig
@@ -35,6 +37,8 @@ from .sam_rounds import (make_round, round_summary, step_targets_2d, step_target
                          table_from_checkpoint, table_parts, teacher_precision)
 from .sam_term import SamTeacher
 from .slices import SliceStore
+
+run_log = logging.getLogger(RUN_LOG)  # a run's train.log (provenance.run_log), when the caller opened it
 
 
 class Trainer:
@@ -99,6 +103,9 @@ class Trainer:
         if self.rounds:  # a round's teacher normalises each raw volume whole, as inference does (no labels loaded)
             self.unlabelled_volumes = {cid: self.dataset.load(cid, with_label=False).image
                                        for cid in self.unlabelled_ids}
+            if self.sam is not None and self.sam.cache is not None:  # the cached rows are these volumes' own
+                for cid, image in self.unlabelled_volumes.items():
+                    self.sam.cache.check_source(cid, image)
         if self.three_d:
             self.labelled = VolumeStore(self.dataset, self.split.labeled, self.student_input, labelled=True)
             self.unlabelled = (VolumeStore(self.dataset, self.unlabelled_ids, self.student_input, labelled=False)
@@ -365,6 +372,8 @@ class Trainer:
                 if validating and leader:
                     val_dice = self.validate()
                     self.history.append({"iteration": self.iteration, "val_dice": val_dice})
+                    run_log.info("iteration %d: loss %.4f, validation Dice %.4f", self.iteration, logs["loss"],
+                                 val_dice)
                     if self.writer is not None:
                         self.writer.add_scalar("val/dice", val_dice, self.iteration)
                 if self.iteration % self.config.save_every == 0:

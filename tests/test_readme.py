@@ -1,0 +1,69 @@
+"""README's examples run as written: the Python example (in-process) and the four-command quick start (on a
+phantom folder standing in for `my_data`, with fewer iterations)."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+
+from .conftest import invoke
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def _block(after: str, language: str) -> str:
+    text = README.read_text(encoding="utf-8")
+    start = text.index(after)
+    found = re.search(rf"```{language}\n(.*?)```", text[start:], re.S)
+    assert found, f"no ```{language} block after {after!r} in README"
+    return found.group(1)
+
+
+def test_readme_python_example_runs(tmp_path, capsys):
+    code = _block("<!-- readme-example", "python")
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        exec(compile(code, "README.md", "exec"), {"__name__": "readme_example"})
+    finally:
+        os.chdir(cwd)
+    said = capsys.readouterr().out
+    assert re.search(r"validation Dice \d\.\d{3}; 4 masks written", said), said
+    assert (tmp_path / "runs" / "api" / "eval.json").is_file()
+    assert len(list((tmp_path / "runs" / "api" / "masks").glob("*/mask.h5"))) == 4
+
+
+def test_readme_top_blocks_are_the_install_commands():
+    text = README.read_text(encoding="utf-8")
+    assert text.startswith("# semisam-fast\n\n```bash\npip install torch==2.14.1 torchvision==0.29.1 && "
+                           "pip install -e . && semisam-fast demo\n```\n```bash\npip install torch==2.14.1 torchvision==0.29.1 && "
+                           "pip install -e \".[dev]\" && python -m pytest -q\n```\n")
+    assert len(text.splitlines()) <= 200
+
+
+@pytest.mark.slow
+def test_readme_quick_start_runs_on_a_folder(tmp_path):
+    """export -> embed -> train -> predict, each line as README has it, on a 10-case phantom as `my_data` (train
+    with 4 iterations)."""
+    from semisam_fast.data import make_phantom
+
+    make_phantom(tmp_path / "my_data", n_cases=10, shape=(64, 64, 8))
+    lines = [line.split("#", 1)[0] for line in _block("## Quick start", "bash").splitlines() if line.strip()]
+    assert [shlex.split(line)[1] for line in lines] == ["export", "embed", "train", "predict"]
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        for line in lines:
+            args = shlex.split(line)[1:]
+            if args[0] == "train":
+                args += ["--iterations", "4"]
+            result = invoke(*args)
+            assert result.returncode == 0, (line, result.stderr[-2000:])
+    finally:
+        os.chdir(cwd)
+    assert json.loads((tmp_path / "runs" / "mine" / "run.json").read_text())["config"]["method"] == "semisam"
+    assert len(list((tmp_path / "runs" / "mine" / "masks").glob("*/mask.h5"))) == 10
