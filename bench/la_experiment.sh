@@ -33,7 +33,7 @@ for labeled in $LABELS; do
       if [ "$method" = semisam ]; then  # the adapted decoder in OpenVINO bf16, at its recipe (config.ADAPTED_SAM)
         sam=(--backend openvino --precision bf16 --checkpoint "$ADAPTED/adapted.pth"
              --artefact "$ADAPTED/litemedsam_decoder_fp32.onnx")
-        recipe=(--sam-weight 1.0 --sam-min-agreement 0)
+        recipe=(--sam-weight 1.0 --sam-min-agreement 0 --sam-fusion mean)
       fi
       # shellcheck disable=SC2086
       semisam-fast train --data "$DATA" --labeled "$labeled" --method "$method" --preset la-cpu --seed "$seed" \

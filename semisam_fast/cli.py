@@ -99,12 +99,13 @@ def demo(
     val: int = typer.Option(2, min=0, help="validation cases (last N)"),
     unlabelled: int = typer.Option(4, min=1, help="unlabelled cases to embed and use"),
     iterations: int = typer.Option(150, min=1, help="training iterations per method"),
+    adapt_steps: int = typer.Option(40, min=1, help="steps adapting SAM's mask decoder on the labelled cases"),
 ) -> None:
-    """The whole job on the built-in default: export+verify LiteMedSAM, embed, pseudo-label, train sup and
-    semisam, evaluate, report."""
+    """The whole job on the built-in default: export+verify LiteMedSAM, embed, pseudo-label, adapt SAM's decoder,
+    train sup and semisam, evaluate, report."""
     from .demo import run_demo
 
-    run_demo(out, data, labeled, val, unlabelled, iterations, _log)
+    run_demo(out, data, labeled, val, unlabelled, iterations, adapt_steps, _log)
 
 
 @app.command()

@@ -50,7 +50,7 @@ def test_demo_end_to_end(tmp_path):
     evaluation, report (about 2.5 minutes here)."""
     out = tmp_path / "demo"
     result = run_cli("demo", "--out", str(out), "--iterations", "4", "--unlabelled", "1", "--labeled", "1",
-                     "--val", "1")
+                     "--val", "1", "--adapt-steps", "2")
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((out / "report.json").read_text())
     # genuine LiteMedSAM from label boxes, on LA slices when SEMISAM_LA_DIR is set (as here), else the phantom
@@ -58,6 +58,7 @@ def test_demo_end_to_end(tmp_path):
     assert report["box_prompts"]["slice_dice_sam"] > report["box_prompts"]["slice_dice_box_as_mask"]
     assert report["sam_from_label_boxes_dice"][0] > 0.9
     assert set(report["validation"]) == {"sup", "semisam"}
+    assert report["adapt"]["slices"] > 0 and (out / "adapted" / "adapted.pth").is_file()
     assert all(0.0 <= v["dice"][0] <= 1.0 for v in report["validation"].values())
     assert all(os.path.getsize(p) > 0 for p in report["box_prompts"]["overlays"])
     for method in ("sup", "semisam"):
