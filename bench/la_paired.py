@@ -1,0 +1,33 @@
+"""Two methods' validation runs side by side, paired per (seed, case): each method's mean ± sample sd over seeds of a
+run's mean Dice, and the per-case difference A - B with the number of pairs A wins.
+
+  python bench/la_paired.py RUNS 2 semisamAM sup [eval.json|eval_largest.json]
+
+RUNS holds l{N}_{method}_s{seed}/ run folders, each evaluated (`semisam-fast evaluate --run RUN [--largest --out
+RUN/eval_largest.json]`)."""
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+root, labelled, a, b = Path(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+name = sys.argv[5] if len(sys.argv) > 5 else "eval.json"
+
+
+def per_case(method: str) -> dict[int, dict[str, float]]:
+    out = {}
+    for run in sorted(root.glob(f"l{labelled}_{method}_s*")):
+        rows = json.loads((run / name).read_text())["cases"]
+        out[int(run.name.rsplit("_s", 1)[1])] = {r["case"]: r["dice"] for r in rows}
+    return out
+
+
+runs = {m: per_case(m) for m in (a, b)}
+for m, seeds in runs.items():
+    means = [np.mean(list(cases.values())) for cases in seeds.values()]
+    print(f"{m}: Dice {np.mean(means):.3f} ± {np.std(means, ddof=1) if len(means) > 1 else 0:.3f} over seeds "
+          f"{sorted(seeds)} ({', '.join(f'{x:.3f}' for x in means)})")
+pairs = [runs[a][s][c] - runs[b][s][c] for s in runs[a] if s in runs[b] for c in runs[a][s]]
+print(f"{a} - {b} per (seed, case): {np.mean(pairs):+.3f} ± {np.std(pairs, ddof=1):.3f}, "
+      f"{a} better in {sum(d > 0 for d in pairs)} of {len(pairs)}")
