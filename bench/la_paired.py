@@ -17,7 +17,7 @@ name = sys.argv[5] if len(sys.argv) > 5 else "eval.json"
 
 def per_case(method: str) -> dict[int, dict[str, float]]:
     out = {}
-    for run in sorted(root.glob(f"l{labelled}_{method}_s*")):
+    for run in sorted(p for p in root.glob(f"l{labelled}_{method}_s*") if p.is_dir()):
         rows = json.loads((run / name).read_text())["cases"]
         out[int(run.name.rsplit("_s", 1)[1])] = {r["case"]: r["dice"] for r in rows}
     return out
