@@ -308,34 +308,26 @@ def test_a_sidecar_cannot_vouch_for_a_foreign_graph(tiny_artefacts, phantom, tmp
 
 
 # ---- 3. Ctrl-C stops between steps ----------------------------------------------------------------------------------
-def test_ctrl_c_mid_step_saves_a_step_boundary_and_resumes_bit_identical(phantom, tmp_path, monkeypatch):
+def test_ctrl_c_mid_step_saves_a_step_boundary_and_resumes_bit_identical(phantom, tmp_path):
     """A real SIGINT in the middle of step 3 (after the forward pass has updated BatchNorm, before the optimiser
     step): the step finishes, its state is saved as iteration 3 (iteration 2's good checkpoint untouched), and the
-    rerun ends bit-identical to an uninterrupted run."""
-    import signal
+    rerun ends bit-identical to an uninterrupted run. The interrupted command runs in a process of its own
+    (tests/interrupt_driver.py): sent inside pytest's process, the signal crashed it once other tests had run."""
+    import subprocess
+    import sys
 
     from semisam_fast.checkpoints import read_checkpoint
-    from semisam_fast.train import loop
 
     from .test_crash_safety import _same
 
-    def train(out: Path):
-        return invoke("train", "--data", str(phantom), "--labeled", "2", "--val", "1", "--method", "sup",
-                      "--iterations", "5", "--save-every", "1", "--out", str(out))
-
+    args = ["train", "--data", str(phantom), "--labeled", "2", "--val", "1", "--method", "sup", "--iterations", "5",
+            "--save-every", "1", "--out"]
     reference = tmp_path / "reference"
-    assert train(reference).returncode == 0
-    original, calls = loop.supervised_loss, [0]
-
-    def loss_then_ctrl_c(*args, **kwargs):
-        calls[0] += 1
-        if calls[0] == 3:
-            os.kill(os.getpid(), signal.SIGINT)  # delivered here, mid-step, as a keyboard's would be
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(loop, "supervised_loss", loss_then_ctrl_c)
+    assert invoke(*args, str(reference)).returncode == 0
     run = tmp_path / "run"
-    result = train(run)
+    driver = Path(__file__).resolve().parent / "interrupt_driver.py"
+    result = subprocess.run([sys.executable, str(driver), "3", *args, str(run)], capture_output=True, text=True,
+                            timeout=600, env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
     assert result.returncode == 130, result.stderr
     said = [line for line in result.stderr.replace("\r", "\n").splitlines() if line.strip()]
     assert said[-1] == "interrupted at iteration 3, resume with the same command" and "Traceback" not in result.stderr
@@ -343,8 +335,7 @@ def test_ctrl_c_mid_step_saves_a_step_boundary_and_resumes_bit_identical(phantom
     assert sorted(p.name for p in folder.glob("iter_*.pt")) == [f"iter_00000{i}.pt" for i in (1, 2, 3)]
     good = read_checkpoint(reference / "checkpoints" / "iter_000002.pt")
     _same(read_checkpoint(folder / "iter_000002.pt")["student"], good["student"])
-    monkeypatch.setattr(loop, "supervised_loss", original)
-    assert train(run).returncode == 0
+    assert invoke(*args, str(run)).returncode == 0
     _same(read_checkpoint(folder / "final.pt"), read_checkpoint(reference / "checkpoints" / "final.pt"))
 
 
