@@ -117,6 +117,8 @@ class EmbeddingCache:
             except (json.JSONDecodeError, KeyError, TypeError):
                 indexed = {}  # rebuilt from the sidecars below; the next build rewrites it
         for info_path in sorted(self.shard_dir.glob("*.json")):
+            if info_path.name.startswith("."):  # a sidecar still being written (or a killed writer's): not a shard
+                continue
             info = indexed.get(info_path.stem) if isinstance(indexed, dict) else None
             if not isinstance(info, dict) or info.get("mtime_ns") != info_path.stat().st_mtime_ns:  # new or rewritten
                 try:

@@ -38,12 +38,14 @@ def test_kill_9_during_embed_resumes_without_recomputation(phantom, tmp_path):
     interrupted = tmp_path / "interrupted"
     process = subprocess.Popen([*args, str(interrupted)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
-    while time.time() < deadline and len(list((interrupted / "shards").glob("*.json"))) < 5:
+    while time.time() < deadline and len(list((interrupted / "shards").glob("[!.]*.json"))) < 5:
         time.sleep(0.05)
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
-    finished = len(list((interrupted / "shards").glob("*.json")))
+    finished = len(list((interrupted / "shards").glob("[!.]*.json")))
     assert finished >= 5
+    # a sidecar the kill caught mid-write (cut short, or complete but not yet renamed) is not a finished shard
+    (interrupted / "shards" / ".stub.tmp-cut.json").write_text('{"case_id": ')
     rows_before = EmbeddingCache(interrupted).num_rows()
     total = EmbeddingCache(reference).num_rows()
     assert rows_before < total, "killed too late to test anything"
