@@ -8,17 +8,16 @@ import numpy as np
 import torch
 
 from semisam_fast.data import open_dataset
-from semisam_fast.data.student_input import StudentInput
 from semisam_fast.evaluate import evaluate_cases
-from semisam_fast.nets import load_student
+from semisam_fast.nets import load_student, student_input
 from semisam_fast.checkpoints import find_checkpoint
-from semisam_fast.train.slices import SliceStore
+from semisam_fast.geometry.slices2d import SliceStore
 
 run = sys.argv[1]
 meta = json.load(open(f"{run}/run.json"))
 ds = open_dataset(meta["data"], meta["list"])
 net, cfg = load_student(find_checkpoint(run))
-si = StudentInput.from_config(cfg)
+si = student_input(cfg)
 base = np.mean([r["dice"] for r in evaluate_cases(net, cfg, ds, meta["val_cases"], progress=False)])
 for name, cases in (("labelled", meta["labeled_cases"]), ("unlabelled", meta["unlabeled_cases"][:16])):
     store = SliceStore(ds, cases, si, labelled=False)

@@ -10,17 +10,18 @@ import argparse
 
 from semisam_fast.sam_targets import CaseTargets, TargetOptions, case_targets
 from semisam_fast.train import Trainer, build_trainer, preset
+from semisam_fast.train.methods import SemiSAM
 
 
-class OracleTrainer(Trainer):
+class OracleSemiSAM(SemiSAM):
     """Round targets: SAM from each unlabelled case's label box on its cached slices (no gate, no teacher)."""
 
-    def round_targets(self) -> dict[str, CaseTargets]:
+    def round_targets(self, trainer: Trainer) -> dict[str, CaseTargets]:
         out = {}
-        for case_id in self.unlabelled_volumes:
-            label = self.dataset.load(case_id, with_label=True).label.astype("float32")  # the oracle's only source
-            out[case_id] = case_targets(case_id, label, self.sam.cache, self.sam.backend,
-                                        TargetOptions(margin=self.config.sam_margin))
+        for case_id in trainer.unlabelled_volumes:
+            label = trainer.dataset.load(case_id, with_label=True).label.astype("float32")  # the oracle's only source
+            out[case_id] = case_targets(case_id, label, trainer.sam.cache, trainer.sam.backend,
+                                        TargetOptions(margin=trainer.config.sam_margin))
         return out
 
 
@@ -41,8 +42,8 @@ def main() -> None:
     config = preset("la-cpu", method="semisam", sam_weight=args.sam_weight, seed=args.seed,
                     iterations=args.iterations)
     trainer = build_trainer(config, args.data, args.list, args.labelled, 8, args.out, cache=args.cache,
-                            backend=args.backend, artefact=args.artefact, precision=args.precision,
-                            trainer_class=OracleTrainer)
+                            backend=args.backend, artefact=args.artefact, precision=args.precision)
+    trainer.method = OracleSemiSAM()
     result = trainer.run()
     print(f"oracle-target semisam (diagnostic), weight {args.sam_weight}: validation Dice {result['val_dice']:.4f}")
 

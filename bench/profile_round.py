@@ -25,7 +25,7 @@ if checkpoint:
 profile = cProfile.Profile()
 start = time.perf_counter()
 profile.enable()
-trainer.sam_round()
+trainer.method.sam_round(trainer)
 profile.disable()
 print(f"round {time.perf_counter() - start:.1f} s", trainer.round_logs)
 pstats.Stats(profile).sort_stats("cumulative").print_stats(20)

@@ -309,7 +309,7 @@ def bench_train(steps: int = 10, log=print, engines: Path = Path("engines"), wor
     # runs every sam_round_every steps, so its cost per step is a round's time over that
     rounds = trainers["semisam_rounds"]
     start = time.perf_counter()
-    rounds.sam_round()
+    rounds.method.sam_round(rounds)
     round_s = time.perf_counter() - start
     log(f"training iteration: {', '.join(trainers)} ({steps} interleaved steps)")
     prompted: dict[str, list[float]] = {}
@@ -353,15 +353,8 @@ def bench_run(data: Path, cache: Path, artefact: Path | None = None, list_file: 
         start = time.perf_counter()
         trainer = build_trainer(config, data, list_file, labelled, val, work / folder, cache=cache, backend=backend,
                                 artefact=artefact, tensorboard=False, precision=precision)
-        timed_rounds = []
-        if trainer.rounds:
-            original = trainer.sam_round
-
-            def timed(original=original):
-                begin = time.perf_counter()
-                original()
-                timed_rounds.append(time.perf_counter() - begin)
-            trainer.sam_round = timed
+        timed_rounds: list[float] = []
+        trainer.on_round.append(timed_rounds.append)
         trainer.run(progress=False)
         took = time.perf_counter() - start
         if method == "mt":

@@ -14,7 +14,7 @@ from semisam_fast.evaluate import evaluate_cases
 from semisam_fast.inference import predict_case
 from semisam_fast.metrics import binary_metrics
 from semisam_fast.train import build_trainer, preset
-from semisam_fast.nets import build_student
+from semisam_fast.nets import build_student, student_input
 
 
 def _affine_nifti(phantom_root, out, scale: float = 3.0, shift: float = 5.0):
@@ -73,7 +73,7 @@ def test_the_checkpoint_config_names_the_preprocessing(tmp_path):
     trainer = build_trainer(config, root, None, labeled=1, val=1, run_dir=tmp_path / "run", tensorboard=False)
     trainer.run(progress=False)
     saved = torch.load(tmp_path / "run" / "checkpoints" / "final.pt", weights_only=True)["config"]
-    assert StudentInput.from_config(saved) == StudentInput("zscore", 32) == trainer.student_input
+    assert student_input(saved) == StudentInput("zscore", 32) == trainer.student_input
     case = open_dataset(root).load(split_cases(open_dataset(root).case_ids, 1, 1).labeled[0])
     torch.testing.assert_close(trainer.labelled.images, trainer.student_input.slices(case.image))
     with pytest.raises(UserError, match="normalization"):

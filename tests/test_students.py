@@ -72,3 +72,57 @@ def test_unet2d_overfits_a_disk():
         pred = net(img).argmax(1)
     dice = 2 * (pred * label).sum().item() / (pred.sum() + label.sum()).item()
     assert dice > 0.9
+
+
+class _ToyNet(torch.nn.Module):
+    """A third student: two convolutions, no down-sampling (any slice size works)."""
+
+    def __init__(self, in_channels: int = 1, n_classes: int = 2, width: int = 4) -> None:
+        super().__init__()
+        self.body = torch.nn.Sequential(torch.nn.Conv2d(in_channels, width, 3, padding=1), torch.nn.BatchNorm2d(width),
+                                        torch.nn.ReLU(), torch.nn.Conv2d(width, n_classes, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+@pytest.fixture
+def toy_student():
+    from semisam_fast.geometry import Slices2D
+    from semisam_fast.nets import STUDENTS, register_student
+
+    register_student("toy", _ToyNet, Slices2D())
+    yield "toy"
+    STUDENTS.pop("toy")
+
+
+def test_a_registered_third_student_trains_resumes_and_predicts(toy_student, phantom, tmp_path):
+    """Adding a student is one registry entry: the trainer, checkpoints, loading and inference take it through its
+    geometry, with no code that names it."""
+    from semisam_fast.checkpoints import find_checkpoint
+    from semisam_fast.data import open_dataset
+    from semisam_fast.inference import predict_case
+    from semisam_fast.nets import load_student
+    from semisam_fast.train import build_trainer, preset
+
+    def make(out):
+        config = preset("la-cpu", method="mt", student=toy_student, student_kwargs={"width": 4}, iterations=4,
+                        in_plane=48, crop=32, labelled_batch=2, unlabelled_batch=2, unlabelled_cases=None,
+                        unlabelled_every=1, val_every=2, save_every=2)
+        return build_trainer(config, phantom, None, labeled=2, val=1, run_dir=out, tensorboard=False)
+
+    whole = make(tmp_path / "whole")
+    whole.run(progress=False)
+    assert isinstance(whole.student, _ToyNet) and 0.0 <= whole.history[-1]["val_dice"] <= 1.0
+    part = make(tmp_path / "part")
+    part.run(until=2, progress=False)
+    resumed = make(tmp_path / "part")
+    resumed.run(progress=False)
+    for x, y in zip(whole.state()["student"].values(), resumed.state()["student"].values()):
+        assert torch.equal(x, y)
+    net, config = load_student(find_checkpoint(tmp_path / "whole"))
+    image = open_dataset(phantom).load(open_dataset(phantom).case_ids[0]).image
+    prob = predict_case(net, image, config)
+    assert prob.shape == image.shape and np.isfinite(prob).all()
+    with pytest.raises(UserError, match="in_plane"):  # its geometry's size check, as for the U-Net
+        preset("la-cpu", student=toy_student, in_plane=48, crop=40)

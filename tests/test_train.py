@@ -18,11 +18,11 @@ from semisam_fast.embed import build_cache
 from semisam_fast.metrics import binary_metrics
 from semisam_fast.models import get_spec, load_model
 from semisam_fast.train import build_trainer, preset
-from semisam_fast.train.augment import Geometry, random_geometry
+from semisam_fast.geometry.augment import Transform2D, random_transform
 from semisam_fast.train.sam_rounds import teacher_precision
 from semisam_fast.train.sam_term import SamTeacher
 from semisam_fast.data.student_input import StudentInput
-from semisam_fast.train.slices import SliceStore
+from semisam_fast.geometry.slices2d import SliceStore
 
 from .conftest import run_cli
 
@@ -120,14 +120,14 @@ def test_geometry_round_trip():
     generator = torch.Generator().manual_seed(0)
     canvas = torch.arange(64 * 64, dtype=torch.float32).reshape(64, 64)
     for _ in range(20):
-        g = random_geometry(64, 48, generator)
+        g = random_transform(64, 48, generator)
         crop = g.apply(canvas)
         back = g.invert(crop, 64)
         window = back[g.y0:g.y0 + 48, g.x0:g.x0 + 48]
         assert torch.equal(window, canvas[g.y0:g.y0 + 48, g.x0:g.x0 + 48])
         assert back.sum() == window.sum()
     # a known case: flip then a quarter turn
-    g = Geometry(0, 0, 2, True, 1)
+    g = Transform2D(0, 0, 2, True, 1)
     assert g.apply(torch.tensor([[1.0, 2.0], [3.0, 4.0]])).tolist() == [[1.0, 3.0], [2.0, 4.0]]
 
 
@@ -142,9 +142,9 @@ def test_sam_targets_follow_the_augmentation(tmp_path):
     sam = SamTeacher(backend, EmbeddingCache(tmp_path / "c"), margin=3)
     generator = torch.Generator().manual_seed(0)
     index = [i for i in range(len(store)) if store.labels[i].sum() > 50]
-    geometries = [random_geometry(96, 64, generator) for _ in index]
-    probs = torch.stack([g.apply(store.labels[i].float()) for g, i in zip(geometries, index)])
-    result = sam.targets(probs, geometries, [store.refs[i] for i in index], 96)
+    transforms = [random_transform(96, 64, generator) for _ in index]
+    probs = torch.stack([g.apply(store.labels[i].float()) for g, i in zip(transforms, index)])
+    result = sam.targets(probs, transforms, [store.refs[i] for i in index], 96)
     assert bool(result.valid.all())
     dice = [binary_metrics(m.numpy() > 0, p.numpy() > 0)["dice"] for m, p in zip(result.masks, probs)]
     assert np.mean(dice) > 0.75, dice
@@ -158,11 +158,11 @@ def test_resident_cache_gives_the_same_sam_targets(tmp_path):
     build_cache(dataset, backend, tmp_path / "c", batch=6, progress=False)
     store = SliceStore(dataset, dataset.case_ids, StudentInput(in_plane=96), labelled=True)
     index = [i for i in range(len(store)) if store.labels[i].sum() > 50]
-    geometries = [random_geometry(96, 64, torch.Generator().manual_seed(i)) for i in index]
-    probs = torch.stack([g.apply(store.labels[i].float()) for g, i in zip(geometries, index)])
+    transforms = [random_transform(96, 64, torch.Generator().manual_seed(i)) for i in index]
+    probs = torch.stack([g.apply(store.labels[i].float()) for g, i in zip(transforms, index)])
     refs = [store.refs[i] for i in index]
     results = [SamTeacher(backend, EmbeddingCache(tmp_path / "c"), margin=3, resident=resident)
-               .targets(probs, geometries, refs, 96) for resident in (False, True)]
+               .targets(probs, transforms, refs, 96) for resident in (False, True)]
     assert torch.equal(results[0].masks, results[1].masks) and torch.equal(results[0].valid, results[1].valid)
     assert bool(results[0].valid.any())
 
@@ -277,7 +277,7 @@ def test_sam_ramp_and_prompt_source(small, tmp_path):
         background[:, 0] = 10.0
         blob = background.clone()
         blob[:, 0, 16:32, 16:32], blob[:, 1, 16:32, 16:32] = 0.0, 10.0
-        _, logs = trainer.sam_term(background, blob, unl)
+        _, logs = trainer.method.sam_term(trainer, background, blob, unl)
         assert logs["sam_prompted"] == (1.0 if source == "teacher" else 0.0)
 
 
@@ -314,7 +314,7 @@ def test_point_prompts_in_the_training_step(small, tmp_path):
     blob[:, 0] = 10.0
     blob[:, 0, 16:32, 16:32], blob[:, 1, 16:32, 16:32] = 0.0, 10.0
     seen.clear()
-    loss, logs = trainer.sam_term(blob, blob, unl)
+    loss, logs = trainer.method.sam_term(trainer, blob, blob, unl)
     assert logs["sam_prompted"] == 1.0 and torch.isfinite(loss)
     # a square blob leaves no background inside its box: the negative becomes SAM's "not a point"
     assert seen and all(lab[:, 0].tolist() == [[1, -1, -1]] * len(lab) for _, lab in seen)

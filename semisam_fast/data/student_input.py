@@ -1,7 +1,8 @@
 """How a volume becomes a student network's input: the one preprocessing contract.
 
 Training stores (2D slices, 3D volumes), validation, `evaluate`, `predict_case`, pseudo-label rounds and the bench
-scripts all go through `StudentInput`, built from the run's config (which every checkpoint records). A student fed
+scripts all go through `StudentInput`, built from the run's config (which every checkpoint records) by the student's
+geometry (`nets.student_input`). A student fed
 at test time anything else than what it was trained on is the most expensive bug this project has had: LA's h5
 volumes were z-scored before cropping, so they are not unit-variance, and feeding them raw cost ~24 Dice points.
 
@@ -45,15 +46,6 @@ class StudentInput:
     def __post_init__(self) -> None:
         if self.normalization not in NORMALIZATIONS:
             raise UserError(f"unknown normalization {self.normalization!r}; choose one of {', '.join(NORMALIZATIONS)}")
-
-    @classmethod
-    def from_config(cls, config: dict) -> "StudentInput":
-        """From a run's / checkpoint's config. Checkpoints written before the field existed were trained z-scored."""
-        student = str(config.get("student", "")).lower()
-        in_plane = config.get("in_plane") if student == "unet2d" else None
-        if student == "unet2d" and not in_plane:
-            raise UserError("config of a unet2d student has no 'in_plane' size")
-        return cls(str(config.get("normalization", "zscore")), int(in_plane) if in_plane else None)
 
     def normalize(self, volume: np.ndarray) -> np.ndarray:
         """Intensity normalisation of a whole (H, W, Z) volume, float32."""

@@ -8,9 +8,8 @@ from torch import nn
 
 from ..checkpoints import read_checkpoint
 from ..errors import UserError
-from . import build_student
+from . import build_student, student_geometry
 
-_GEOMETRY_KEY = {"unet2d": "in_plane", "vnet": "patch"}
 # prefixes that torch.compile / DataParallel put in front of every parameter name
 _WRAPPER_PREFIXES = ("_orig_mod.", "module.")
 
@@ -41,9 +40,9 @@ def load_student(checkpoint: str | Path, weights: str = "student", device: str =
         raise UserError(f"checkpoint {path} holds no {weights} weights (trained without an EMA teacher?)")
     if not isinstance(state, dict):
         raise UserError(f"checkpoint {path}: {weights!r} is not a state_dict")
-    geometry = _GEOMETRY_KEY.get(str(config["student"]).lower())
-    if geometry is not None and geometry not in config:
-        raise UserError(f"checkpoint {path}: config of a {config['student']} student lacks {geometry!r}")
+    size_key = student_geometry(config).config_key
+    if size_key not in config:
+        raise UserError(f"checkpoint {path}: config of a {config['student']} student lacks {size_key!r}")
     kwargs = config.get("student_kwargs") or {}
     if not isinstance(kwargs, dict):
         raise UserError(f"checkpoint {path}: 'student_kwargs' must be a dict, got {type(kwargs).__name__}")

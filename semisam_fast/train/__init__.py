@@ -8,6 +8,7 @@ from ..checkpoints import keep_run_record, latest_checkpoint
 from ..data import every_kth, process_unlabelled, run_unlabelled
 from ..distributed import World
 from ..errors import UserError
+from ..nets import student_geometry
 from ..provenance import describe
 from .config import METHODS, PRESETS, TrainConfig, preset
 from .loop import Trainer
@@ -20,11 +21,11 @@ def build_trainer(config: TrainConfig, data: str | Path, list_file: str | Path |
                   run_dir: str | Path, cache: str | Path | None = None, backend: str = "torch",
                   artefact: str | Path | None = None, checkpoint: str | Path | None = None,
                   device: str = "cpu", tensorboard: bool = True, world: World | None = None,
-                  precision: str | None = None, trainer_class: type[Trainer] = Trainer) -> Trainer:
+                  precision: str | None = None) -> Trainer:
     """Open the data, split it, attach SAM (cache or online) and describe the run in <run_dir>/run.json.
     `world`: this process's place under torchrun (each process holds only its share of the unlabelled cases).
     `precision`: the SAM decoder's (`create_backend`: torch's dtype, openvino's compute precision, the export
-    onnx / engine open). `trainer_class`: a `Trainer` subclass (diagnostics such as bench/oracle_targets.py)."""
+    onnx / engine open)."""
     from ..backends import create_backend
     from ..cache import EmbeddingCache
     from ..data import open_dataset, split_cases
@@ -61,7 +62,7 @@ def build_trainer(config: TrainConfig, data: str | Path, list_file: str | Path |
     keep_run_record(run_dir, record, write=False)  # every process checks the old record ...
     world.barrier()  # ... before rank 0 replaces it
     keep_run_record(run_dir, record, write=world.leader)
-    return trainer_class(config, dataset, split, run_dir, sam, device, tensorboard, world)
+    return Trainer(config, dataset, split, run_dir, sam, device, tensorboard, world)
 
 
 def with_classes(config: TrainConfig, label_values: tuple[int, ...]) -> TrainConfig:
@@ -79,12 +80,12 @@ def with_classes(config: TrainConfig, label_values: tuple[int, ...]) -> TrainCon
 
 
 def _check_cache_covers(store, dataset, split, config: TrainConfig) -> None:
-    """2D: every unlabelled slice the loop can draw must be cached (3D patches skip uncached slices by design)."""
-    if config.student == "vnet":
-        return
+    """Every unlabelled slice the run can draw must be cached, as far as the student's geometry needs it (2D: all
+    of them; 3D patches skip uncached slices by design)."""
+    geometry = student_geometry(config.as_dict())
     for case_id in run_unlabelled(split, config.unlabelled_cases):
-        have = set(store.slices(case_id))
-        missing = [z for z in every_kth(dataset.num_slices(case_id), config.unlabelled_every) if z not in have]
+        wanted = every_kth(dataset.num_slices(case_id), config.unlabelled_every)
+        missing = geometry.uncached(store.slices(case_id), wanted)
         if missing:
             raise UserError(f"cache lacks {len(missing)} slices of unlabelled case {case_id}; run `semisam-fast "
                             f"embed --every {config.unlabelled_every}` over the unlabelled cases first")

@@ -5,6 +5,7 @@ from dataclasses import asdict, dataclass, field, replace
 
 from .. import choices
 from ..errors import UserError
+from ..nets import STUDENTS, student_geometry
 
 METHODS = choices.TRAIN["method"]
 # larger learning rates overflow the optimiser's float32 arithmetic (Adam divides lr by 1 - beta1) before any loss
@@ -67,7 +68,7 @@ class TrainConfig:
     seed: int = 0
 
     def check(self) -> "TrainConfig":
-        for name, allowed in choices.TRAIN.items():
+        for name, allowed in {**choices.TRAIN, "student": tuple(STUDENTS)}.items():  # registered students too
             if getattr(self, name) not in allowed:
                 raise UserError(f"--{name.replace('_', '-')} must be one of {', '.join(allowed)}, "
                                 f"not {getattr(self, name)!r}")
@@ -92,8 +93,7 @@ class TrainConfig:
                 raise UserError(f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(self, name)}")
         if self.sam_online and self.sam_mode == "rounds":
             raise UserError("--sam-online runs the encoder inside the step: use it with --sam-mode step")
-        if self.student == "unet2d" and (self.crop % 16 or self.crop > self.in_plane):
-            raise UserError(f"crop {self.crop} must be a multiple of 16 and at most in_plane {self.in_plane}")
+        student_geometry(self.as_dict()).check(self.as_dict())
         return self
 
     def as_dict(self) -> dict:

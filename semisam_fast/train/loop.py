@@ -15,33 +15,28 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
-from ..checkpoints import checkpoint_path, latest_checkpoint, read_checkpoint, save_checkpoint
-from ..data import Dataset, Split, every_kth, process_unlabelled
-from ..data.student_input import StudentInput
+from ..checkpoints import checkpoint_path, latest_checkpoint
+from ..data import Dataset, Split, process_unlabelled
 from ..errors import UserError
 from ..distributed import World, rank_seed
 from ..fsutil import remove_stale_temps
 from ..interrupts import Interrupted, stop_between_steps
-from ..nets import build_student
+from ..nets import build_student, student_geometry
 from ..nets.sync_batchnorm import sync_batchnorm
 from ..provenance import RUN_LOG
-from ..sam_targets import CaseTargets, TargetOptions
-from .batches import VolumeStore, draw_2d, draw_3d
 from .config import TrainConfig
-from .losses import sam_loss, sigmoid_rampup, supervised_loss
+from .losses import sigmoid_rampup, supervised_loss
 from .methods import METHODS, teacher_mode
-from .sam_rounds import (make_round, round_summary, step_targets_2d, step_targets_3d, table_2d, table_3d,
-                         table_from_checkpoint, table_parts, teacher_precision)
+from .sam_rounds import teacher_precision
 from .sam_term import SamTeacher
-from .slices import SliceStore
+from .state import Checkpointing
 
 run_log = logging.getLogger(RUN_LOG)  # a run's train.log (provenance.run_log), when the caller opened it
 
 
-class Trainer:
+class Trainer(Checkpointing):
     def __init__(self, config: TrainConfig, dataset: Dataset, split: Split, run_dir: str | Path,
                  sam: SamTeacher | None = None, device: str = "cpu", log_tensorboard: bool = True,
                  world: World | None = None) -> None:
@@ -51,13 +46,14 @@ class Trainer:
         self.world = world = world or World()
         self.run_dir = Path(run_dir)
         self.sam = sam
-        if config.method == "semisam" and sam is None:
-            raise UserError("--method semisam needs SAM: an embedding cache (--cache) or --sam-online")
+        if self.method.needs_sam and sam is None:
+            raise UserError(f"--method {config.method} needs SAM: an embedding cache (--cache) or --sam-online")
         for name in ("labelled_batch", "unlabelled_batch"):
             if getattr(config, name) % world.size:
                 raise UserError(f"--{name.replace('_', '-')} {getattr(config, name)} is the global batch; it must "
                                 f"be a multiple of the {world.size} processes")
-        self.three_d = config.student == "vnet"
+        self.geometry = student_geometry(config.as_dict())  # how this student's samples are stored and drawn
+        self.settings = self.checkpoint_config()  # the config as the geometry reads it (a dict, made once)
         torch.manual_seed(config.seed)  # the student's initial weights: the same in every process
         self.generator = torch.Generator().manual_seed(config.seed)  # labelled draws: one stream for all processes
         # unlabelled draws and the teacher's noise: each process its own stream (one process: the same as above)
@@ -65,7 +61,7 @@ class Trainer:
                               if world.distributed else self.generator)
         self.unlabelled_ids = (process_unlabelled(dataset, split, config.unlabelled_cases, config.unlabelled_every,
                                                   world) if self.method.uses_unlabelled else [])
-        self.student_input = StudentInput.from_config(self.checkpoint_config())
+        self.student_input = self.geometry.student_input(self.settings)
         self._load_data()
         self.student = build_student(config.student, **config.student_kwargs).to(device)
         self.model = self.student  # what the step calls: the student, or its DDP wrapper under torchrun
@@ -88,6 +84,7 @@ class Trainer:
         self.history: list[dict] = []
         self.sam_table: dict[str, torch.Tensor] | None = None  # targets of the latest pseudo-label round
         self.round_logs: dict = {}
+        self.on_round: list = []  # callbacks(seconds) after each pseudo-label round (benchmarks time them here)
         # the rounds' teacher precision: the setting with "auto" resolved for this machine, once
         self.round_precision = teacher_precision(config.sam_teacher_precision, self.device)
         self.writer = None
@@ -106,28 +103,20 @@ class Trainer:
             if self.sam is not None and self.sam.cache is not None:  # the cached rows are these volumes' own
                 for cid, image in self.unlabelled_volumes.items():
                     self.sam.cache.check_source(cid, image)
-        if self.three_d:
-            self.labelled = VolumeStore(self.dataset, self.split.labeled, self.student_input, labelled=True)
-            self.unlabelled = (VolumeStore(self.dataset, self.unlabelled_ids, self.student_input, labelled=False)
-                               if self.method.uses_unlabelled else None)
-            return
-        self.labelled = SliceStore(self.dataset, self.split.labeled, self.student_input, labelled=True,
-                                   desc="labelled")
+        self.labelled = self.geometry.store(self.dataset, self.split.labeled, self.student_input, labelled=True,
+                                            desc="labelled")
         self.unlabelled = None
-        if self.method.uses_unlabelled:
-            slices = {cid: every_kth(self.dataset.num_slices(cid), c.unlabelled_every) for cid in self.unlabelled_ids}
-            # the unlabelled store never receives a label: with_label=False all the way down
-            self.unlabelled = SliceStore(self.dataset, self.unlabelled_ids, self.student_input, labelled=False,
-                                         slices=slices, desc="unlabelled")
+        if self.method.uses_unlabelled:  # the unlabelled store never receives a label: with_label=False all the way
+            self.unlabelled = self.geometry.store(self.dataset, self.unlabelled_ids, self.student_input,
+                                                  labelled=False, every=c.unlabelled_every, desc="unlabelled")
 
     @property
     def rounds(self) -> bool:
-        return self.config.method == "semisam" and self.config.sam_mode == "rounds"
+        """SAM's targets made in pseudo-label rounds (not in every step)."""
+        return self.method.makes_rounds(self.config)
 
     def _draw(self, store, n: int, generator: torch.Generator):
-        if self.three_d:
-            return draw_3d(store, n, self.config.patch, generator, self.config.intensity_aug)
-        return draw_2d(store, n, self.config.crop, generator, self.config.intensity_aug)
+        return self.geometry.draw(store, n, self.settings, generator)
 
     def _draw_labelled(self):
         """This process's share of the global labelled batch: every process draws the whole batch from the shared
@@ -135,64 +124,6 @@ class Trainer:
         batch = self._draw(self.labelled, self.config.labelled_batch, self.generator)
         share = self.config.labelled_batch // self.world.size
         return batch.take(slice(self.world.rank * share, (self.world.rank + 1) * share))
-
-    # ---- state ---------------------------------------------------------------------------------------------------
-    def _own_rng(self) -> dict:
-        return {"torch": torch.get_rng_state(), "generator": self.own_generator.get_state()}
-
-    def _round_parts(self) -> dict | None:
-        return None if self.sam_table is None else table_parts(self.sam_table, self.unlabelled)
-
-    def state(self) -> dict:
-        """The whole run (collective under torchrun: every process calls it; the full state is rank 0's, with every
-        process's random streams and round targets gathered into it)."""
-        own = self.world.gather({"rng": self._own_rng(), "targets": self._round_parts()})
-        state = {"student": self.student.state_dict(),
-                 "teacher": self.teacher.state_dict() if self.teacher is not None else None,
-                 "optimizer": self.optimizer.state_dict(), "iteration": self.iteration,
-                 "rng": {"torch": torch.get_rng_state(), "generator": self.generator.get_state()},
-                 "config": self.checkpoint_config(), "history": self.history, "processes": self.world.size}
-        if own is None:  # not rank 0
-            return state
-        if self.world.distributed:
-            state["process_rng"] = [part["rng"] for part in own]
-        targets = [part["targets"] for part in own if part["targets"] is not None]
-        state["sam_targets"] = {k: v for part in targets for k, v in part.items()} if targets else None
-        return state
-
-    def save(self, final: bool = False) -> Path | None:
-        """Write a checkpoint (rank 0 writes; every process must call it under torchrun)."""
-        state = self.state()
-        path = checkpoint_path(self.run_dir, None if final else self.iteration)
-        if self.world.leader:
-            save_checkpoint(path, state)
-        self.world.barrier()  # no process reads on (or resumes) before the file is complete
-        return path
-
-    def load(self, path: Path) -> None:
-        state = read_checkpoint(path, self.device)
-        missing = [k for k in ("student", "teacher", "optimizer", "iteration", "rng") if k not in state]
-        if missing:
-            raise UserError(f"{path} is not a checkpoint of this trainer (lacks {', '.join(missing)}); "
-                            "move it away to start over")
-        self.student.load_state_dict(state["student"])
-        if self.teacher is not None and state["teacher"] is not None:
-            self.teacher.load_state_dict(state["teacher"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.iteration = state["iteration"]
-        self.history = state.get("history", [])
-        self.sam_table = table_from_checkpoint(state, self.unlabelled)
-        self.generator.set_state(state["rng"]["generator"])
-        own = state.get("process_rng")
-        if not self.world.distributed:
-            torch.set_rng_state(state["rng"]["torch"])  # a run of several processes goes on from rank 0's streams
-        elif own is not None and len(own) == self.world.size:
-            torch.set_rng_state(own[self.world.rank]["torch"])
-            self.own_generator.set_state(own[self.world.rank]["generator"])
-        else:  # another number of processes than the checkpoint's: fresh streams, derived from seed and iteration
-            seed = rank_seed(self.config.seed * 1_000_003 + self.iteration, self.world.rank)
-            torch.manual_seed(seed)
-            self.own_generator.manual_seed(seed)
 
     # ---- one step ------------------------------------------------------------------------------------------------
     def ramp(self, kind: str = "up") -> float:
@@ -258,61 +189,8 @@ class Trainer:
         self.iteration += 1
         if self.teacher is not None:
             self._ema()
-        if self.rounds and self.iteration % c.sam_round_every == 0 and self.iteration < c.iterations:
-            self.sam_round()
-            logs.update(self.round_logs)
+        logs.update(method.after_step(self))
         return logs
-
-    def target_options(self) -> TargetOptions:
-        return TargetOptions.from_config(self.config.as_dict())
-
-    def round_targets(self) -> dict[str, CaseTargets]:
-        """A round's targets per unlabelled case: the teacher's predictions -> gated SAM masks (`make_round`)."""
-        return make_round(self.teacher, self.unlabelled_volumes, self.checkpoint_config(), self.sam.cache,
-                          self.sam.backend, self.target_options(), self.device, progress=self.world.leader,
-                          precision=self.round_precision)
-
-    def sam_round(self) -> None:
-        """A pseudo-label round: the teacher's predictions -> gated SAM targets, stored for the next steps."""
-        precision = self.round_precision
-        rounds = self.round_targets()
-        self.sam_table = (table_3d(rounds, self.unlabelled) if self.three_d
-                          else table_2d(rounds, self.unlabelled, self.student_input))
-        # each process made its own cases' targets
-        self.round_logs = self.world.mean(round_summary(rounds)) | {"sam_teacher_bf16": float(precision == "bf16")}
-
-    def sam_term(self, student_u: torch.Tensor, teacher_u: torch.Tensor, unl) -> tuple[torch.Tensor, dict]:
-        c = self.config
-        prob = F.softmax(student_u, dim=1)[:, 1]
-        if self.rounds:
-            return self._stored_sam_term(prob, unl)
-        source = prob if c.sam_prompt_from == "student" else F.softmax(teacher_u, dim=1)[:, 1]
-        if self.three_d:
-            masks, valid = self.sam.targets_3d(source, unl.refs)
-            slices = prob.permute(0, 3, 1, 2).reshape(-1, *prob.shape[1:3])
-            targets = masks.permute(0, 3, 1, 2).reshape(-1, *prob.shape[1:3]).to(prob.device)
-            valid = valid.reshape(-1)
-        else:
-            result = self.sam.targets(source, unl.geometries, unl.refs, c.in_plane)
-            slices, targets, valid = prob, result.masks.to(prob.device), result.valid
-        loss = sam_loss(slices, targets, valid.to(prob.device), kind=c.sam_loss)
-        return loss, {"sam_prompted": float(valid.float().mean())}
-
-    def _stored_sam_term(self, prob: torch.Tensor, unl) -> tuple[torch.Tensor, dict]:
-        """The SAM term on the latest round's stored targets (none before the first round)."""
-        c = self.config
-        if self.sam_table is None:
-            return prob.sum() * 0.0, {"sam_valid": 0.0}
-        if self.three_d:
-            masks, valid, agree = step_targets_3d(self.sam_table, unl, c.patch)
-            per_slice = lambda x: x.permute(0, 3, 1, 2).reshape(-1, *x.shape[1:3])  # noqa: E731
-            prob, masks, agree, valid = per_slice(prob), per_slice(masks), per_slice(agree), valid.reshape(-1)
-        else:
-            masks, valid, agree = step_targets_2d(self.sam_table, unl)
-        dev = prob.device
-        weight = agree.to(dev) if c.sam_pixels == "agree" else None
-        loss = sam_loss(prob, masks.to(dev), valid.to(dev), kind=c.sam_loss, weight=weight)
-        return loss, {"sam_valid": float(valid.float().mean())}
 
     @torch.no_grad()
     def _ema(self) -> None:
@@ -333,9 +211,8 @@ class Trainer:
         return float(np.mean([r["dice"] for r in rows]))
 
     def checkpoint_config(self) -> dict:
-        """The config every checkpoint records; `StudentInput.from_config` reads the student's preprocessing from it."""
-        c = self.config
-        return {**c.as_dict(), "in_plane": c.in_plane if c.student == "unet2d" else None}
+        """The config every checkpoint records; the student's geometry reads its preprocessing from it."""
+        return self.geometry.checkpoint_config(self.config.as_dict())
 
     @contextlib.contextmanager
     def _closing(self, bar):

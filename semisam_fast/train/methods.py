@@ -1,8 +1,11 @@
-"""One small object per training method: what it adds to the supervised loss on the unlabelled batch. The trainer
-does the shared part (draw, student forward, supervised loss, the EMA teacher's prediction); a new method is one new
-class here and its name in `choices.TRAIN["method"]`."""
+"""One small object per training method: what it adds to the supervised loss on the unlabelled batch, and what it does
+after a step (SemiSAM's pseudo-label rounds). The trainer does the shared part (draw, student forward, supervised
+loss, the EMA teacher's prediction) and holds the run's state; the methods hold none. A new method is one new class
+here and its name in `choices.TRAIN["method"]`. SemiSAM's SAM term asks the student's geometry where the targets of
+the batch's samples are (`geometry/`): it never asks which student it trains."""
 from __future__ import annotations
 
+import time
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
@@ -12,7 +15,9 @@ from torch import Tensor, nn
 
 from .. import choices
 from ..distributed import global_sum
-from .losses import softmax_mse, uamt_threshold, uncertainty_mask
+from ..sam_targets import CaseTargets, TargetOptions
+from .losses import sam_loss, softmax_mse, uamt_threshold, uncertainty_mask
+from .sam_rounds import make_round, round_summary
 
 if TYPE_CHECKING:
     from .loop import Trainer
@@ -50,10 +55,19 @@ class Method:
     """Supervised-only: no unlabelled batch, no teacher."""
 
     uses_unlabelled = False
+    needs_sam = False
+
+    def makes_rounds(self, config) -> bool:
+        """Whether the method makes pseudo-label rounds (the trainer then loads the unlabelled volumes whole)."""
+        return False
 
     def unlabelled_terms(self, trainer: Trainer, student_u: Tensor, teacher_u: Tensor, unl_images: Tensor,
                          unl) -> tuple[Terms, dict]:
         return [], {}
+
+    def after_step(self, trainer: Trainer) -> dict:
+        """Work between steps (after the optimiser and EMA updates); returns logs for the step's record."""
+        return {}
 
 
 class MeanTeacher(Method):
@@ -84,14 +98,64 @@ class UncertaintyAwareMT(MeanTeacher):
 
 
 class SemiSAM(MeanTeacher):
-    """Mean teacher plus the SAM term: SAM's masks, prompted from the network's prediction, as targets."""
+    """Mean teacher plus the SAM term: SAM's masks, prompted from the network's prediction, as targets. Rounds
+    (default): every `sam_round_every` steps the teacher predicts every unlabelled volume and SAM's gated masks are
+    stored in the student's geometry (`trainer.sam_table`); step mode: SAM is prompted inside every step."""
+
+    needs_sam = True
+
+    def makes_rounds(self, config) -> bool:
+        return config.sam_mode == "rounds"
 
     def unlabelled_terms(self, trainer: Trainer, student_u: Tensor, teacher_u: Tensor, unl_images: Tensor,
                          unl) -> tuple[Terms, dict]:
         terms, logs = super().unlabelled_terms(trainer, student_u, teacher_u, unl_images, unl)
-        loss_sam, sam_logs = trainer.sam_term(student_u, teacher_u, unl)
+        loss_sam, sam_logs = self.sam_term(trainer, student_u, teacher_u, unl)
         weight = trainer.config.sam_weight * trainer.ramp(trainer.config.sam_ramp)
         return terms + [("sam", weight, loss_sam)], {**logs, **sam_logs}
+
+    def sam_term(self, trainer: Trainer, student_u: Tensor, teacher_u: Tensor, unl) -> tuple[Tensor, dict]:
+        c, geometry = trainer.config, trainer.geometry
+        prob = F.softmax(student_u, dim=1)[:, 1]
+        if self.makes_rounds(c):  # the latest round's stored targets (none before the first round)
+            if trainer.sam_table is None:
+                return prob.sum() * 0.0, {"sam_valid": 0.0}
+            prob, masks, agree, valid = geometry.stored_targets(trainer.sam_table, unl, prob, trainer.settings)
+            dev = prob.device
+            weight = agree.to(dev) if c.sam_pixels == "agree" else None
+            loss = sam_loss(prob, masks.to(dev), valid.to(dev), kind=c.sam_loss, weight=weight)
+            return loss, {"sam_valid": float(valid.float().mean())}
+        source = prob if c.sam_prompt_from == "student" else F.softmax(teacher_u, dim=1)[:, 1]
+        slices, targets, valid = geometry.step_targets(trainer.sam, prob, source, unl, trainer.settings)
+        loss = sam_loss(slices, targets, valid.to(prob.device), kind=c.sam_loss)
+        return loss, {"sam_prompted": float(valid.float().mean())}
+
+    def after_step(self, trainer: Trainer) -> dict:
+        c = trainer.config
+        if self.makes_rounds(c) and trainer.iteration % c.sam_round_every == 0 and trainer.iteration < c.iterations:
+            self.sam_round(trainer)
+            return trainer.round_logs
+        return {}
+
+    def target_options(self, trainer: Trainer) -> TargetOptions:
+        return TargetOptions.from_config(trainer.config.as_dict())
+
+    def round_targets(self, trainer: Trainer) -> dict[str, CaseTargets]:
+        """A round's targets per unlabelled case: the teacher's predictions -> gated SAM masks (`make_round`)."""
+        return make_round(trainer.teacher, trainer.unlabelled_volumes, trainer.settings, trainer.sam.cache,
+                          trainer.sam.backend, self.target_options(trainer), trainer.device,
+                          progress=trainer.world.leader, precision=trainer.round_precision)
+
+    def sam_round(self, trainer: Trainer) -> None:
+        """A pseudo-label round: the teacher's predictions -> gated SAM targets, stored for the next steps."""
+        start = time.perf_counter()
+        rounds = self.round_targets(trainer)
+        trainer.sam_table = trainer.geometry.round_table(rounds, trainer.unlabelled, trainer.student_input)
+        # each process made its own cases' targets
+        trainer.round_logs = (trainer.world.mean(round_summary(rounds))
+                              | {"sam_teacher_bf16": float(trainer.round_precision == "bf16")})
+        for callback in trainer.on_round:
+            callback(time.perf_counter() - start)
 
 
 METHODS: dict[str, Method] = {"sup": Method(), "mt": MeanTeacher(), "uamt": UncertaintyAwareMT(), "semisam": SemiSAM()}

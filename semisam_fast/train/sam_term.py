@@ -16,8 +16,8 @@ from ..backends import Backend
 from ..cache import EmbeddingCache
 from ..models import Frame, get_spec, masks_to_original, preprocess
 from ..prompts import box_prompts, mask_to_points, masks_to_boxes, point_prompts
-from .augment import Geometry
-from .slices import SliceRef
+from ..geometry.augment import Transform2D
+from ..geometry.slices2d import SliceRef
 
 
 @dataclass
@@ -85,12 +85,12 @@ class SamTeacher:
             masks[[index[row] for row in rows]] = (resized > 0).to(masks.dtype)
         return masks, valid
 
-    def targets(self, fg_prob: torch.Tensor, geometries: list[Geometry], refs: list[SliceRef],
+    def targets(self, fg_prob: torch.Tensor, transforms: list[Transform2D], refs: list[SliceRef],
                 canvas_size: int) -> SamTargets:
         """2D: student probabilities on augmented crops -> SAM targets in the same crops, on the student's device."""
-        canvas = torch.stack([g.invert(p, canvas_size) for g, p in zip(geometries, fg_prob.detach().float())])
+        canvas = torch.stack([g.invert(p, canvas_size) for g, p in zip(transforms, fg_prob.detach().float())])
         masks, valid = self.canvas_masks(canvas, refs)
-        return SamTargets(torch.stack([g.apply(m) for g, m in zip(geometries, masks)]), valid)
+        return SamTargets(torch.stack([g.apply(m) for g, m in zip(transforms, masks)]), valid)
 
     @torch.no_grad()
     def targets_3d(self, fg_prob: torch.Tensor, refs: list) -> tuple[torch.Tensor, torch.Tensor]:

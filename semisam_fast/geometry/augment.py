@@ -1,4 +1,4 @@
-"""Geometric augmentation that records what it did, so SAM's prompts and masks can follow it.
+"""2D geometric augmentation that records what it did, so SAM's prompts and masks can follow it.
 
 A 2D sample lives in a `size`×`size` slice canvas; augmentation takes a crop of side `crop` at (y0, x0), then an
 optional left-right flip, then `k` quarter turns. `apply` does this to any (..., size, size) map; `invert` takes a
@@ -13,7 +13,7 @@ import torch
 
 
 @dataclass(frozen=True)
-class Geometry:
+class Transform2D:
     y0: int
     x0: int
     crop: int
@@ -35,10 +35,10 @@ class Geometry:
         return canvas
 
 
-def random_geometry(size: int, crop: int, generator: torch.Generator, flip: bool = True,
-                    rotate: bool = True) -> Geometry:
+def random_transform(size: int, crop: int, generator: torch.Generator, flip: bool = True,
+                    rotate: bool = True) -> Transform2D:
     """Draws from `generator` only, so a resumed run replays the same augmentations."""
     y0, x0 = (int(v) for v in torch.randint(0, size - crop + 1, (2,), generator=generator))
     do_flip = bool(torch.randint(0, 2, (1,), generator=generator)) if flip else False
     k = int(torch.randint(0, 4, (1,), generator=generator)) if rotate else 0
-    return Geometry(y0, x0, crop, do_flip, k)
+    return Transform2D(y0, x0, crop, do_flip, k)
