@@ -21,7 +21,7 @@ class OracleSemiSAM(SemiSAM):
         for case_id in trainer.unlabelled_volumes:
             label = trainer.dataset.load(case_id, with_label=True).label.astype("float32")  # the oracle's only source
             out[case_id] = case_targets(case_id, label, trainer.sam.cache, trainer.sam.backend,
-                                        TargetOptions(margin=trainer.config.sam_margin))
+                                        TargetOptions(margin=trainer.config.targets.margin))
         return out
 
 

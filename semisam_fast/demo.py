@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .choices import DEFAULT_MODEL
 from .adapt import AdaptOptions, adapt
 from .backends import OnnxBackend
 from .cache import EmbeddingCache
@@ -30,7 +31,7 @@ from .segment import box_as_mask_dice, segment_with_boxes
 def run_export_and_segment(out: Path, data: str | Path | None, log=print) -> tuple[dict, dict]:
     """Export LiteMedSAM to ONNX (gate included), then segment sample slices from label boxes through onnxruntime."""
     samples = load_samples(4, data)
-    results = export("litemedsam", part="all", out=out / "engines", data=data, progress=log)
+    results = export(DEFAULT_MODEL, part="all", out=out / "engines", data=data, progress=log)
     for result in results:
         log(f"  {result.path.name}: {result.report.summary()}")
     parts = {r.report.part: r.path for r in results}

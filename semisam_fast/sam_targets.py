@@ -12,7 +12,7 @@ any masks, one per slice, serves `pseudo-label`'s label- and mask-made prompts a
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -23,33 +23,7 @@ from .models import Frame, get_spec, masks_to_original
 from .models.preprocess import boxes_to_input
 from .models.preprocess import points_to_input
 from .prompts import box_prompts, mask_to_box, mask_to_points, point_prompts
-
-
-@dataclass(frozen=True)
-class TargetOptions:
-    margin: float = 4.0  # SAM-input pixels around the teacher's box (LA ceiling check: 3 px of a ~180 px slice)
-    largest_3d: bool = True  # prompt from the largest 3D connected component of the teacher's mask
-    min_iou_pred: float = 0.0  # keep SAM's mask only where SAM's own IoU prediction reaches this ...
-    min_agreement: float = 0.0  # ... and its IoU with the teacher's mask on that slice reaches this
-    negatives: bool = True  # cached slices outside the teacher's z-range: empty target
-    threshold: float = 0.5  # teacher probability -> mask
-    # how SAM's mask and the teacher's make the target: "sam" (SAM's mask alone) | "mean" (the mean of SAM's and the
-    # teacher's probabilities inside the prompt box, > 0.5: SAM corrects the teacher where it is confident, defers
-    # where it is not; outside the box, where SAM was not asked, neither counts)
-    fusion: str = "sam"
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_config(cls, config: dict, **overrides) -> "TargetOptions":
-        """The options a training run's rounds use, from its config (as every checkpoint records it); `overrides`
-        that are not None win."""
-        keys = {"margin": "sam_margin", "largest_3d": "sam_largest_3d", "min_iou_pred": "sam_min_iou_pred",
-                "min_agreement": "sam_min_agreement", "negatives": "sam_negatives", "fusion": "sam_fusion"}
-        values = {field: config[key] for field, key in keys.items() if key in config}
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values)
+from .target_options import BOX_MARGIN, TargetOptions
 
 
 @dataclass
@@ -77,7 +51,7 @@ class CaseTargets:
 
 
 def decode_slices(backend: Backend, embeddings: torch.Tensor, source_masks: np.ndarray, frame: Frame,
-                  prompt: str = "box", margin: float = 4.0) -> torch.Tensor:
+                  prompt: str = "box", margin: float = BOX_MARGIN) -> torch.Tensor:
     """One prompt per slice from its mask (N,H,W) -> SAM logits (N,H,W) at slice size, on the backend's device;
     one decoder call. The caller passes only slices whose mask has foreground. `margin`: SAM-input pixels."""
     masks = torch.from_numpy(source_masks.astype(bool))

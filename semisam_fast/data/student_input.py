@@ -17,9 +17,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from semisam_fast.choices import NORMALIZATIONS
 from semisam_fast.errors import UserError
 
-NORMALIZATIONS = ("zscore", "none")
 
 
 def resize_slices(volume: np.ndarray | torch.Tensor, size: int, mode: str = "bilinear") -> torch.Tensor:

@@ -55,6 +55,14 @@ def agreement(targets: CaseTargets) -> np.ndarray:
     return (targets.target().astype(bool) == targets.teacher).astype(np.uint8)
 
 
+def recorded(config: dict, key: str):
+    """A value every checkpoint of this version records; a config without it is of an older layout, refused."""
+    if config.get(key) is None:
+        raise UserError(f"config of a {config.get('student')} student has no {key!r} (a checkpoint of an older "
+                        "semisam-fast, or not a training run's): train it again with this version")
+    return config[key]
+
+
 class StudentGeometry:
     """The contract; `Slices2D` and `Volumes3D` implement it. `config` is a run's TrainConfig as a dict (what
     every checkpoint records)."""

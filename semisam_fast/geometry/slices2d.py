@@ -20,7 +20,7 @@ from ..data.student_input import StudentInput, resize_slices
 from ..errors import UserError
 from .augment import random_transform
 from .base import (Batch, StudentGeometry, agreement, check_image, class_probs, eval_mode, foreground_prob,
-                   intensity_jitter, positive_ints)
+                   intensity_jitter, positive_ints, recorded)
 
 if TYPE_CHECKING:
     from ..sam_targets import CaseTargets
@@ -112,10 +112,7 @@ class Slices2D(StudentGeometry):
             raise UserError(f"crop {config['crop']} must be a multiple of 16 and at most in_plane {config['in_plane']}")
 
     def student_input(self, config: dict) -> StudentInput:
-        in_plane = config.get("in_plane")
-        if not in_plane:
-            raise UserError(f"config of a {config.get('student')} student has no 'in_plane' size")
-        return StudentInput(str(config.get("normalization", "zscore")), int(in_plane))
+        return StudentInput(str(recorded(config, "normalization")), int(recorded(config, "in_plane")))
 
     def predict(self, net: nn.Module, image: np.ndarray, config: dict, keep: list[int] | None, device: str,
                 classes: bool) -> np.ndarray:

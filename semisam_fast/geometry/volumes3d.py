@@ -14,9 +14,8 @@ from torch import Tensor, nn
 
 from ..data import Dataset
 from ..data.student_input import StudentInput
-from ..errors import UserError
 from .base import (Batch, StudentGeometry, agreement, check_image, class_probs, eval_mode, foreground_prob,
-                   intensity_jitter, positive_ints)
+                   intensity_jitter, positive_ints, recorded)
 
 if TYPE_CHECKING:
     from ..sam_targets import CaseTargets
@@ -115,14 +114,12 @@ class Volumes3D(StudentGeometry):
         return {**config, "in_plane": None}  # a 3D student sees the volume at its own size
 
     def student_input(self, config: dict) -> StudentInput:
-        return StudentInput(str(config.get("normalization", "zscore")), None)
+        return StudentInput(str(recorded(config, "normalization")), None)
 
     def predict(self, net: nn.Module, image: np.ndarray, config: dict, keep: list[int] | None, device: str,
                 classes: bool) -> np.ndarray:
         # the whole volume: the windows of the slices asked for need their neighbours
-        if "patch" not in config:
-            raise UserError(f"config of a {config.get('student')} student has no 'patch' size")
-        prob = predict_volume_3d(net, image, config["patch"], config.get("stride", (18, 18, 4)), device=device,
+        prob = predict_volume_3d(net, image, recorded(config, "patch"), config.get("stride", (18, 18, 4)), device=device,
                                  classes=classes)
         return prob if keep is None else np.ascontiguousarray(prob[..., keep])
 

@@ -51,7 +51,7 @@ MODELS: dict[str, ModelSpec] = {
                   "tiny random-init SAM for fast tests of export and backends only; never for quality claims"),
     )
 }
-DEFAULT_MODEL = "litemedsam"
+DEFAULT_MODEL = choices.DEFAULT_MODEL
 
 
 assert tuple(MODELS) == choices.MODELS, "choices.MODELS must list the registry's models"

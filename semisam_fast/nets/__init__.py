@@ -55,6 +55,6 @@ def student_input(config: dict) -> StudentInput:
     return student_geometry(config).student_input(config)
 
 
-assert tuple(STUDENTS) == choices.TRAIN["student"], "choices.TRAIN['student'] must list the built-in students"
+assert tuple(STUDENTS) == choices.STUDENTS, "choices.STUDENTS must list the built-in students"
 
 from .loading import load_student  # noqa: E402  (it builds students with build_student, defined above)

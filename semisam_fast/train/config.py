@@ -1,96 +1,98 @@
 """Training configuration and the presets (la-cpu: 2D U-Net on 2 CPU cores; la-paper: the paper's 3D V-Net)."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, fields, replace
 
 from .. import choices
 from ..errors import UserError
-from ..nets import STUDENTS, student_geometry
+from ..options import check_options, option
+from ..target_options import TargetOptions
 
-METHODS = choices.TRAIN["method"]
+METHODS = choices.METHODS
 # larger learning rates overflow the optimiser's float32 arithmetic (Adam divides lr by 1 - beta1) before any loss
 # can be seen to diverge
 MAX_LR = 1e30
+TARGETS_PREFIX = "sam_"  # TargetOptions' fields as flat option names: --sam-margin, `sam_margin = 4` in TOML
+
+
+def _round_targets() -> TargetOptions:
+    # 0.7 gave the best targets of a frozen decoder on the development cases (bench/results/target_quality_dev.md:
+    # target Dice 0.785, precision 0.72, 55% of slices)
+    return TargetOptions(min_agreement=0.7)
 
 
 @dataclass
 class TrainConfig:
-    method: str = "semisam"
-    student: str = "unet2d"
-    student_kwargs: dict = field(default_factory=lambda: {"base": 16})
-    normalization: str = "zscore"  # the student's intensity normalisation (data/student_input.py), per volume
-    in_plane: int = 96  # 2D: slices are resized to this canvas (aspect not kept; SAM sees the original slice)
-    crop: int = 80  # 2D: random crop side inside the canvas
-    patch: list | None = None  # 3D: patch size (V-Net)
-    iterations: int = 2000
-    labelled_batch: int = 4
-    unlabelled_batch: int = 4
-    optimizer: str = "adam"
-    lr: float = 1e-3
-    lr_schedule: str = "poly"  # poly: lr * (1 - t/T)^0.9 (UA-MT, SSL4MIS) | constant
-    intensity_aug: bool = True  # random contrast/brightness of the student's input (SAM never sees it)
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    ema_decay: float = 0.99
-    student_batch: str = "joint"  # joint: one student forward over labelled + unlabelled (official codes) | split
-    teacher_mode: str = "eval"  # BatchNorm of the EMA teacher in the consistency passes: eval (running stats) | train
-    consistency: float = 0.1
-    consistency_rampup: float = 0.4  # fraction of the run over which the sigmoid ramp reaches 1
-    uamt_samples: int = 4  # stochastic teacher passes for UA-MT's uncertainty (the paper uses 8)
+    method: str = option("semisam", "sup, mt (mean teacher), uamt (UA-MT) or semisam", choices=choices.METHODS)
+    student: str = option("unet2d", "the student network (nets registry)")
+    student_kwargs: dict = option(help="the student's constructor arguments", factory=lambda: {"base": 16}, cli=False)
+    normalization: str = option("zscore", "the student's intensity normalisation, per volume",
+                                choices=choices.NORMALIZATIONS)
+    in_plane: int = option(96, "2D: slices are resized to this canvas side (aspect not kept; SAM sees the original "
+                               "slice)", at_least=16)
+    crop: int = option(80, "2D: the random crop side inside the canvas, a multiple of 16", at_least=16)
+    patch: list | None = option(None, "3D: the patch size (V-Net)", cli=False)
+    iterations: int = option(2000, "training iterations", at_least=1)
+    labelled_batch: int = option(4, "labelled samples per step (under torchrun: the global batch)", at_least=1)
+    unlabelled_batch: int = option(4, "unlabelled samples per step (under torchrun: the global batch)", at_least=1)
+    optimizer: str = option("adam", "the optimiser", choices=("adam", "sgd"))
+    lr: float = option(1e-3, "learning rate")
+    lr_schedule: str = option("poly", "poly: lr * (1 - t/T)^0.9 (UA-MT, SSL4MIS); constant",
+                              choices=("poly", "constant"))
+    intensity_aug: bool = option(True, "random contrast/brightness of the student's input (SAM never sees it)")
+    momentum: float = option(0.9, "SGD momentum", at_least=0, at_most=1)
+    weight_decay: float = option(1e-4, "weight decay", at_least=0)
+    ema_decay: float = option(0.99, "the EMA teacher's decay", at_least=0, at_most=1)
+    student_batch: str = option("joint", "joint: one student forward over labelled + unlabelled (official codes), "
+                                         "BatchNorm statistics shared; split", choices=("joint", "split"))
+    teacher_mode: str = option("eval", "BatchNorm of the EMA teacher in the consistency passes: eval (running "
+                                       "statistics) or train", choices=("eval", "train"))
+    consistency: float = option(0.1, "consistency term weight (mt, uamt)", at_least=0)
+    consistency_rampup: float = option(0.4, "fraction of the run over which the sigmoid ramp reaches 1", at_least=0)
+    uamt_samples: int = option(4, "stochastic teacher passes for UA-MT's uncertainty (the paper uses 8)", at_least=1)
     # SAM term: ramped UP by default, like the consistency term: early on the student's boxes are poor, and SAM
     # prompted with a poor box gives a confidently wrong mask; by the time boxes are good SAM's masks are worth most.
-    sam_weight: float = 0.1
-    sam_ramp: str = "up"  # up | down | none
-    sam_loss: str = "dicece"  # dicece (0.5 BCE + 0.5 soft Dice) | mse
-    sam_margin: float = 4.0  # SAM-input pixels around the prompt box (~3 px of a 180 px LA slice)
-    sam_prompt_from: str = "student"  # per-step mode: student | teacher
+    sam_weight: float = option(0.1, "SAM term weight", at_least=0)
+    sam_ramp: str = option("up", "the SAM weight's ramp", choices=("up", "down", "none"))
+    sam_loss: str = option("dicece", "dicece (0.5 BCE + 0.5 soft Dice) or mse", choices=("dicece", "mse"))
+    sam_prompt_from: str = option("student", "step mode: whose prediction prompts SAM",
+                                  choices=("student", "teacher"))
     # rounds: every sam_round_every iterations the EMA teacher predicts every unlabelled volume, SAM decodes all
     # cached slices in large batches, the gated masks are stored and the step reads them through its geometry
     # (sam_targets.py); step: the decoder runs inside every step on the augmented crop's prediction (the old way)
-    sam_mode: str = "rounds"  # rounds | step
-    sam_round_every: int = 200
-    sam_largest_3d: bool = True  # rounds: prompts from the teacher's largest 3D connected component
-    sam_min_iou_pred: float = 0.0  # rounds: gate on SAM's predicted IoU
-    # rounds: gate on IoU(SAM mask, teacher mask) per slice; 0.7 gave the best targets on the development cases
-    # (bench/results/target_quality_dev.md: target Dice 0.785, precision 0.72, 55% of slices)
-    sam_min_agreement: float = 0.7
-    sam_negatives: bool = True  # rounds: slices outside the teacher's z-range get an empty target
-    sam_pixels: str = "all"  # rounds: all | agree (train only on pixels where SAM and the teacher agree)
-    sam_fusion: str = "sam"  # rounds: the target is SAM's mask (sam) or the mean of SAM's and the teacher's (mean)
-    # rounds: the teacher's prediction; auto = bf16 on a CPU with bf16 matmuls (~2x; it moved 0.01-0.05% of the
-    # target pixels on the development cases, bench/results/round_teacher_dev.md), fp32 elsewhere
-    sam_teacher_precision: str = "auto"
-    sam_online: bool = False  # run the encoder every step (the official code's way; for benchmarks)
-    unlabelled_every: int = 1  # use every k-th slice of the unlabelled cases (must match the cache's embed --every)
-    unlabelled_cases: int | None = None  # use only the first k unlabelled cases (documented subsets)
-    val_every: int = 500
-    save_every: int = 500
-    seed: int = 0
+    sam_mode: str = option("rounds", "rounds: targets made every --sam-round-every iterations and stored; step: the "
+                                     "decoder in every step", choices=("rounds", "step"))
+    sam_round_every: int = option(200, "rounds: iterations between pseudo-label rounds", at_least=1)
+    # rounds: how the teacher's prediction becomes SAM's targets (TargetOptions; flags --sam-margin, ...)
+    targets: TargetOptions = option(help="SAM target options", factory=_round_targets, cli=False)
+    sam_pixels: str = option("all", "rounds: all, or agree (train only on pixels where SAM and the teacher agree)",
+                             choices=("all", "agree"))
+    # auto = bf16 on a CPU with bf16 matmuls (~2x; it moved 0.01-0.05% of the target pixels on the development
+    # cases, bench/results/round_teacher_dev.md), fp32 elsewhere
+    sam_teacher_precision: str = option("auto", "rounds: the teacher's prediction (auto: bf16 on a CPU with bf16 "
+                                                "matmuls)", choices=("auto", "fp32", "bf16"))
+    sam_online: bool = option(False, "run SAM's encoder every step instead of the cache (the official code's way; "
+                                     "for benchmarks)")
+    unlabelled_every: int = option(1, "use every k-th slice of the unlabelled cases (must match the cache's embed "
+                                      "--every)", at_least=1)
+    unlabelled_cases: int | None = option(None, "use only the first k unlabelled cases", at_least=1)
+    val_every: int = option(500, "iterations between validations", at_least=1)
+    save_every: int = option(500, "iterations between checkpoints (resume points)", at_least=1)
+    seed: int = option(0, "random seed")
 
     def check(self) -> "TrainConfig":
-        for name, allowed in {**choices.TRAIN, "student": tuple(STUDENTS)}.items():  # registered students too
-            if getattr(self, name) not in allowed:
-                raise UserError(f"--{name.replace('_', '-')} must be one of {', '.join(allowed)}, "
-                                f"not {getattr(self, name)!r}")
-        positive = {"iterations": self.iterations, "labelled_batch": self.labelled_batch,
-                    "unlabelled_batch": self.unlabelled_batch, "val_every": self.val_every,
-                    "save_every": self.save_every, "sam_round_every": self.sam_round_every,
-                    "unlabelled_every": self.unlabelled_every, "uamt_samples": self.uamt_samples}
-        if self.unlabelled_cases is not None:
-            positive["unlabelled_cases"] = self.unlabelled_cases
-        for name, value in positive.items():
-            if int(value) < 1:
-                raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+        from ..nets import STUDENTS, student_geometry  # torch: not when the CLI reads the declarations
+
+        if self.student not in STUDENTS:  # the registry, which a caller may have extended
+            raise UserError(f"--student must be one of {', '.join(STUDENTS)}, not {self.student!r}")
+        check_options(self)
+        if not isinstance(self.targets, TargetOptions):
+            raise UserError(f"targets must be TargetOptions, not {type(self.targets).__name__}")
+        self.targets.check(TARGETS_PREFIX)
         if not 0 < self.lr <= MAX_LR:  # also refuses nan and inf
             raise UserError(f"--lr must be a positive number up to {MAX_LR:g}, got {self.lr}")
         if not 0 <= int(self.seed) < 2**63:  # torch's seeds are 64-bit
             raise UserError(f"--seed must be in [0, 2^63), got {self.seed}")
-        for name in ("consistency", "sam_weight", "sam_margin", "weight_decay"):
-            if not getattr(self, name) >= 0:
-                raise UserError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
-        for name in ("ema_decay", "sam_min_iou_pred", "sam_min_agreement", "momentum"):
-            if not 0 <= getattr(self, name) <= 1:
-                raise UserError(f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(self, name)}")
         if self.sam_online and self.sam_mode == "rounds":
             raise UserError("--sam-online runs the encoder inside the step: use it with --sam-mode step")
         student_geometry(self.as_dict()).check(self.as_dict())
@@ -118,13 +120,21 @@ PRESETS: dict[str, TrainConfig] = {
 ADAPTED_SAM = {"sam_weight": 1.0, "sam_min_agreement": 0.0, "sam_fusion": "mean"}
 
 
+def target_overrides(options: dict) -> tuple[dict, dict]:
+    """Split flat option names (`sam_margin`) of TargetOptions' fields from TrainConfig's own."""
+    names = {TARGETS_PREFIX + f.name: f.name for f in fields(TargetOptions)}
+    targets = {names[k]: v for k, v in options.items() if k in names}
+    return {k: v for k, v in options.items() if k not in names}, targets
+
+
 def preset(name: str, **overrides) -> TrainConfig:
     if name not in PRESETS:
         raise UserError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
-    overrides = {k: v for k, v in overrides.items() if v is not None}
+    overrides, targets = target_overrides({k: v for k, v in overrides.items() if v is not None})
     if overrides.get("sam_online") and "sam_mode" not in overrides:
         overrides["sam_mode"] = "step"  # the encoder online only makes sense inside the step
-    return replace(PRESETS[name], **overrides).check()
+    config = replace(PRESETS[name], **overrides)
+    return replace(config, targets=replace(config.targets, **targets)).check()
 
 
 assert tuple(PRESETS) == choices.PRESETS, "choices.PRESETS must list train.config.PRESETS"

@@ -7,7 +7,8 @@ from dataclasses import fields
 from pathlib import Path
 
 from ..errors import UserError
-from .config import TrainConfig
+from ..target_options import TargetOptions
+from .config import TARGETS_PREFIX, TrainConfig
 
 # a field's annotation -> the TOML value types it takes (an int is a valid float)
 _TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,), "dict": (dict,), "list": (list,)}
@@ -15,8 +16,9 @@ _TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,), 
 
 def read_config_file(path: str | Path) -> dict:
     """The options of a TOML file, as `train.preset(...)` takes them: top-level keys named as `TrainConfig`'s fields
-    (`lr = 0.01`, `student_kwargs = {base = 16}`) and optionally `preset = "la-cpu"`. An unknown key, a value of the
-    wrong type or a file that is not TOML is one UserError naming it."""
+    (`lr = 0.01`, `student_kwargs = {base = 16}`; the SAM target options flat, `sam_margin = 4`, as the flags) and
+    optionally `preset = "la-cpu"`. An unknown key, a value of the wrong type or a file that is not TOML is one
+    UserError naming it."""
     path = Path(path)
     try:
         with open(path, "rb") as handle:
@@ -25,7 +27,8 @@ def read_config_file(path: str | Path) -> dict:
         raise UserError(f"config file not found: {path}") from None
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise UserError(f"cannot read config file {path}: {exc}") from None
-    known = {f.name: str(f.type) for f in fields(TrainConfig)}
+    known = {f.name: str(f.type) for f in fields(TrainConfig) if f.name != "targets"}
+    known.update({TARGETS_PREFIX + f.name: str(f.type) for f in fields(TargetOptions)})  # flat, as the flags
     for key, value in data.items():
         if key == "preset":
             if not isinstance(value, str):

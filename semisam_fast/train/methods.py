@@ -1,7 +1,7 @@
 """One small object per training method: what it adds to the supervised loss on the unlabelled batch, and what it does
 after a step (SemiSAM's pseudo-label rounds). The trainer does the shared part (draw, student forward, supervised
 loss, the EMA teacher's prediction) and holds the run's state; the methods hold none. A new method is one new class
-here and its name in `choices.TRAIN["method"]`. SemiSAM's SAM term asks the student's geometry where the targets of
+here and its name in `choices.METHODS`. SemiSAM's SAM term asks the student's geometry where the targets of
 the batch's samples are (`geometry/`): it never asks which student it trains."""
 from __future__ import annotations
 
@@ -138,7 +138,7 @@ class SemiSAM(MeanTeacher):
         return {}
 
     def target_options(self, trainer: Trainer) -> TargetOptions:
-        return TargetOptions.from_config(trainer.config.as_dict())
+        return trainer.config.targets
 
     def round_targets(self, trainer: Trainer) -> dict[str, CaseTargets]:
         """A round's targets per unlabelled case: the teacher's predictions -> gated SAM masks (`make_round`)."""
@@ -160,4 +160,4 @@ class SemiSAM(MeanTeacher):
 
 METHODS: dict[str, Method] = {"sup": Method(), "mt": MeanTeacher(), "uamt": UncertaintyAwareMT(), "semisam": SemiSAM()}
 
-assert tuple(METHODS) == choices.TRAIN["method"], "choices.TRAIN['method'] must list the registered methods"
+assert tuple(METHODS) == choices.METHODS, "choices.METHODS must list the registered methods"
