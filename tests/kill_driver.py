@@ -35,7 +35,7 @@ def main() -> None:
 
     from semisam_fast import cli
     from semisam_fast.cache import EmbeddingCache
-    from semisam_fast.train import loop
+    from semisam_fast.train import loop, methods
 
     if rank and os.environ.get("RANK", "0") != rank:
         cli.main(args)
@@ -45,7 +45,7 @@ def main() -> None:
     elif point == "checkpoint":
         _kill_on(torch, "save", n, half_written=True)
     elif point == "round":
-        _kill_on(loop, "make_round", n)
+        _kill_on(methods, "make_round", n)
     elif point == "shard":
         _kill_on(EmbeddingCache, "write", n)
     else:

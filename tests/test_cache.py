@@ -21,7 +21,7 @@ from semisam_fast.models import Frame, load_model
 from semisam_fast.pseudo_label import pseudo_label
 from semisam_fast.sam_targets import decode_slices
 
-from .conftest import run_cli
+from .conftest import invoke, run_cli
 
 
 def _cache_arrays(root) -> dict:
@@ -81,9 +81,17 @@ def test_fingerprint_mismatch_and_corrupt_shards(phantom, tmp_path):
     second.write_bytes(bytes(data))
     assert any("checksum" in p for p in EmbeddingCache(tmp_path / "c").verify())
 
-    result = run_cli("pseudo-label", "--cache", str(tmp_path / "nope"), "--data", str(phantom), "--out",
-                     str(tmp_path / "o"))
+    result = invoke("pseudo-label", "--cache", str(tmp_path / "nope"), "--data", str(phantom), "--out",
+                    str(tmp_path / "o"))
     assert result.returncode == 2 and "no embedding cache" in result.stderr and "Traceback" not in result.stderr
+
+    # a shard record without its source volume (the layout before source records) is refused, never served unchecked
+    index = tmp_path / "c" / "index.json"
+    records = json.loads(index.read_text())
+    del next(iter(records["shards"].values()))["source"]
+    index.write_text(json.dumps(records))
+    with pytest.raises(UserError, match="records no source volume.*older"):
+        EmbeddingCache(tmp_path / "c")
 
 
 @pytest.mark.parametrize("resident", [False, True])
@@ -170,13 +178,13 @@ def test_pseudo_label_without_a_cache_encodes_the_prompted_slices(lite, tmp_path
 def test_cli_pseudo_label_without_a_cache(phantom, tmp_path):
     first = open_dataset(phantom).case_ids[0]
     (tmp_path / "one.list").write_text(first + "\n")
-    result = run_cli("pseudo-label", "--data", str(phantom), "--list", str(tmp_path / "one.list"), "--model", "tiny",
+    result = invoke("pseudo-label", "--data", str(phantom), "--list", str(tmp_path / "one.list"), "--model", "tiny",
                      "--no-distances", "--out", str(tmp_path / "out"))
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert [row["case"] for row in report["cases"]] == [first]
     assert "dice" in report["cases"][0] and "hd95" not in report["cases"][0]
-    teacher = run_cli("pseudo-label", "--data", str(phantom), "--prompt", "teacher", "--run", str(tmp_path),
+    teacher = invoke("pseudo-label", "--data", str(phantom), "--prompt", "teacher", "--run", str(tmp_path),
                       "--out", str(tmp_path / "t"))
     assert teacher.returncode == 2 and "give --cache" in teacher.stderr and "Traceback" not in teacher.stderr
 

@@ -15,7 +15,7 @@ from semisam_fast.errors import UserError
 from semisam_fast.models import load_model
 from semisam_fast.prompts import box_prompts, point_prompts
 
-from .conftest import run_cli
+from .conftest import invoke
 
 
 @pytest.mark.parametrize("fixture", ["tiny_artefacts", "lite_artefacts"])
@@ -135,16 +135,16 @@ def test_gate_fails_on_a_damaged_artefact(tiny_artefacts, tmp_path):
     onnx.save(model, str(damaged))
     # copied sidecar: it vouches for the original bytes, so the damaged file is refused before onnxruntime sees it
     damaged.with_suffix(".json").write_text(source.with_suffix(".json").read_text())
-    result = run_cli("verify", str(damaged))
+    result = invoke("verify", str(damaged))
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "not the file its sidecar describes" in result.stderr
     # re-described (a sidecar written for the damaged bytes): the parity gate is what catches it
     write_sidecar(damaged, json.loads(source.with_suffix(".json").read_text()))
-    result = run_cli("verify", str(damaged))
+    result = invoke("verify", str(damaged))
     assert result.returncode == 2
     assert "parity gate failed" in result.stderr and "short by" in result.stderr
     assert "Traceback" not in result.stderr
-    assert run_cli("verify", str(source)).returncode == 0
+    assert invoke("verify", str(source)).returncode == 0
 
 
 def test_artefact_hash_is_checked_before_use(tiny_artefacts, tmp_path):

@@ -14,7 +14,7 @@ from semisam_fast.prompts import box_prompts, point_prompts
 from semisam_fast.samples import load_samples
 from semisam_fast.segment import box_as_mask_dice, segment_with_boxes
 
-from .conftest import run_cli
+from .conftest import invoke
 
 
 def test_litemedsam_offline_beats_box_baseline_on_real_la(la_dir):
@@ -88,15 +88,15 @@ def test_cli_bad_checkpoints(tmp_path):
     garbage = tmp_path / "garbage.pth"
     garbage.write_text("not weights")
 
-    _assert_one_line_error(run_cli("export", "--model", "vit_b", "--checkpoint", str(tmp_path / "missing.pth"),
+    _assert_one_line_error(invoke("export", "--model", "vit_b", "--checkpoint", str(tmp_path / "missing.pth"),
                                    "--out", str(tmp_path)), "not found")
-    _assert_one_line_error(run_cli("export", "--model", "vit_b", "--checkpoint", str(good), "--out", str(tmp_path)),
+    _assert_one_line_error(invoke("export", "--model", "vit_b", "--checkpoint", str(good), "--out", str(tmp_path)),
                            "fits 'tiny'")
-    _assert_one_line_error(run_cli("export", "--model", "litemedsam", "--checkpoint", str(truncated),
+    _assert_one_line_error(invoke("export", "--model", "litemedsam", "--checkpoint", str(truncated),
                                    "--out", str(tmp_path)), "truncated")
-    _assert_one_line_error(run_cli("export", "--model", "tiny", "--checkpoint", str(garbage), "--out", str(tmp_path)),
+    _assert_one_line_error(invoke("export", "--model", "tiny", "--checkpoint", str(garbage), "--out", str(tmp_path)),
                            "not a PyTorch weights file")
-    _assert_one_line_error(run_cli("export", "--model", "sam_xxl", "--out", str(tmp_path)), "is not one of 'litemedsam'")
+    _assert_one_line_error(invoke("export", "--model", "sam_xxl", "--out", str(tmp_path)), "is not one of 'litemedsam'")
     assert not list(tmp_path.glob("*.onnx"))  # nothing half-written
 
 

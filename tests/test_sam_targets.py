@@ -20,7 +20,7 @@ from semisam_fast.sam_targets import TargetOptions, case_targets, score_targets
 from semisam_fast.train import build_trainer, preset
 from semisam_fast.train.losses import sam_loss
 
-from .conftest import run_cli
+from .conftest import invoke
 
 
 @pytest.fixture(scope="module")
@@ -144,7 +144,7 @@ def test_pseudo_label_teacher_cli_never_reads_labels_for_targets(tmp_path):
         f["label"][...] = np.random.default_rng(0).integers(0, 2, f["label"].shape, dtype=np.uint8)
     outputs = []
     for data, out in ((root, tmp_path / "pl"), (scrambled, tmp_path / "pl_scrambled")):
-        result = run_cli("pseudo-label", "--cache", str(cache), "--data", str(data), "--prompt", "teacher",
+        result = invoke("pseudo-label", "--cache", str(cache), "--data", str(data), "--prompt", "teacher",
                          "--run", str(tmp_path / "run"), "--margin", "2", "--out", str(out))
         assert result.returncode == 0, result.stderr
         report = json.loads((out / "report.json").read_text())
@@ -153,6 +153,6 @@ def test_pseudo_label_teacher_cli_never_reads_labels_for_targets(tmp_path):
         with h5py.File(out / dataset.case_ids[2] / "mask.h5") as f:
             outputs.append(f["mask"][()])
     assert np.array_equal(outputs[0], outputs[1])
-    missing = run_cli("pseudo-label", "--cache", str(cache), "--data", str(root), "--prompt", "teacher",
+    missing = invoke("pseudo-label", "--cache", str(cache), "--data", str(root), "--prompt", "teacher",
                       "--out", str(tmp_path / "x"))
     assert missing.returncode == 2 and "--run" in missing.stderr and "Traceback" not in missing.stderr

@@ -24,7 +24,7 @@ from semisam_fast.train.sam_term import SamTeacher
 from semisam_fast.data.student_input import StudentInput
 from semisam_fast.geometry.slices2d import SliceStore
 
-from .conftest import run_cli
+from .conftest import invoke, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -176,12 +176,12 @@ def test_cli_train_and_evaluate(small, tmp_path):
     assert result.returncode == 0, result.stderr
     assert (out / "checkpoints" / "final.pt").is_file() and (out / "run.json").is_file()
     assert list((out / "tensorboard").glob("events.*"))
-    result = run_cli("evaluate", "--run", str(out))
+    result = invoke("evaluate", "--run", str(out))
     assert result.returncode == 0, result.stderr
     payload = json.loads((out / "eval.json").read_text())
     assert {"dice", "jaccard", "hd95", "asd"} <= set(payload["summary"])
     assert (out / "eval.csv").is_file()
-    bad = run_cli("train", "--data", str(root), "--labeled", "2", "--val", "1", "--method", "semisam",
+    bad = invoke("train", "--data", str(root), "--labeled", "2", "--val", "1", "--method", "semisam",
                   "--iterations", "2", "--out", str(tmp_path / "r2"))
     assert bad.returncode == 2 and "needs --cache" in bad.stderr and "Traceback" not in bad.stderr
 

@@ -112,7 +112,7 @@ class Slices2D(StudentGeometry):
             raise UserError(f"crop {config['crop']} must be a multiple of 16 and at most in_plane {config['in_plane']}")
 
     def student_input(self, config: dict) -> StudentInput:
-        return StudentInput(str(recorded(config, "normalization")), int(recorded(config, "in_plane")))
+        return StudentInput(str(config.get("normalization") or "zscore"), int(recorded(config, "in_plane")))
 
     def predict(self, net: nn.Module, image: np.ndarray, config: dict, keep: list[int] | None, device: str,
                 classes: bool) -> np.ndarray:

@@ -114,7 +114,7 @@ class Volumes3D(StudentGeometry):
         return {**config, "in_plane": None}  # a 3D student sees the volume at its own size
 
     def student_input(self, config: dict) -> StudentInput:
-        return StudentInput(str(recorded(config, "normalization")), None)
+        return StudentInput(str(config.get("normalization") or "zscore"), None)
 
     def predict(self, net: nn.Module, image: np.ndarray, config: dict, keep: list[int] | None, device: str,
                 classes: bool) -> np.ndarray:

@@ -48,7 +48,8 @@ def build_trainer(config: TrainConfig, data: str | Path, list_file: str | Path |
             sam = SamTeacher(runtime, None, config.targets.margin, online_images=images)
         else:
             if cache is None:
-                raise UserError(f"--method {config.method} needs --cache DIR (from `semisam-fast embed`) or --sam-online")
+                raise UserError(f"--method {config.method} needs --cache DIR (from `semisam-fast embed`) or "
+                                "--sam-online")
             store = EmbeddingCache(cache)
             runtime = create_backend(backend, store.fingerprint["model"], checkpoint, artefact, device, precision)
             store.check_decoder(runtime)
@@ -74,8 +75,8 @@ def with_classes(config: TrainConfig, label_values: tuple[int, ...]) -> TrainCon
         raise UserError(f"label values {list(label_values)} are not 1..{len(label_values)} (nnU-Net's consecutive "
                         "labels); renumber them in the label files and dataset.json")
     if METHODS[config.method].needs_sam:
-        raise UserError(f"--method {config.method} prompts SAM for one foreground; this data set has {len(label_values)} "
-                        "labels: train it with sup, mt or uamt (pseudo-label it per class with `pseudo-label`)")
+        raise UserError(f"--method {config.method} prompts SAM for one foreground; this data set has "
+                        f"{len(label_values)} labels: train it with sup, mt or uamt (pseudo-label it per class with `pseudo-label`)")
     return replace(config, student_kwargs={**config.student_kwargs, "n_classes": len(label_values) + 1})
 
 

@@ -113,10 +113,11 @@ PRESETS: dict[str, TrainConfig] = {
 }
 
 
-# The SAM-term settings for a decoder adapted on the labelled cases (`semisam-fast adapt`): its masks averaged with the
-# teacher's probabilities inside the prompt box, ungated, beat the teacher for every development teacher (docs/results.md,
-# "SAM that helps": +0.03 to +0.045 all-slice Dice, 6-8 of 8 cases), so they count at weight 1. The preset defaults
-# (weight 0.1, agreement >= 0.7, SAM's mask alone) stay those of a frozen decoder, whose targets do not beat the teacher.
+# The SAM-term settings for a decoder adapted on the labelled cases (`semisam-fast adapt`): its masks averaged with
+# the teacher's probabilities inside the prompt box, ungated, beat the teacher for every development teacher
+# (docs/results.md, "SAM that helps": +0.03 to +0.045 all-slice Dice, 6-8 of 8 cases), so they count at weight 1. The
+# preset defaults (weight 0.1, agreement >= 0.7, SAM's mask alone) stay those of a frozen decoder, whose targets do
+# not beat the teacher.
 ADAPTED_SAM = {"sam_weight": 1.0, "sam_min_agreement": 0.0, "sam_fusion": "mean"}
 
 

@@ -4,8 +4,8 @@ A round: the EMA teacher predicts the cached slices of every unlabelled volume (
 as inference does; bf16 where the CPU has it), `sam_targets.case_targets` prompts SAM from that prediction on the
 cached embeddings in large batches and gates the masks, and the student's geometry stores the targets in its input
 frame (`StudentGeometry.round_table`). A training step then only looks them up through the batch's recorded
-transforms (2D: crop/flip/rot90 of the canvas; 3D: the patch window): no decoder call. The stored targets go into every checkpoint, so a resumed run continues bit
-for bit.
+transforms (2D: crop/flip/rot90 of the canvas; 3D: the patch window): no decoder call. The stored targets go into
+every checkpoint, so a resumed run continues bit for bit.
 """
 from __future__ import annotations
 

@@ -11,60 +11,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
 import torch
 
-from .errors import UserError
-from .fsutil import atomic_write, remove_stale_temps
-
-FORMAT_VERSION = 1
-_SAFE = re.compile(r"[^A-Za-z0-9_.-]")
-
-
-def fingerprint(model: str, checkpoint_sha256: str, image_size: int, normalization: str, precision: str,
-                encoder_sha256: str | None = None) -> dict:
-    """Everything that changes the numbers in the cache. Two caches with different fingerprints never mix.
-    `encoder_sha256`: the bytes of an exported encoder (not given for torch, where the checkpoint's hash is the
-    encoder's identity), so embeddings of one file are never cached under another's name."""
-    found = {"model": model, "checkpoint_sha256": checkpoint_sha256, "image_size": image_size,
-             "normalization": normalization, "precision": precision, "store_dtype": "float16",
-             "format": FORMAT_VERSION}
-    if encoder_sha256 is not None:  # absent for torch: caches built before the key existed stay valid
-        found["encoder_sha256"] = encoder_sha256
-    return found
-
-
-def shard_stem(case_id: str) -> str:
-    """The case's part of its shard names, one per case: a name made safe for a file gets a hash of the real id
-    after a `~` (never in a safe name), so `a b` and `a_b` never share a shard."""
-    safe = _SAFE.sub("_", case_id)
-    if safe == case_id:
-        return case_id
-    return f"{safe}~{hashlib.sha256(case_id.encode()).hexdigest()[:10]}"
-
-
-@dataclass
-class Shard:
-    case_id: str
-    slices: list[int]  # slice index of each row
-    height: int
-    width: int
-    npy: Path
-    sha256: str
-    source: dict | None = None  # {"shape": [H, W, Z], "sha256": ...} of the volume (None: a cache from before)
-
-
-def source_record(image: np.ndarray) -> dict:
-    """What a cache row remembers of the volume it came from: its shape and a hash of its voxels (float32, C order),
-    computed once per case (about 0.1 s for a LA volume)."""
-    array = np.ascontiguousarray(image, dtype=np.float32)
-    return {"shape": [int(n) for n in array.shape], "sha256": hashlib.sha256(array.tobytes()).hexdigest()}
-
+from ..errors import UserError
+from ..fsutil import atomic_write, remove_stale_temps
+from .shards import FORMAT_VERSION, Shard, diff, shard_from, shard_stem, source_record
 
 class EmbeddingCache:
     """Open (or create) a cache folder. `fingerprint` given: a cache with another one is refused."""
@@ -84,7 +39,7 @@ class EmbeddingCache:
                                 "use another --cache folder or delete this one")
             if fingerprint is not None and self.meta.get("fingerprint") != fingerprint:
                 raise UserError(f"cache {self.root} was built with a different fingerprint "
-                                f"({_diff(self.meta.get('fingerprint', {}), fingerprint)}); "
+                                f"({diff(self.meta.get('fingerprint', {}), fingerprint)}); "
                                 "use another --cache folder or delete this one")
         elif create and fingerprint is not None:
             self.shard_dir.mkdir(parents=True, exist_ok=True)
@@ -125,7 +80,7 @@ class EmbeddingCache:
                     info = json.loads(info_path.read_text())
                 except (json.JSONDecodeError, UnicodeDecodeError):
                     info = None
-            self._add(_shard_from(info, info_path))
+            self._add(shard_from(info, info_path))
 
     def write_index(self) -> None:
         """One file listing every finished shard (what `_scan` reads instead of every sidecar)."""
@@ -185,7 +140,7 @@ class EmbeddingCache:
 
     # ---- writing -----------------------------------------------------------------------------------------------
     def write(self, case_id: str, slices: list[int], embeddings: torch.Tensor | np.ndarray, height: int,
-              width: int, source: dict | None = None) -> None:
+              width: int, source: dict) -> None:
         """Store embeddings (rows, C, h, w) of the given slices of a case, atomically; `source`: the case volume's
         `source_record`, checked by `check_source` when the rows are used."""
         array = np.ascontiguousarray(embeddings.detach().cpu().numpy() if isinstance(embeddings, torch.Tensor)
@@ -207,21 +162,18 @@ class EmbeddingCache:
     def check_source(self, case_id: str, image: np.ndarray, record: dict | None = None) -> None:
         """Refuse to serve a case whose volume is not the one its rows were computed from (another scan under the
         same case name, or an edited one): one UserError naming the case. Checked once per case and cache object
-        (`record`: the volume's `source_record` when the caller has it already). Shards without a source record
-        (caches built before it existed) are not checked."""
+        (`record`: the volume's `source_record` when the caller has it already)."""
         if case_id in self._sources_checked or case_id not in self._shards:
             return
-        recorded = [s.source for s in self._shards[case_id] if s.source is not None]
-        if recorded:
-            have = record or source_record(image)
-            for source in recorded:
-                if source["shape"] != have["shape"]:
-                    raise UserError(f"case {case_id}: the cache {self.root} was built from a volume of shape "
-                                    f"{tuple(source['shape'])}, this one is {tuple(have['shape'])}: another scan under "
-                                    "the same name; re-run embed into a new --cache folder")
-                if source["sha256"] != have["sha256"]:
-                    raise UserError(f"case {case_id}: the cache {self.root} was built from another volume of the same "
-                                    "shape (its voxels differ); re-run embed into a new --cache folder")
+        have = record or source_record(image)
+        for source in (shard.source for shard in self._shards[case_id]):
+            if source["shape"] != have["shape"]:
+                raise UserError(f"case {case_id}: the cache {self.root} was built from a volume of shape "
+                                f"{tuple(source['shape'])}, this one is {tuple(have['shape'])}: another scan under "
+                                "the same name; re-run embed into a new --cache folder")
+            if source["sha256"] != have["sha256"]:
+                raise UserError(f"case {case_id}: the cache {self.root} was built from another volume of the same "
+                                "shape (its voxels differ); re-run embed into a new --cache folder")
         self._sources_checked.add(case_id)
 
     # ---- reading -----------------------------------------------------------------------------------------------
@@ -319,20 +271,3 @@ class EmbeddingCache:
                 except UserError as exc:
                     problems.append(str(exc))
         return problems
-
-
-def _shard_from(info: object, info_path: Path) -> Shard:
-    """A shard's record from its sidecar (or the index), refused in one line when it is not one of embed's."""
-    ok = (isinstance(info, dict) and isinstance(info.get("case_id"), str) and isinstance(info.get("sha256"), str)
-          and isinstance(info.get("slices"), list) and all(isinstance(z, int) for z in info["slices"])
-          and info["slices"] and all(isinstance(info.get(k), int) for k in ("height", "width")))
-    if not ok:
-        raise UserError(f"cache shard index {info_path} is corrupt; delete it and its .npy and re-run embed")
-    source = info.get("source")
-    return Shard(info["case_id"], info["slices"], info["height"], info["width"], info_path.with_suffix(".npy"),
-                 info["sha256"], source if isinstance(source, dict) else None)
-
-
-def _diff(have: dict, want: dict) -> str:
-    keys = sorted(k for k in set(have) | set(want) if have.get(k) != want.get(k))
-    return "; ".join(f"{k}: cache has {have.get(k)!r}, asked {want.get(k)!r}" for k in keys[:3])
