@@ -15,14 +15,14 @@ from .options import flag, option_specs
 _TYPES = {"int": int, "float": float, "str": str, "bool": bool, "int | None": int, "float | None": float}
 
 
-def option_parameters(cls, prefix: str = "", default_text: Callable[[str], str] | None = None,
-                      skip: tuple[str, ...] = ()) -> list[inspect.Parameter]:
+def option_parameters(cls, prefix: str = "",
+                      default_text: Callable[[str], str] | None = None) -> list[inspect.Parameter]:
     """One keyword parameter per CLI option of `cls` (named `prefix` + field); `default_text(field)` ends its help
     with the real default (for a training run: the presets')."""
     annotations = {f.name: f.type for f in fields(cls)}
     parameters = []
     for name, spec in option_specs(cls).items():
-        if not spec.cli or name in skip:
+        if not spec.cli:
             continue
         kind = _TYPES[str(annotations[name])]
         help_text = spec.help + (f" ({default_text(name)})" if default_text else "")
@@ -46,9 +46,7 @@ def with_options(into: str, parameters: list[inspect.Parameter]):
 
         @functools.wraps(command)
         def run(**kwargs):
-            given = {n: kwargs.pop(n) for n in names if kwargs.get(n) is not None}
-            for n in names:
-                kwargs.pop(n, None)
+            given = {n: v for n in names if (v := kwargs.pop(n)) is not None}
             return command(**kwargs, **{into: given})
 
         run.__signature__ = signature.replace(parameters=own + parameters)

@@ -48,13 +48,7 @@ def check_options(config, prefix: str = "") -> None:
         if spec.choices is not None and value not in spec.choices:
             raise UserError(f"{flag(prefix + name)} must be one of {', '.join(map(str, spec.choices))}, not {value!r}")
         low, high = spec.at_least, spec.at_most
-        if low is None and high is None:
-            continue
-        if low is not None and high is not None:
-            if not low <= value <= high:
-                raise UserError(f"{flag(prefix + name)} must be in [{low:g}, {high:g}], got {value}")
-        elif low is not None and not value >= low:
-            wanted = "at least 1" if low == 1 and isinstance(value, int) else f">= {low:g}"
+        if (low is not None and not value >= low) or (high is not None and not value <= high):
+            wanted = (f"in [{low:g}, {high:g}]" if low is not None and high is not None
+                      else f"at least {low:g}" if low is not None else f"at most {high:g}")
             raise UserError(f"{flag(prefix + name)} must be {wanted}, got {value}")
-        elif high is not None and not value <= high:
-            raise UserError(f"{flag(prefix + name)} must be <= {high:g}, got {value}")

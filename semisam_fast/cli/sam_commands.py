@@ -46,7 +46,8 @@ def verify(
     checkpoint: Optional[Path] = typer.Option(None, help="reference weights (default: the one in the sidecar)"),
     threshold: Optional[float] = typer.Option(None, min=0.0, max=1.0, help="mask IoU threshold"),
     data: Optional[Path] = typer.Option(None, help="images for the gate"),
-    runtime: Literal[("onnx", "openvino")] = typer.Option("onnx", help="run an .onnx file with onnxruntime or OpenVINO"),
+    runtime: Literal[("onnx", "openvino")] = typer.Option("onnx",
+                                                          help="run an .onnx file with onnxruntime or OpenVINO"),
     precision: Optional[Literal[("fp32", "bf16")]] = typer.Option(None, help="openvino: inference precision"),
 ) -> None:
     """Run the parity gate on an artefact against its torch reference; exit 2 when it fails."""
@@ -146,7 +147,8 @@ def pseudo_label_cmd(
     run: Optional[Path] = typer.Option(None, "--run", "--run-dir",
                                        help="--prompt teacher: a training run folder or student checkpoint "
                                             "(--run-dir under torchrun, which takes --run for its --run-path)"),
-    model: Literal[choices.MODELS] = typer.Option(choices.DEFAULT_MODEL, help="registered model (with --cache: the cache's)"),
+    model: Literal[choices.MODELS] = typer.Option(choices.DEFAULT_MODEL,
+                                                  help="registered model (with --cache: the cache's)"),
     checkpoint: Optional[Path] = typer.Option(None, help="weights (required for medsam / vit_*)"),
     backend: Literal[choices.BACKENDS] = typer.Option("torch", help="SAM runtime (the decoder; without --cache the "
                                                                     "encoder too)"),

@@ -68,8 +68,6 @@ def train(
     source = ctx.get_parameter_source("preset")
     if "preset" in from_file and (source is None or source.name in ("DEFAULT", "DEFAULT_MAP")):
         preset = from_file["preset"]  # a flag's default never overrides the file
-    if preset not in choices.PRESETS:
-        raise UserError(f"{config_file}: preset must be one of {', '.join(choices.PRESETS)}, not {preset!r}")
     given = {**config_flags, **target_flags}  # flat names, as the file's
     config = make_preset(preset, **{**{k: v for k, v in from_file.items() if k != "preset"}, **given})
     world = world_from_env()

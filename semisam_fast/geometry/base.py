@@ -78,7 +78,14 @@ class StudentGeometry:
         return dict(config)
 
     def student_input(self, config: dict) -> StudentInput:
-        raise NotImplementedError
+        """The run's preprocessing: its normalisation (StudentInput's default where a hand-made config has none)
+        and this geometry's canvas."""
+        normalization = {"normalization": config["normalization"]} if config.get("normalization") else {}
+        return StudentInput(**normalization, in_plane=self.canvas_size(config))
+
+    def canvas_size(self, config: dict) -> int | None:
+        """The in-plane side every slice is resized to; None: the volume at its own size."""
+        return None
 
     # ---- prediction -------------------------------------------------------------------------------------------
     def predict(self, net: nn.Module, image: np.ndarray, config: dict, keep: list[int] | None, device: str,

@@ -77,7 +77,10 @@ def draw_2d(store: SliceStore, n: int, crop: int, generator: torch.Generator, in
     return Batch(images.contiguous(), labels, [store.refs[i] for i in index], transforms, index)
 
 
-def predict_volume_2d(net: nn.Module, image: np.ndarray, size: int, batch: int = 16, device: str = "cpu",
+EVAL_BATCH = 16  # slices per forward pass when a 2D student predicts a volume
+
+
+def predict_volume_2d(net: nn.Module, image: np.ndarray, size: int, batch: int = EVAL_BATCH, device: str = "cpu",
                       classes: bool = False) -> np.ndarray:
     """Foreground probability (H, W, Z) float32 of a 2D net applied to every slice `image[:, :, z]` of an already
     normalised volume. Each slice is resized as in training (`resize_slices`), the logits resized back to (H, W)
@@ -109,16 +112,17 @@ class Slices2D(StudentGeometry):
 
     def check(self, config: dict) -> None:
         if config["crop"] % 16 or config["crop"] > config["in_plane"]:
-            raise UserError(f"crop {config['crop']} must be a multiple of 16 and at most in_plane {config['in_plane']}")
+            raise UserError(f"crop {config['crop']} must be a multiple of 16 and at most in_plane "
+                            f"{config['in_plane']}")
 
-    def student_input(self, config: dict) -> StudentInput:
-        return StudentInput(str(config.get("normalization") or "zscore"), int(recorded(config, "in_plane")))
+    def canvas_size(self, config: dict) -> int:
+        return int(recorded(config, "in_plane"))
 
     def predict(self, net: nn.Module, image: np.ndarray, config: dict, keep: list[int] | None, device: str,
                 classes: bool) -> np.ndarray:
         # a 2D student predicts just the slices asked for (normalised with the whole volume's statistics)
         return predict_volume_2d(net, image if keep is None else image[:, :, keep], int(config["in_plane"]),
-                                 batch=int(config.get("eval_batch", 16)), device=device, classes=classes)
+                                 batch=int(config.get("eval_batch", EVAL_BATCH)), device=device, classes=classes)
 
     def store(self, dataset: Dataset, case_ids: list[str], student_input: StudentInput, labelled: bool,
               every: int = 1, desc: str = "load") -> SliceStore:

@@ -68,8 +68,11 @@ def _starts(n: int, patch: int, stride: int) -> list[int]:
     return sorted({min(stride * i, n - patch) for i in range(count)})
 
 
+STRIDE = (18, 18, 4)  # the sliding window's step (UA-MT's test_all_case)
+
+
 def predict_volume_3d(net: nn.Module, image: np.ndarray, patch: Sequence[int] = (112, 112, 80),
-                      stride: Sequence[int] = (18, 18, 4), device: str = "cpu", classes: bool = False) -> np.ndarray:
+                      stride: Sequence[int] = STRIDE, device: str = "cpu", classes: bool = False) -> np.ndarray:
     """Foreground probability (H, W, Z) float32 by sliding-window inference as in UA-MT's test_all_case.
 
     The volume is zero-padded (centred) to at least `patch`, windows of `patch` slide by `stride` covering the
@@ -113,13 +116,10 @@ class Volumes3D(StudentGeometry):
     def checkpoint_config(self, config: dict) -> dict:
         return {**config, "in_plane": None}  # a 3D student sees the volume at its own size
 
-    def student_input(self, config: dict) -> StudentInput:
-        return StudentInput(str(config.get("normalization") or "zscore"), None)
-
     def predict(self, net: nn.Module, image: np.ndarray, config: dict, keep: list[int] | None, device: str,
                 classes: bool) -> np.ndarray:
         # the whole volume: the windows of the slices asked for need their neighbours
-        prob = predict_volume_3d(net, image, recorded(config, "patch"), config.get("stride", (18, 18, 4)), device=device,
+        prob = predict_volume_3d(net, image, recorded(config, "patch"), config.get("stride", STRIDE), device=device,
                                  classes=classes)
         return prob if keep is None else np.ascontiguousarray(prob[..., keep])
 

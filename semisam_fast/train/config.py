@@ -95,7 +95,8 @@ class TrainConfig:
             raise UserError(f"--seed must be in [0, 2^63), got {self.seed}")
         if self.sam_online and self.sam_mode == "rounds":
             raise UserError("--sam-online runs the encoder inside the step: use it with --sam-mode step")
-        student_geometry(self.as_dict()).check(self.as_dict())
+        as_dict = self.as_dict()
+        student_geometry(as_dict).check(as_dict)
         return self
 
     def as_dict(self) -> dict:

@@ -53,7 +53,8 @@ class Trainer(Checkpointing):
                 raise UserError(f"--{name.replace('_', '-')} {getattr(config, name)} is the global batch; it must "
                                 f"be a multiple of the {world.size} processes")
         self.geometry = student_geometry(config.as_dict())  # how this student's samples are stored and drawn
-        self.settings = self.checkpoint_config()  # the config as the geometry reads it (a dict, made once)
+        # the config every checkpoint records and the geometry reads (a dict, made once: the step reads it)
+        self.settings = self.geometry.checkpoint_config(config.as_dict())
         torch.manual_seed(config.seed)  # the student's initial weights: the same in every process
         self.generator = torch.Generator().manual_seed(config.seed)  # labelled draws: one stream for all processes
         # unlabelled draws and the teacher's noise: each process its own stream (one process: the same as above)
@@ -206,13 +207,13 @@ class Trainer(Checkpointing):
 
         if not self.split.val:
             return float("nan")
-        rows = evaluate_cases(self.student, self.checkpoint_config(), self.dataset, self.split.val,
+        rows = evaluate_cases(self.student, self.settings, self.dataset, self.split.val,
                               device=self.device, progress=False)
         return float(np.mean([r["dice"] for r in rows]))
 
     def checkpoint_config(self) -> dict:
         """The config every checkpoint records; the student's geometry reads its preprocessing from it."""
-        return self.geometry.checkpoint_config(self.config.as_dict())
+        return self.settings
 
     @contextlib.contextmanager
     def _closing(self, bar):

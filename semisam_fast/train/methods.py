@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from .. import choices
 from ..distributed import global_sum
-from ..sam_targets import CaseTargets, TargetOptions
+from ..sam_targets import CaseTargets
 from .losses import sam_loss, softmax_mse, uamt_threshold, uncertainty_mask
 from .sam_rounds import make_round, round_summary
 
@@ -137,13 +137,10 @@ class SemiSAM(MeanTeacher):
             return trainer.round_logs
         return {}
 
-    def target_options(self, trainer: Trainer) -> TargetOptions:
-        return trainer.config.targets
-
     def round_targets(self, trainer: Trainer) -> dict[str, CaseTargets]:
         """A round's targets per unlabelled case: the teacher's predictions -> gated SAM masks (`make_round`)."""
         return make_round(trainer.teacher, trainer.unlabelled_volumes, trainer.settings, trainer.sam.cache,
-                          trainer.sam.backend, self.target_options(trainer), trainer.device,
+                          trainer.sam.backend, trainer.config.targets, trainer.device,
                           progress=trainer.world.leader, precision=trainer.round_precision)
 
     def sam_round(self, trainer: Trainer) -> None:

@@ -29,7 +29,7 @@ class Checkpointing:
                  "teacher": self.teacher.state_dict() if self.teacher is not None else None,
                  "optimizer": self.optimizer.state_dict(), "iteration": self.iteration,
                  "rng": {"torch": torch.get_rng_state(), "generator": self.generator.get_state()},
-                 "config": self.checkpoint_config(), "history": self.history, "processes": self.world.size}
+                 "config": self.settings, "history": self.history, "processes": self.world.size}
         if own is None:  # not rank 0
             return state
         if self.world.distributed:
