@@ -234,6 +234,7 @@ def pseudo_label_cmd(
     from .data import open_dataset
     from .distributed import world_from_env
     from .nnunet_export import export_nnunet, nnunet_folder
+    from .prompter import BOX_MARGIN
     from .pseudo_label import pseudo_label, teacher_pseudo_label
     if prompt == "teacher" and run is None:
         raise UserError("--prompt teacher needs --run RUN (a training run folder or a student checkpoint)")
@@ -253,9 +254,9 @@ def pseudo_label_cmd(
                                       unseen=unseen)
     else:
         encoder = runtime if store is None or unseen == "encode" else None
-        report = pseudo_label(dataset, store, runtime, out, None, prompt, masks, 4.0 if margin is None else margin,
-                              batch, world=world, encoder=encoder, encoder_batch=encoder_batch,
-                              distances=distances, unseen=unseen)
+        margin = BOX_MARGIN if margin is None else margin
+        report = pseudo_label(dataset, store, runtime, out, None, prompt, masks, margin, batch, world=world,
+                              encoder=encoder, encoder_batch=encoder_batch, distances=distances, unseen=unseen)
     if report is None:  # not rank 0
         return
     print(report.table())

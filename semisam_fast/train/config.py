@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field, replace
 from .. import choices
 from ..errors import UserError
 from ..nets import STUDENTS, student_geometry
+from ..prompter import BOX_MARGIN
 
 METHODS = choices.TRAIN["method"]
 # larger learning rates overflow the optimiser's float32 arithmetic (Adam divides lr by 1 - beta1) before any loss
@@ -42,7 +43,7 @@ class TrainConfig:
     sam_weight: float = 0.1
     sam_ramp: str = "up"  # up | down | none
     sam_loss: str = "dicece"  # dicece (0.5 BCE + 0.5 soft Dice) | mse
-    sam_margin: float = 4.0  # SAM-input pixels around the prompt box (~3 px of a 180 px LA slice)
+    sam_margin: float = BOX_MARGIN  # SAM-input pixels around the prompt box (~3 px of a 180 px LA slice)
     sam_prompt_from: str = "student"  # per-step mode: student | teacher
     # rounds: every sam_round_every iterations the EMA teacher predicts every unlabelled volume, SAM decodes all
     # cached slices in large batches, the gated masks are stored and the step reads them through its geometry
