@@ -18,8 +18,8 @@ from semisam_fast import inference
 from semisam_fast.backends.openvino_backend import OpenVinoBackend
 from semisam_fast.data import open_dataset
 from semisam_fast.models import Frame, load_model
+from semisam_fast.prompter import SamPrompter
 from semisam_fast.nets import build_student
-from semisam_fast.sam_targets import decode_slices
 from semisam_fast.samples import load_samples
 from semisam_fast.train import preset
 
@@ -53,7 +53,7 @@ for _ in range(3):
         results.setdefault(f"encoder b4, {name} (slices/s)", []).append(
             8 / timed(lambda: [backend.encode(images[i:i + 4]) for i in (0, 4)]))
         results.setdefault(f"decoder, {name} (prompts/s)", []).append(
-            16 / timed(lambda: decode_slices(backend, embeddings, samples.labels, frame)))
+            16 / timed(lambda: SamPrompter.of(backend).decode_from_masks(embeddings, samples.labels, frame)))
     for channels_last in (False, True):
         inference._eval_mode = (plain_eval if channels_last else
                                 lambda module, channels_last=False: plain_eval(module, False))

@@ -19,7 +19,7 @@ from onnxruntime.quantization import QuantType, quantize_dynamic
 from semisam_fast.backends import OnnxBackend, TorchBackend
 from semisam_fast.backends.openvino_backend import OpenVinoBackend
 from semisam_fast.models import Frame, load_model
-from semisam_fast.sam_targets import decode_slices
+from semisam_fast.prompter import SamPrompter
 from semisam_fast.samples import load_samples
 
 fp32 = Path(sys.argv[1] if len(sys.argv) > 1 else "engines/litemedsam_decoder_fp32.onnx")
@@ -30,7 +30,7 @@ samples = load_samples(n)
 frame = Frame(samples.slices.shape[1], samples.slices.shape[2], loaded.spec.image_size)
 with torch.inference_mode():
     embeddings = torch.cat([loaded.encoder(loaded.preprocess(s[None])) for s in samples.slices])
-    reference = decode_slices(TorchBackend(loaded), embeddings, samples.labels, frame) > 0
+    reference = SamPrompter.of(TorchBackend(loaded)).decode_from_masks(embeddings, samples.labels, frame) > 0
 
 
 def session(path: Path, profile: bool = False) -> ort.InferenceSession:
@@ -53,8 +53,9 @@ for per_call in (16, 48):
         with torch.inference_mode():
             for _ in range(3):
                 start = time.perf_counter()
-                masks = torch.cat([decode_slices(backend, embeddings[i:i + per_call], samples.labels[i:i + per_call],
-                                                 frame) for i in range(0, n, per_call)]).cpu() > 0
+                decode = SamPrompter.of(backend).decode_from_masks
+                masks = torch.cat([decode(embeddings[i:i + per_call], samples.labels[i:i + per_call], frame)
+                                   for i in range(0, n, per_call)]).cpu() > 0
                 times.append(time.perf_counter() - start)
         iou = float((masks & reference).sum() / (masks | reference).sum())
         print(json.dumps({"prompts_per_call": per_call, "runtime": name, "prompts_per_s": round(n / min(times), 1),
@@ -64,7 +65,7 @@ profiled = OnnxBackend(decoder=fp32)
 profiled.decoder.session = session(fp32, profile=True)
 with torch.inference_mode():
     for _ in range(3):
-        decode_slices(profiled, embeddings[:16], samples.labels[:16], frame)
+        SamPrompter.of(profiled).decode_from_masks(embeddings[:16], samples.labels[:16], frame)
 events = json.loads(Path(profiled.decoder.session.end_profiling()).read_text())
 by_op = collections.Counter()
 for event in events:

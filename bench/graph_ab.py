@@ -17,7 +17,7 @@ from semisam_fast.backends import OnnxBackend, TorchBackend
 from semisam_fast.backends.openvino_backend import OpenVinoBackend
 from semisam_fast.bench import interleaved, machine, summarise
 from semisam_fast.models import Frame, load_model
-from semisam_fast.sam_targets import decode_slices
+from semisam_fast.prompter import SamPrompter
 from semisam_fast.samples import load_samples
 
 part, old, new = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
@@ -30,7 +30,7 @@ frame = Frame(samples.slices.shape[1], samples.slices.shape[2], loaded.spec.imag
 with torch.inference_mode():
     images = torch.cat([loaded.preprocess(s[None]) for s in samples.slices])
     embeddings = torch_fp32.encode(images)
-    reference = decode_slices(torch_fp32, embeddings, samples.labels, frame) > 0
+    reference = SamPrompter.of(torch_fp32).decode_from_masks(embeddings, samples.labels, frame) > 0
 
 runtimes = {"openvino_bf16": lambda path: OpenVinoBackend(**{part: path}, precision="bf16"),
             "openvino_f32": lambda path: OpenVinoBackend(**{part: path}, precision="fp32"),
@@ -43,10 +43,11 @@ for runtime, make in runtimes.items():
         def masks_of(backend):
             """All n items, per_call at a time -> masks at slice size."""
             if part == "decoder":
-                return torch.cat([decode_slices(backend, embeddings[i:i + per_call], samples.labels[i:i + per_call],
-                                                frame) for i in range(0, n, per_call)]).cpu() > 0
+                decode = SamPrompter.of(backend).decode_from_masks
+                return torch.cat([decode(embeddings[i:i + per_call], samples.labels[i:i + per_call], frame)
+                                  for i in range(0, n, per_call)]).cpu() > 0
             encoded = torch.cat([backend.encode(images[i:i + per_call]) for i in range(0, n, per_call)])
-            return decode_slices(torch_fp32, encoded, samples.labels, frame) > 0
+            return SamPrompter.of(torch_fp32).decode_from_masks(encoded, samples.labels, frame) > 0
 
         def run_only(backend):
             if part == "decoder":

@@ -18,7 +18,7 @@ from semisam_fast.backends.openvino_backend import OpenVinoBackend, OpenVinoMode
 from semisam_fast.bench import interleaved, machine, summarise
 from semisam_fast.doctor import has_bf16_matmuls
 from semisam_fast.models import Frame, load_model
-from semisam_fast.sam_targets import decode_slices
+from semisam_fast.prompter import SamPrompter
 from semisam_fast.samples import load_samples
 
 ENCODER, DECODER = Path("engines/litemedsam_encoder_fp32.onnx"), Path("engines/litemedsam_decoder_fp32.onnx")
@@ -48,8 +48,9 @@ with torch.inference_mode():
     per_shape_decoder.decoder.per_shape = True
 
     def decode_in_calls(backend: OpenVinoBackend, size: int) -> None:
+        decode = SamPrompter.of(backend).decode_from_masks
         for start in range(0, len(embeddings), size):
-            decode_slices(backend, embeddings[start:start + size], samples.labels[start:start + size], frame)
+            decode(embeddings[start:start + size], samples.labels[start:start + size], frame)
 
     times = interleaved({"one_dynamic_compile_35_a_call": lambda: decode_in_calls(one_compile, 35),
                          "compile_per_shape_48_a_call": lambda: decode_in_calls(per_shape_decoder, 48)}, repeats=6)

@@ -30,11 +30,10 @@ from semisam_fast.data import open_dataset, read_list
 from semisam_fast.fsutil import write_json
 from semisam_fast.inference import predict_case
 from semisam_fast.metrics import binary_metrics
-from semisam_fast.models import Frame, get_spec
-from semisam_fast.models.preprocess import boxes_to_input
 from semisam_fast.nets import load_student
+from semisam_fast.prompter import SamPrompter
 from semisam_fast.prompts import mask_to_box
-from semisam_fast.sam_targets import TargetOptions, decode_case, decode_slices, gate_case, score_targets, teacher_mask
+from semisam_fast.sam_targets import TargetOptions, decode_case, gate_case, score_targets, teacher_mask
 
 VARIANTS = {  # name -> (decoder, TargetOptions); "frozen, agreement >= 0.7" is the old default
     "frozen, no gate": ("frozen", TargetOptions()),
@@ -54,18 +53,19 @@ def oracles(case_id, teacher, label, cache, backends, margin) -> dict[str, float
     teacher's box (+ the same margin): the most any mask inside the teacher's box can score."""
     slices = cache.slices(case_id)
     label = label[:, :, slices] > 0
-    frame = Frame(*label.shape[:2], get_spec("litemedsam").image_size)
+    prompters = {name: SamPrompter.of(backend, margin) for name, backend in backends.items()}
+    frame = prompters["frozen"].frame(*label.shape[:2])
     has = np.flatnonzero(label.any(axis=(0, 1)))
     out = {}
     embeddings = cache.gather([(case_id, slices[s]) for s in has])
-    for name, backend in backends.items():
+    for name, prompter in prompters.items():
         mask = np.zeros_like(label)
-        logits = decode_slices(backend, embeddings, label[:, :, has].transpose(2, 0, 1), frame, margin=margin)
+        logits = prompter.decode_from_masks(embeddings, label[:, :, has].transpose(2, 0, 1), frame)
         mask[:, :, has] = (logits > 0).cpu().numpy().transpose(1, 2, 0)
         out[f"SAM ({name}) from the label box"] = binary_metrics(mask, label)["dice"]
     clipped = np.zeros_like(label)
     for s in np.flatnonzero(teacher.any(axis=(0, 1))):
-        box = boxes_to_input(torch.from_numpy(mask_to_box(teacher[:, :, s])), frame, margin) / frame.scale
+        box = prompters["frozen"].box_on_slice(torch.from_numpy(mask_to_box(teacher[:, :, s])), frame)
         x0, y0, x1, y1 = (int(round(float(v))) for v in box)
         clipped[y0:y1 + 1, x0:x1 + 1, s] = label[y0:y1 + 1, x0:x1 + 1, s]
     out["label inside the teacher's box"] = binary_metrics(clipped, label)["dice"]

@@ -29,10 +29,9 @@ from .cache import EmbeddingCache
 from .data import Dataset
 from .errors import UserError
 from .fsutil import atomic_write, write_json
-from .models import Frame, LoadedModel, load_model, masks_to_original
-from .models.preprocess import boxes_to_input
-from .prompts import box_prompts, mask_to_box
-from .sam_targets import TargetOptions
+from .models import Frame, LoadedModel, load_model
+from .prompter import BOX_MARGIN, SamPrompter, mask_to_low_res, masks_to_original
+from .prompts import mask_to_box
 
 ADAPTED_NAME = "adapted.pth"
 LOOSE_PX = 15.0  # "loose" boxes in the report: the label box grown by this many slice pixels per side
@@ -46,7 +45,7 @@ class AdaptOptions:
     weight_decay: float = 1e-4
     scale: tuple[float, float] = (0.8, 1.4)  # box side length, relative to the label box's
     shift: float = 10.0  # box centre shift, slice pixels (a teacher's box is off by about this much on LA)
-    margin: float = TargetOptions.margin  # SAM-input pixels added to every box, as the rounds do
+    margin: float = BOX_MARGIN  # SAM-input pixels added to every box, as the rounds do
     seed: int = 0
 
     def as_dict(self) -> dict:
@@ -87,22 +86,12 @@ def perturb_box(box: np.ndarray, shape: tuple[int, int], rng: np.random.Generato
     return np.concatenate([lo, np.maximum(hi, lo + 1)]).astype(np.float32)
 
 
-def low_res_target(label: np.ndarray, frame: Frame, side: int) -> torch.Tensor:
-    """A slice's label (H, W) in SAM's low-res frame (side x side, covering the padded input): the inverse of
-    `masks_to_original`, as a soft mask."""
-    ratio = side / frame.image_size
-    rh, rw = frame.resized
-    ch, cw = max(1, int(round(rh * ratio))), max(1, int(round(rw * ratio)))
-    x = torch.from_numpy(label.astype(np.float32))[None, None]
-    x = F.interpolate(x, size=(ch, cw), mode="bilinear", align_corners=False)[0, 0]
-    return F.pad(x, (0, side - cw, 0, side - ch))
-
-
 def _decode(model: LoadedModel, embeddings: torch.Tensor, boxes: list[np.ndarray], frames: list[Frame],
             margin: float) -> torch.Tensor:
-    """Low-res logits (N, side, side), one box per slice; differentiable in the decoder's weights."""
-    coords = torch.stack([boxes_to_input(torch.from_numpy(b), f, margin) for b, f in zip(boxes, frames)])
-    coords, labels = box_prompts(coords[:, None])
+    """Low-res logits (N, side, side), one box per slice; differentiable in the decoder's weights (so the decoder
+    is called here, not through the prompter's backend)."""
+    prompter = SamPrompter(model.spec.image_size, margin)
+    coords, labels = prompter.box_prompts(torch.from_numpy(np.stack(boxes)), frames)
     side = 4 * embeddings.shape[-1]
     low_res, _ = model.decoder(embeddings, coords, labels, torch.zeros(1, 1, 1, side, side), torch.zeros(1))
     return low_res[:, 0, 0]
@@ -136,7 +125,7 @@ def train_decoder(model: LoadedModel, cache: EmbeddingCache, examples: list[Exam
         frames = [Frame(*e.label.shape, model.spec.image_size) for e in picks]
         boxes = [perturb_box(mask_to_box(e.label), e.label.shape, rng, options) for e in picks]
         embeddings = cache.gather([(e.case_id, e.z) for e in picks]).float()
-        target = torch.stack([low_res_target(e.label, f, side) for e, f in zip(picks, frames)])
+        target = torch.stack([mask_to_low_res(e.label, f, side) for e, f in zip(picks, frames)])
         loss = _loss(_decode(model, embeddings, boxes, frames, options.margin), target)
         optimiser.zero_grad()
         loss.backward()

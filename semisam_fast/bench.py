@@ -181,34 +181,37 @@ def bench_decoder(model: str = "litemedsam", n_slices: int = 16, repeats: int = 
 
     from .backends import OnnxBackend, TorchBackend
     from .export import export
-    from .models import Frame, load_model
-    from .models.preprocess import boxes_to_input
-    from .sam_targets import decode_slices
+    from .models import load_model
+    from .prompter import SamPrompter
     from .samples import load_samples
 
     loaded = load_model(model)
     samples = load_samples(n_slices)
     labels = samples.labels
-    frame = Frame(samples.slices.shape[1], samples.slices.shape[2], loaded.spec.image_size)
+    frame = SamPrompter(loaded.spec.image_size).frame(samples.slices.shape[1], samples.slices.shape[2])
     with torch.inference_mode():
         embeddings = torch.cat([loaded.encoder(loaded.preprocess(s[None])) for s in samples.slices]).to(device)
+
+    def batched(backend, n: int | None = None):  # one decoder call: the first n slices' label boxes + the margin
+        return partial(SamPrompter.of(backend).decode_from_masks, embeddings[:n], labels[:n], frame)
+
     torch_backend = TorchBackend(loaded, device=device)
-    per_prompt = gflop(lambda: decode_slices(torch_backend, embeddings[:1], labels[:1], frame))
-    candidates = {"batched_torch": lambda: decode_slices(torch_backend, embeddings, labels, frame)}
+    per_prompt = gflop(batched(torch_backend, 1))
+    candidates = {"batched_torch": batched(torch_backend)}
     openvino: dict = {}
     if device.startswith("cuda"):
         half = TorchBackend(load_model(model), device=device, precision="fp16")
-        candidates["batched_torch_fp16"] = lambda: decode_slices(half, embeddings, labels, frame)
+        candidates["batched_torch_fp16"] = batched(half)
     provider = "cuda" if device.startswith("cuda") else "cpu"
     if provider == "cpu" or "CUDAExecutionProvider" in ort.get_available_providers():
         decoder_path = engines / f"{model}_decoder_fp32.onnx"
         if not decoder_path.is_file():
             export(model, part="decoder", out=engines)
         onnx = OnnxBackend(decoder=decoder_path, provider=provider)
-        candidates["batched_onnxruntime"] = lambda: decode_slices(onnx, embeddings, labels, frame)
+        candidates["batched_onnxruntime"] = batched(onnx)
         openvino = _openvino_decoders(decoder_path, log)
         for precision, backend in openvino.items():
-            candidates[f"batched_openvino_{precision}"] = partial(decode_slices, backend, embeddings, labels, frame)
+            candidates[f"batched_openvino_{precision}"] = batched(backend)
     # each batched runtime's masks against torch fp32's, on the same prompts: a speed-up is worth its agreement
     with torch.inference_mode():
         reference = candidates["batched_torch"]().cpu() > 0
@@ -225,7 +228,7 @@ def bench_decoder(model: str = "litemedsam", n_slices: int = 16, repeats: int = 
     predictor.is_image_set = True
     predictor.original_size = (frame.height, frame.width)
     predictor.input_size = frame.resized
-    boxes_input = boxes_to_input(samples.boxes, frame).to(device)
+    boxes_input = SamPrompter(loaded.spec.image_size, margin=0.0).boxes_to_input(samples.boxes, frame).to(device)
 
     def looped(count: int = n_slices):
         with torch.inference_mode():

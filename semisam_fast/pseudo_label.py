@@ -1,8 +1,8 @@
 """`pseudo-label`: prompts from masks (labels, mask volumes) or from a trained run's teacher -> SAM's decoder on
 cached embeddings (or, without a cache, on the encoder's embeddings of just the prompted slices, made there and then)
 -> mask volumes in the input's format, with a report and overlays. The steps are others': slices are encoded by
-`embed.encode_slices`, SAM is prompted in `sam_targets.py`, volumes read and masks written by the `Dataset`, the
-report by `results.py`."""
+`embed.encode_slices`, SAM is prompted through `prompter.SamPrompter` (from a teacher in `sam_targets.py`), volumes
+read and masks written by the `Dataset`, the report by `results.py`."""
 from __future__ import annotations
 
 import logging
@@ -22,12 +22,12 @@ from .embed import encode_slices
 from .errors import UserError
 from .fsutil import check_outputs
 from .metrics import class_metrics, format_table
-from .models import Frame, get_spec
-from .models.preprocess import boxes_to_input
+from .models import get_spec
 from .overlay import overlay
+from .prompter import BOX_MARGIN, SamPrompter
 from .prompts import mask_to_box
 from .results import result_files, write_results
-from .sam_targets import TargetOptions, case_targets, decode_slices, score_targets
+from .sam_targets import TargetOptions, case_targets, score_targets
 
 PROMPTS = tuple(p for p in choices.PROMPTS if p != "teacher")  # mask-made prompts; teacher: teacher_pseudo_label
 log = logging.getLogger(__name__)
@@ -73,7 +73,7 @@ def _check_outputs(dataset: Dataset, case_ids: list[str], out: Path, masks_dir: 
 
 def pseudo_label(dataset: Dataset, cache: EmbeddingCache | None, backend: Backend, out: str | Path,
                  case_ids: list[str] | None = None, prompt: str = "gt-box", masks_dir: str | Path | None = None,
-                 margin: float = 4.0, batch: int = 32, n_overlays: int = 4, progress: bool = True,
+                 margin: float = BOX_MARGIN, batch: int = 32, n_overlays: int = 4, progress: bool = True,
                  world: World | None = None, encoder: Backend | None = None, encoder_batch: int = 8,
                  distances: bool = True, unseen: str = "ignore") -> PseudoLabelReport | None:
     """SAM's masks from `cache`'s embeddings, or, with `encoder` instead of a cache, from that backend's embeddings
@@ -105,6 +105,7 @@ def pseudo_label(dataset: Dataset, cache: EmbeddingCache | None, backend: Backen
         raise UserError(f"the encoder ({encoder.model}) and the decoder ({backend.model}) come from different "
                         "models or checkpoints")
     spec = get_spec(backend.model)
+    prompter = SamPrompter.of(backend, margin)
     if prompt == "points" and spec.prompt == "box":
         log.warning("%s was trained on box prompts: from points it gives empty masks (LiteMedSAM on the phantom: "
                     "Dice 0.0 from an interior point vs 0.99 from the label box); use gt-box", spec.name)
@@ -131,7 +132,7 @@ def pseudo_label(dataset: Dataset, cache: EmbeddingCache | None, backend: Backen
             raise UserError(f"case {case_id} has no label to build --prompt {prompt} from; use mask-box --masks")
         if prompt == "mask-box":
             source = np.where(source == ignore, 0, source)  # a mask volume's own ignore voxels prompt nothing
-        frame = Frame(case.image.shape[0], case.image.shape[1], spec.image_size)
+        frame = prompter.frame(case.image.shape[0], case.image.shape[1])
         depth = case.image.shape[2]
         cached = set(cache.slices(case_id)) if cache is not None else set(range(depth))
         values = [int(v) for v in np.unique(source) if v != 0]
@@ -149,8 +150,8 @@ def pseudo_label(dataset: Dataset, cache: EmbeddingCache | None, backend: Backen
             embeddings = _embeddings(case_id, case.image, zs, cache, encoder, encoder_batch)
             masks = np.stack([source[:, :, z] == v for z, v in chunk]) if len(values) > 1 else \
                 source[:, :, zs].transpose(2, 0, 1)
-            logits = decode_slices(backend, embeddings, masks, frame, "points" if prompt == "points" else "box",
-                                   margin).float().cpu().numpy()
+            logits = prompter.decode_from_masks(embeddings, masks, frame, "point" if prompt == "points" else "box")
+            logits = logits.float().cpu().numpy()
             if best is None:  # one label value: SAM's mask as it is
                 volume[:, :, zs] = (logits > 0).transpose(1, 2, 0).astype(np.uint8) * np.uint8(values[0])
                 continue
@@ -177,7 +178,7 @@ def pseudo_label(dataset: Dataset, cache: EmbeddingCache | None, backend: Backen
             prompted = sorted({z for z, _ in decoded})
             if len(report.overlays) < n_overlays and prompted:
                 z = prompted[len(prompted) // 2]
-                box = boxes_to_input(torch.from_numpy(mask_to_box(source[:, :, z])), frame, margin) / frame.scale
+                box = prompter.box_on_slice(torch.from_numpy(mask_to_box(source[:, :, z])), frame)
                 report.overlays.append(str(overlay(case.image[:, :, z], out / "overlays" / f"{case_id}_z{z}.png",
                                                    volume[:, :, z], case.label[:, :, z], [box.tolist()])))
     report = report.merged(world, case_ids)

@@ -7,8 +7,8 @@ batches -> gates: SAM's own IoU prediction, and SAM's agreement (IoU) with the t
 Cached slices outside the z-range of the teacher's mask get an EMPTY target (negatives): without them nothing ever
 tells the student that a slice holds no atrium, and a spurious blob, boxed, is filled by SAM and reinforced.
 
-No label is read here: the teacher's prediction is the only source of prompts. (`decode_slices`, SAM prompted from
-any masks, one per slice, serves `pseudo-label`'s label- and mask-made prompts and the decoder bench.)
+No label is read here: the teacher's prediction is the only source of prompts. SAM's frame (boxes, margin, masks back
+at slice size) is `prompter.SamPrompter`'s, which also serves `pseudo-label`'s label- and mask-made prompts.
 """
 from __future__ import annotations
 
@@ -19,11 +19,9 @@ import torch
 
 from .backends import Backend
 from .cache import EmbeddingCache
-from .models import Frame, get_spec, masks_to_original
-from .models.preprocess import boxes_to_input
-from .models.preprocess import points_to_input
-from .prompts import box_prompts, mask_to_box, mask_to_points, point_prompts
-from .target_options import BOX_MARGIN, TargetOptions
+from .prompts import masks_to_boxes
+from .prompter import SamPrompter
+from .target_options import TargetOptions
 
 
 @dataclass
@@ -48,21 +46,6 @@ class CaseTargets:
     def target(self) -> np.ndarray:
         """(H, W, S) uint8: SAM's mask on kept slices, zeros elsewhere (use with `valid`)."""
         return (self.sam & self.kept[None, None, :]).astype(np.uint8)
-
-
-def decode_slices(backend: Backend, embeddings: torch.Tensor, source_masks: np.ndarray, frame: Frame,
-                  prompt: str = "box", margin: float = BOX_MARGIN) -> torch.Tensor:
-    """One prompt per slice from its mask (N,H,W) -> SAM logits (N,H,W) at slice size, on the backend's device;
-    one decoder call. The caller passes only slices whose mask has foreground. `margin`: SAM-input pixels."""
-    masks = torch.from_numpy(source_masks.astype(bool))
-    if prompt == "points":
-        points, labels, _ = mask_to_points(masks.float(), n_positive=1, n_negative=1)
-        coords, labels = point_prompts(points_to_input(points, frame)[:, None], labels[:, None])
-    else:
-        boxes = torch.from_numpy(np.stack([mask_to_box(m) for m in source_masks]))
-        coords, labels = box_prompts(boxes_to_input(boxes, frame, margin)[:, None])
-    low_res, _ = backend.decode(embeddings, coords, labels)
-    return masks_to_original(low_res[:, 0, 0], frame)
 
 
 def teacher_mask(prob: np.ndarray, options: TargetOptions) -> np.ndarray:
@@ -107,10 +90,10 @@ def decode_case(case_id: str, prob: np.ndarray, cache: EmbeddingCache, backend: 
                 options: TargetOptions = TargetOptions(), batch: int = 64) -> DecodedCase:
     """SAM prompted with the box of the teacher's mask on every cached slice the mask reaches (`options`: its
     threshold, largest component and margin)."""
-    spec = get_spec(backend.model)
+    prompter = SamPrompter.of(backend, options.margin)
     slices = cache.slices(case_id)
     prob = on_cached_slices(prob, slices)
-    frame = Frame(prob.shape[0], prob.shape[1], spec.image_size)
+    frame = prompter.frame(prob.shape[0], prob.shape[1])
     teacher = teacher_mask(prob, options)
     sam_logits = np.zeros(teacher.shape, dtype=np.float32)
     iou_pred = np.full(len(slices), np.nan, dtype=np.float32)
@@ -118,15 +101,13 @@ def decode_case(case_id: str, prob: np.ndarray, cache: EmbeddingCache, backend: 
     prompted = np.flatnonzero(teacher.any(axis=(0, 1)))
     for start in range(0, len(prompted), batch):
         rows = prompted[start:start + batch]
-        boxes = torch.from_numpy(np.stack([mask_to_box(teacher[:, :, r]) for r in rows]))
-        in_frame = boxes_to_input(boxes, frame, options.margin)
-        coords, labels = box_prompts(in_frame[:, None])
-        for r, (x0, y0, x1, y1) in zip(rows, (in_frame / frame.scale).round().int().tolist()):
+        boxes = masks_to_boxes(torch.from_numpy(teacher[:, :, rows].transpose(2, 0, 1)))[0]
+        for r, (x0, y0, x1, y1) in zip(rows, prompter.box_on_slice(boxes, frame).round().int().tolist()):
             in_box[y0:y1 + 1, x0:x1 + 1, r] = True
         embeddings = cache.gather([(case_id, slices[r]) for r in rows], backend.device)
-        low_res, iou = backend.decode(embeddings, coords, labels)
-        sam_logits[:, :, rows] = masks_to_original(low_res[:, 0, 0], frame).cpu().numpy().transpose(1, 2, 0)
-        iou_pred[rows] = iou[:, 0, 0].cpu().numpy()
+        logits, iou = prompter.decode(embeddings, prompter.box_prompts(boxes, frame), frame)
+        sam_logits[:, :, rows] = logits.cpu().numpy().transpose(1, 2, 0)
+        iou_pred[rows] = iou.cpu().numpy()
     return DecodedCase(case_id, list(slices), prob, teacher, sam_logits, iou_pred, in_box)
 
 

@@ -4,24 +4,25 @@ from __future__ import annotations
 import torch
 
 from .backends import Backend
-from .models import Frame, get_spec, masks_to_original, preprocess
-from .models.preprocess import boxes_to_input
-from .prompts import box_prompts
+from .models import get_spec, preprocess
+from .prompter import SamPrompter
 
 
 def segment_with_boxes(backend: Backend, slices: torch.Tensor, boxes: torch.Tensor,
                        batch: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
-    """slices (N,H,W), one box (x0,y0,x1,y1) per slice -> (logits (N,H,W) at slice size, IoU predictions (N,))."""
+    """slices (N,H,W), one box (x0,y0,x1,y1) per slice, taken as given (no margin) -> (logits (N,H,W) at slice
+    size, IoU predictions (N,)), on the CPU."""
     spec = get_spec(backend.model)
-    frame = Frame(slices.shape[1], slices.shape[2], spec.image_size)
+    prompter = SamPrompter.of(backend, margin=0.0)
+    frame = prompter.frame(slices.shape[1], slices.shape[2])
     logits, scores = [], []
     for start in range(0, len(slices), batch):
         images = preprocess(slices[start:start + batch], spec.image_size, spec.normalization)
         embeddings = backend.encode(images)
-        coords, labels = box_prompts(boxes_to_input(boxes[start:start + batch], frame)[:, None])
-        low_res, iou = backend.decode(embeddings, coords, labels)
-        logits.append(masks_to_original(low_res[:, 0, 0].cpu(), frame))
-        scores.append(iou[:, 0, 0].cpu())
+        prompts = prompter.box_prompts(boxes[start:start + batch], frame)
+        masks, iou = prompter.decode(embeddings, prompts, frame, device="cpu")
+        logits.append(masks)
+        scores.append(iou.cpu())
     return torch.cat(logits), torch.cat(scores)
 
 

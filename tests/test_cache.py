@@ -17,9 +17,9 @@ from semisam_fast.cache import EmbeddingCache
 from semisam_fast.data import open_dataset
 from semisam_fast.embed import backend_fingerprint, build_cache
 from semisam_fast.errors import UserError
-from semisam_fast.models import Frame, load_model
+from semisam_fast.models import load_model
 from semisam_fast.pseudo_label import pseudo_label
-from semisam_fast.sam_targets import decode_slices
+from semisam_fast.prompter import SamPrompter
 
 from .conftest import invoke, run_cli
 
@@ -123,10 +123,11 @@ def test_batched_decode_equals_one_prompt_at_a_time(lite):
     dataset, backend, cache = lite
     case = dataset.load(dataset.case_ids[0])
     zs = [z for z in cache.slices(case.case_id) if case.label[:, :, z].any()]
-    frame = Frame(case.image.shape[0], case.image.shape[1], 256)
+    prompter = SamPrompter.of(backend)
+    frame = prompter.frame(case.image.shape[0], case.image.shape[1])
     labels = case.label[:, :, zs].transpose(2, 0, 1)
-    batched = decode_slices(backend, cache.get(case.case_id, zs), labels, frame)
-    looped = torch.cat([decode_slices(backend, cache.get(case.case_id, [z]), labels[i:i + 1], frame)
+    batched = prompter.decode_from_masks(cache.get(case.case_id, zs), labels, frame)
+    looped = torch.cat([prompter.decode_from_masks(cache.get(case.case_id, [z]), labels[i:i + 1], frame)
                         for i, z in enumerate(zs)])
     assert len(zs) >= 3
     assert torch.equal(batched > 0, looped > 0)

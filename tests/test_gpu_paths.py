@@ -147,18 +147,18 @@ def test_compiled_cuda_graph_encoder_matches_eager_and_outputs_survive_the_next_
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_batched_decoding_on_cuda_matches_the_cpu():
     from semisam_fast.backends import TorchBackend
-    from semisam_fast.models import Frame, load_model
-    from semisam_fast.sam_targets import decode_slices
+    from semisam_fast.models import load_model
+    from semisam_fast.prompter import SamPrompter
     from semisam_fast.samples import load_samples
 
     samples = load_samples(4)
     loaded = load_model("litemedsam")
     cpu = TorchBackend(loaded)
     embeddings = cpu.encode(loaded.preprocess(samples.slices))
-    frame = Frame(samples.slices.shape[1], samples.slices.shape[2], 256)
-    on_cpu = decode_slices(cpu, embeddings, samples.labels, frame)
-    on_gpu = decode_slices(TorchBackend(load_model("litemedsam"), device="cuda"), embeddings.cuda(), samples.labels,
-                           frame)
+    frame = SamPrompter.of(cpu).frame(samples.slices.shape[1], samples.slices.shape[2])
+    on_cpu = SamPrompter.of(cpu).decode_from_masks(embeddings, samples.labels, frame)
+    on_gpu = SamPrompter.of(TorchBackend(load_model("litemedsam"), device="cuda")).decode_from_masks(
+        embeddings.cuda(), samples.labels, frame)
     assert on_gpu.is_cuda
     agree = ((on_gpu.cpu() > 0) == (on_cpu > 0)).float().mean()
     assert agree > 0.999

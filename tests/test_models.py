@@ -8,7 +8,7 @@ import torch
 from semisam_fast.backends import TorchBackend
 from semisam_fast.errors import UserError
 from semisam_fast.metrics import binary_metrics
-from semisam_fast.models import Frame, load_model, masks_to_original, preprocess
+from semisam_fast.models import load_model, preprocess
 from semisam_fast.models.checkpoint import identify, read_state_dict
 from semisam_fast.prompts import box_prompts, point_prompts
 from semisam_fast.samples import load_samples
@@ -37,18 +37,6 @@ def test_preprocess_keeps_aspect_and_pads():
     assert x[:, :, :, :128].abs().sum() > 0
     sam = preprocess(slices, 1024, "sam")
     assert sam.shape == (2, 3, 1024, 1024)
-
-
-def test_mask_geometry_round_trip():
-    """A low-res mask of a rectangle at known (row, column) place maps back to the same place at slice size."""
-    frame = Frame(100, 50, 256)
-    low = torch.full((1, 256, 256), -10.0)
-    # rows 20..40, cols 10..30 of the slice -> scale 2.56 in the 256 frame (low res == input size for 256 models)
-    low[0, int(20 * 2.56):int(41 * 2.56), int(10 * 2.56):int(31 * 2.56)] = 10.0
-    mask = masks_to_original(low, frame)[0] > 0
-    rows, cols = np.nonzero(mask.numpy())
-    assert abs(rows.min() - 20) <= 1 and abs(rows.max() - 40) <= 1
-    assert abs(cols.min() - 10) <= 1 and abs(cols.max() - 30) <= 1
 
 
 def test_identify_checkpoints(tmp_path):

@@ -8,9 +8,8 @@ import torch
 
 from ..artefact import read_sidecar
 from ..errors import UserError
-from ..models import Frame, LoadedModel, load_model
-from ..models.preprocess import boxes_to_input
-from ..prompts import box_prompts
+from ..models import LoadedModel, load_model
+from ..prompter import SamPrompter
 from ..samples import Samples, load_samples
 
 # bf16 keeps 8 bits of mantissa: it is gated as the other reduced precision, int8 (the design's 0.97)
@@ -61,8 +60,9 @@ def _ious(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
 
 
 def _prompts(samples: Samples, model: LoadedModel) -> tuple[torch.Tensor, torch.Tensor]:
-    frame = Frame(samples.slices.shape[1], samples.slices.shape[2], model.spec.image_size)
-    return box_prompts(boxes_to_input(samples.boxes, frame)[:, None])
+    """The samples' label boxes as SAM's prompts (they carry their own margin: none is added)."""
+    prompter = SamPrompter(model.spec.image_size, margin=0.0)
+    return prompter.box_prompts(samples.boxes, prompter.frame(samples.slices.shape[1], samples.slices.shape[2]))
 
 
 def check_encoder(backend, reference: LoadedModel, samples: Samples, precision: str,

@@ -12,11 +12,11 @@ from ..fsutil import file_sha256
 from .checkpoint import load_into, read_checkpoint
 from .decoder import PromptDecoder
 from .litemedsam import bundled_checkpoint, bundled_checkpoint_sha256
-from .preprocess import Frame, masks_to_original, preprocess
+from .preprocess import Frame, preprocess
 from .registry import DEFAULT_MODEL, MODELS, ModelSpec
 
 __all__ = ["DEFAULT_MODEL", "MODELS", "Frame", "LoadedModel", "ModelSpec", "PromptDecoder", "get_spec",
-           "load_model", "masks_to_original", "preprocess"]
+           "load_model", "preprocess"]
 
 
 @dataclass

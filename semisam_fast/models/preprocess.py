@@ -1,7 +1,7 @@
 """Per-model image preprocessing, batched in torch: normalise, resize the longest side, pad bottom/right.
 
 Coordinates follow segment-anything: prompts are (x, y) = (column, row) in the resized frame; numpy slices are
-(row, column). `Frame` carries what is needed to map prompts in and masks back out.
+(row, column). `Frame` carries what is needed to map prompts in and masks back out (`prompter.SamPrompter`).
 """
 from __future__ import annotations
 
@@ -69,37 +69,3 @@ def preprocess(slices: torch.Tensor, image_size: int, normalization: str) -> tor
     if (rh, rw) != (frame.height, frame.width):
         x = F.interpolate(x, size=(rh, rw), mode="bilinear", align_corners=False, antialias=True)
     return F.pad(x, (0, image_size - rw, 0, image_size - rh))
-
-
-def boxes_to_input(boxes: torch.Tensor, frame: Frame, margin: float = 0.0) -> torch.Tensor:
-    """Boxes (..., 4) as (x0, y0, x1, y1) in original pixel coordinates -> model input frame, grown by `margin`
-    pixels OF THE MODEL INPUT (so a margin means the same to SAM whatever the slice size) and clipped to the image
-    part of the padded input."""
-    boxes = boxes * frame.scale
-    if not margin:
-        return boxes
-    rh, rw = frame.resized
-    grow = torch.tensor([-margin, -margin, margin, margin], dtype=boxes.dtype, device=boxes.device)
-    low = torch.zeros(4, dtype=boxes.dtype, device=boxes.device)
-    high = torch.tensor([rw - 1, rh - 1, rw - 1, rh - 1], dtype=boxes.dtype, device=boxes.device)
-    return torch.minimum(torch.maximum(boxes + grow, low), high)
-
-
-def points_to_input(points: torch.Tensor, frame: Frame) -> torch.Tensor:
-    """Points (..., 2) as (x, y) in original pixel coordinates -> model input frame."""
-    return points * frame.scale
-
-
-def masks_to_original(low_res: torch.Tensor, frame: Frame, size: tuple[int, int] | None = None) -> torch.Tensor:
-    """Low-res logits (..., 256, 256) covering the padded input -> logits (..., H, W) of the original slice, or
-    stretched to `size` (a resized canvas of the whole slice, as the 2D student sees it)."""
-    lead = low_res.shape[:-2]
-    x = low_res.reshape(-1, 1, *low_res.shape[-2:]).float()
-    # the low-res grid covers the whole padded square; crop to the part that holds the image first
-    ratio = low_res.shape[-1] / frame.image_size
-    rh, rw = frame.resized
-    ch, cw = max(1, int(round(rh * ratio))), max(1, int(round(rw * ratio)))
-    x = x[..., :ch, :cw]
-    size = size or (frame.height, frame.width)
-    x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
-    return x.reshape(*lead, *size)

@@ -2,7 +2,8 @@
 
 2D: student probabilities (augmented crops) -> inverse geometry into the slice canvas -> prompts (box of the
 predicted foreground + margin, or points) -> prompts scaled to each slice's original frame -> decoder on cached
-embeddings -> SAM's mask resized to the canvas -> the same geometry -> target in the crop frame.
+embeddings -> SAM's mask resized to the canvas -> the same geometry -> target in the crop frame. The frame maths
+(canvas -> slice -> SAM input and back) are `prompter.SamPrompter`'s.
 3D: the same per axial slice of each patch, the canvas being the whole slice with the patch window filled in.
 The default, pseudo-label rounds, is in `sam_rounds.py` (targets made every R iterations, read in the step).
 """
@@ -14,10 +15,10 @@ import torch
 
 from ..backends import Backend
 from ..cache import EmbeddingCache
-from ..models import Frame, get_spec, masks_to_original, preprocess
-from ..prompts import box_prompts, mask_to_points, masks_to_boxes, point_prompts
 from ..geometry.augment import Transform2D
 from ..geometry.slices2d import SliceRef
+from ..models import get_spec, preprocess
+from ..prompter import BOX_MARGIN, SamPrompter
 
 
 @dataclass
@@ -33,14 +34,14 @@ class SamTeacher:
 
     threshold = 0.5
 
-    def __init__(self, backend: Backend, cache: EmbeddingCache | None, margin: float = 4.0,
+    def __init__(self, backend: Backend, cache: EmbeddingCache | None, margin: float = BOX_MARGIN,
                  online_images: dict | None = None, resident: bool | None = None) -> None:
         self.backend = backend
         self.cache = cache
         self.resident = resident  # cached embeddings kept on the backend's device (EmbeddingCache.gather)
         self.spec = get_spec(backend.model)
         self.prompt = self.spec.prompt
-        self.margin = margin
+        self.prompter = SamPrompter.of(backend, margin)  # SAM's frame: canvas -> slice -> SAM input and back
         self.online_images = online_images  # case_id -> (H,W,Z) original volume, for --sam-online
 
     def embeddings(self, refs: list[SliceRef]) -> torch.Tensor:
@@ -57,32 +58,15 @@ class SamTeacher:
         original slice — -> SAM's binary masks on the same canvases (same device), and which slices got a prompt."""
         b, hc, wc = canvas.shape
         masks = canvas.new_zeros(b, hc, wc)
-        boxes, valid = masks_to_boxes(canvas > self.threshold)
-        valid = valid.cpu()
+        valid = (canvas > self.threshold).flatten(1).any(dim=1).cpu()
         if not bool(valid.any()):
             return masks, valid
         index = valid.nonzero().flatten().tolist()
-        # canvas -> each slice's model-input frame (longest side -> image_size, aspect kept)
-        hw = torch.tensor([[refs[i].height, refs[i].width] for i in index], dtype=torch.float32)
-        to_input = self.spec.image_size / hw.max(dim=1, keepdim=True).values
-        sx, sy = hw[:, 1:2] / wc * to_input, hw[:, 0:1] / hc * to_input
-        if self.prompt == "point":
-            points, labels, _ = mask_to_points(canvas[index].cpu(), 1, 1, self.threshold)
-            coords, labels = point_prompts((points * torch.stack([sx, sy], dim=-1))[:, None], labels[:, None])
-        else:
-            # the margin is in SAM-input pixels, added after scaling, clipped to each slice's resized image
-            scaled = boxes[index].cpu() * torch.cat([sx, sy, sx, sy], dim=1)
-            grown = scaled + torch.tensor([-1.0, -1.0, 1.0, 1.0]) * self.margin
-            limit = (hw.flip(1) * to_input - 1).repeat(1, 2)
-            coords, labels = box_prompts(torch.minimum(grown.clamp(min=0), limit)[:, None])
-        low_res, _ = self.backend.decode(self.embeddings([refs[i] for i in index]), coords, labels)
-        low_res = low_res[:, 0, 0].to(device=canvas.device, dtype=torch.float32)
-        # one resize per distinct slice size (a dataset's slices mostly share one)
-        sizes = [(refs[i].height, refs[i].width) for i in index]
-        for size in dict.fromkeys(sizes):
-            rows = [row for row, other in enumerate(sizes) if other == size]
-            resized = masks_to_original(low_res[rows], Frame(*size, self.spec.image_size), size=(hc, wc))
-            masks[[index[row] for row in rows]] = (resized > 0).to(masks.dtype)
+        frames = [self.prompter.frame(refs[i].height, refs[i].width) for i in index]
+        prompts = self.prompter.canvas_prompts(canvas[index], frames, self.prompt, self.threshold)
+        embeddings = self.embeddings([refs[i] for i in index])
+        logits, _ = self.prompter.decode(embeddings, prompts, frames, size=(hc, wc), device=canvas.device)
+        masks[index] = (logits > 0).to(masks.dtype)
         return masks, valid
 
     def targets(self, fg_prob: torch.Tensor, transforms: list[Transform2D], refs: list[SliceRef],
