@@ -2,11 +2,16 @@
 CLI offers them as typed choices (a typo is refused with the allowed values, never read as a default)."""
 from __future__ import annotations
 
+from .formats import FORMATS
+
 MODELS = ("litemedsam", "medsam", "vit_b", "vit_l", "vit_h", "tiny")  # models.registry.MODELS is checked against it
-BACKENDS = ("torch", "onnx", "openvino", "engine")
+# torch runs a checkpoint; the others open exported files (their names, suffixes and backends: formats.py)
+BACKENDS = ("torch", *FORMATS)
 DEVICES = ("cpu", "cuda")
 EXPORT_PARTS = ("encoder", "decoder", "all")
-EXPORT_FORMATS = ("onnx", "engine")
+EXPORT_FORMATS = tuple(name for name, fmt in FORMATS.items() if fmt.exported)
+# verify: the formats that run an exported .onnx file (onnxruntime, or OpenVINO compiling it)
+ONNX_RUNTIMES = tuple(name for name, fmt in FORMATS.items() if fmt.suffix == FORMATS["onnx"].suffix)
 EXPORT_PRECISIONS = ("fp32", "fp16", "int8")
 INT8_MODES = ("dynamic", "static")
 TORCH_PRECISIONS = ("fp32", "fp16", "bf16")

@@ -16,6 +16,7 @@ from rich.console import Console
 
 from . import choices
 from .errors import UserError
+from .formats import DEFAULT_FOLDER
 
 try:  # typer vendors its own copy of click since 0.2x; its exceptions are the ones raised
     from typer._click import exceptions as click_errors
@@ -51,7 +52,7 @@ def export_cmd(
                                    help="int8: dynamic (Linear layers) or static (calibrated QDQ)"),
     batch: Optional[str] = typer.Option(None, help="MIN,OPT,MAX batch (TensorRT profile; recorded for ONNX)"),
     opset: int = typer.Option(17, min=17, help="ONNX opset"),
-    out: Path = typer.Option(Path("engines"), help="output folder"),
+    out: Path = typer.Option(Path(DEFAULT_FOLDER), help="output folder"),
     threshold: Optional[float] = typer.Option(None, min=0.0, max=1.0,
                                               help="parity gate mask IoU (default 0.99; 0.97 int8)"),
     data: Optional[Path] = typer.Option(None, help="images for the parity gate (default: LA if present, else phantom)"),
@@ -70,7 +71,8 @@ def verify(
     checkpoint: Optional[Path] = typer.Option(None, help="reference weights (default: the one in the sidecar)"),
     threshold: Optional[float] = typer.Option(None, min=0.0, max=1.0, help="mask IoU threshold"),
     data: Optional[Path] = typer.Option(None, help="images for the gate"),
-    runtime: Literal[("onnx", "openvino")] = typer.Option("onnx", help="run an .onnx file with onnxruntime or OpenVINO"),
+    runtime: Literal[choices.ONNX_RUNTIMES] = typer.Option("onnx",
+                                                           help="run an .onnx file with onnxruntime or OpenVINO"),
     precision: Optional[Literal[("fp32", "bf16")]] = typer.Option(None, help="openvino: inference precision"),
 ) -> None:
     """Run the parity gate on an artefact against its torch reference; exit 2 when it fails."""
@@ -458,7 +460,7 @@ def bench(
     precisions: str = typer.Option("fp32,int8", help="onnxruntime encoder precisions, beside torch fp32"),
     batch: str = typer.Option("1,4", help="encoder batch sizes"),
     repeats: int = typer.Option(5, min=1, help="interleaved rounds"),
-    engines: Path = typer.Option(Path("engines"), help="where exported artefacts are (exported if missing)"),
+    engines: Path = typer.Option(Path(DEFAULT_FOLDER), help="where exported artefacts are (exported if missing)"),
     out: Path = typer.Option(Path("bench/results/cpu.json"), help="JSON (a PNG plot is written beside it)"),
     data: Optional[Path] = typer.Option(None, help="run: the data set to train on; pseudo-label: to label"),
     cache: Optional[Path] = typer.Option(None, help="run: the embedding cache of its unlabelled cases"),
