@@ -17,20 +17,21 @@ import torch
 from semisam_fast import inference
 from semisam_fast.backends.openvino_backend import OpenVinoBackend
 from semisam_fast.data import open_dataset
+from semisam_fast.formats import DEFAULT_FOLDER, artefact_path
 from semisam_fast.models import Frame, load_model
 from semisam_fast.prompter import SamPrompter
 from semisam_fast.nets import build_student
 from semisam_fast.samples import load_samples
 from semisam_fast.train import preset
 
-engines = Path(sys.argv[1] if len(sys.argv) > 1 else "engines")
+engines = Path(sys.argv[1] if len(sys.argv) > 1 else DEFAULT_FOLDER)
 torch.manual_seed(0)
 loaded = load_model("litemedsam")
 samples = load_samples(16)
 frame = Frame(samples.slices.shape[1], samples.slices.shape[2], loaded.spec.image_size)
 images = torch.cat([loaded.preprocess(s[None]) for s in samples.slices])
-backend = OpenVinoBackend(encoder=engines / "litemedsam_encoder_fp32.onnx",
-                          decoder=engines / "litemedsam_decoder_fp32.onnx", precision="bf16")
+backend = OpenVinoBackend(encoder=artefact_path(engines, "litemedsam", "encoder", "fp32"),
+                          decoder=artefact_path(engines, "litemedsam", "decoder", "fp32"), precision="bf16")
 embeddings = backend.encode(images)
 config = preset("la-cpu").as_dict()
 net = build_student(config["student"], **config["student_kwargs"])

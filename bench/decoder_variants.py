@@ -18,11 +18,12 @@ from onnxruntime.quantization import QuantType, quantize_dynamic
 
 from semisam_fast.backends import OnnxBackend, TorchBackend
 from semisam_fast.backends.openvino_backend import OpenVinoBackend
+from semisam_fast.formats import DEFAULT_FOLDER, artefact_path
 from semisam_fast.models import Frame, load_model
 from semisam_fast.prompter import SamPrompter
 from semisam_fast.samples import load_samples
 
-fp32 = Path(sys.argv[1] if len(sys.argv) > 1 else "engines/litemedsam_decoder_fp32.onnx")
+fp32 = Path(sys.argv[1] if len(sys.argv) > 1 else artefact_path(DEFAULT_FOLDER, "litemedsam", "decoder", "fp32"))
 work = Path(tempfile.mkdtemp())
 loaded = load_model("litemedsam")
 n = 48
@@ -41,7 +42,7 @@ def session(path: Path, profile: bool = False) -> ort.InferenceSession:
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-int8 = work / "decoder_int8.onnx"
+int8 = artefact_path(work, "litemedsam", "decoder", "int8")  # no sidecar: the session is swapped in below
 quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8)
 onnx_int8 = OnnxBackend(decoder=fp32)
 onnx_int8.decoder.session = session(int8)  # the same inputs and outputs; only the weights' precision differs

@@ -28,6 +28,7 @@ from semisam_fast.backends import OnnxBackend, TorchBackend, create_backend
 from semisam_fast.backends.torch_backend import padded_batch
 from semisam_fast.export import export
 from semisam_fast.export.parity import check_encoder
+from semisam_fast.formats import artefact_path
 from semisam_fast.label_pass import time_label_pass
 from semisam_fast.models import get_spec, load_model
 from semisam_fast.samples import load_samples
@@ -76,7 +77,7 @@ def encoder_section(model: str, device: str, batches: tuple[int, ...], repeats: 
 
         if "CUDAExecutionProvider" in ort.get_available_providers():
             export(model, checkpoint, part="encoder", out=work / model)
-            ort_backend = OnnxBackend(encoder=work / model / f"{model}_encoder_fp32.onnx", provider="cuda")
+            ort_backend = OnnxBackend(encoder=artefact_path(work / model, model, "encoder", "fp32"), provider="cuda")
             notes["onnxruntime"] = ort_backend.describe()["encoder"]
             if not notes["onnxruntime"]["fell_back_to_cpu"]:
                 extra["onnxruntime_cuda_fp32"] = ort_backend

@@ -19,12 +19,13 @@ from semisam_fast.cache import EmbeddingCache
 from semisam_fast.data import open_dataset
 from semisam_fast.doctor import has_bf16_matmuls
 from semisam_fast.embed import build_cache
+from semisam_fast.formats import DEFAULT_FOLDER
 from semisam_fast.label_pass import time_label_pass
 from semisam_fast.pseudo_label import pseudo_label
 
 cases = int(sys.argv[1]) if len(sys.argv) > 1 else 4
 data = os.environ["SEMISAM_LA_DIR"]
-backend = create_backend("openvino", "litemedsam", artefact=Path("engines"),
+backend = create_backend("openvino", "litemedsam", artefact=Path(DEFAULT_FOLDER),
                          precision="bf16" if has_bf16_matmuls() else "fp32")
 dataset = open_dataset(data)
 case_ids = dataset.case_ids[:cases]

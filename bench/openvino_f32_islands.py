@@ -12,10 +12,11 @@ import openvino as ov
 
 from semisam_fast.backends.openvino_backend import OpenVinoBackend
 from semisam_fast.export.parity import check_encoder
+from semisam_fast.formats import DEFAULT_FOLDER, artefact_path
 from semisam_fast.models import load_model
 from semisam_fast.samples import load_samples
 
-path = sys.argv[1] if len(sys.argv) > 1 else "engines/litemedsam_encoder_fp32.onnx"
+path = sys.argv[1] if len(sys.argv) > 1 else str(artefact_path(DEFAULT_FOLDER, "litemedsam", "encoder", "fp32"))
 loaded = load_model("litemedsam")
 samples = load_samples(16)
 core = ov.Core()

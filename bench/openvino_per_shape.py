@@ -17,11 +17,12 @@ import torch
 from semisam_fast.backends.openvino_backend import OpenVinoBackend, OpenVinoModel
 from semisam_fast.bench import interleaved, machine, summarise
 from semisam_fast.doctor import has_bf16_matmuls
+from semisam_fast.formats import DEFAULT_FOLDER, artefact_path
 from semisam_fast.models import Frame, load_model
 from semisam_fast.prompter import SamPrompter
 from semisam_fast.samples import load_samples
 
-ENCODER, DECODER = Path("engines/litemedsam_encoder_fp32.onnx"), Path("engines/litemedsam_decoder_fp32.onnx")
+ENCODER, DECODER = (artefact_path(DEFAULT_FOLDER, "litemedsam", part, "fp32") for part in ("encoder", "decoder"))
 precision = "bf16" if has_bf16_matmuls() else "fp32"
 loaded = load_model("litemedsam")
 samples = load_samples(48)

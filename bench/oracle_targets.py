@@ -8,6 +8,7 @@ boxes (the labels are read here, on purpose, and only here). If even these targe
 """
 import argparse
 
+from semisam_fast.formats import DEFAULT_FOLDER
 from semisam_fast.sam_targets import CaseTargets, TargetOptions, case_targets
 from semisam_fast.train import Trainer, build_trainer, preset
 from semisam_fast.train.methods import SemiSAM
@@ -35,7 +36,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--iterations", type=int, default=None)
     parser.add_argument("--backend", default="openvino", help="SAM decoder runtime (as train's --backend)")
-    parser.add_argument("--artefact", default="engines", help="decoder artefact or export folder")
+    parser.add_argument("--artefact", default=DEFAULT_FOLDER, help="decoder artefact or export folder")
     parser.add_argument("--precision", default="bf16")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()

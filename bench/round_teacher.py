@@ -25,6 +25,7 @@ from semisam_fast.backends import create_backend
 from semisam_fast.cache import EmbeddingCache
 from semisam_fast.data import open_dataset
 from semisam_fast.doctor import cpu_isa, cpu_name
+from semisam_fast.formats import DEFAULT_FOLDER, artefact_path
 from semisam_fast.fsutil import write_json
 from semisam_fast.inference import predict_case
 from semisam_fast.nets import load_student
@@ -76,7 +77,7 @@ parser = argparse.ArgumentParser()
 parser.add_argument("--cache")
 parser.add_argument("--data")
 parser.add_argument("--checkpoints", help="comma-separated training checkpoints (their teachers)")
-parser.add_argument("--artefact", default="engines/litemedsam_decoder_fp32.onnx")
+parser.add_argument("--artefact", default=str(artefact_path(DEFAULT_FOLDER, "litemedsam", "decoder", "fp32")))
 parser.add_argument("--out", default="bench/results/round_teacher_dev.json")
 parser.add_argument("--summarise", help="only re-summarise and print the per-case rows of this earlier output")
 args = parser.parse_args()

@@ -27,6 +27,7 @@ from semisam_fast.backends import create_backend
 from semisam_fast.cache import EmbeddingCache
 from semisam_fast.checkpoints import iteration_checkpoints
 from semisam_fast.data import open_dataset, read_list
+from semisam_fast.formats import DEFAULT_FOLDER, artefact_path
 from semisam_fast.fsutil import write_json
 from semisam_fast.inference import predict_case
 from semisam_fast.metrics import binary_metrics
@@ -86,7 +87,7 @@ def main() -> None:
     parser.add_argument("--cache", required=True)
     parser.add_argument("--list", required=True, help="cases to score (cached, with labels)")
     parser.add_argument("--data", default=None, help="default: the first run's data folder")
-    parser.add_argument("--engines", default="engines", help="export folder of the frozen decoder")
+    parser.add_argument("--engines", default=DEFAULT_FOLDER, help="export folder of the frozen decoder")
     parser.add_argument("--out", default="bench/results/target_quality", help="writes OUT.json and OUT.md")
     args = parser.parse_args()
 
@@ -100,11 +101,10 @@ def main() -> None:
         net, config = load_student(checkpoint_at(run, int(iteration)), weights="teacher")
         # OpenVINO bf16 over each decoder's ONNX export (engines/ for the frozen one; the adapted one beside its
         # checkpoint, `semisam-fast export --checkpoint ADAPTED --part decoder --out DIR`): ~20x torch's CPU decoder
-        decoder_file = "litemedsam_decoder_fp32.onnx"
-        backends = {"frozen": create_backend("openvino", "litemedsam", None, Path(args.engines) / decoder_file,
-                                             precision="bf16"),
-                    "adapted": create_backend("openvino", "litemedsam", adapted, Path(adapted).parent / decoder_file,
-                                              precision="bf16")}
+        frozen_file, adapted_file = (artefact_path(folder, "litemedsam", "decoder", "bf16", fmt="openvino")
+                                     for folder in (args.engines, Path(adapted).parent))  # the fp32 ONNX files
+        backends = {"frozen": create_backend("openvino", "litemedsam", None, frozen_file, precision="bf16"),
+                    "adapted": create_backend("openvino", "litemedsam", adapted, adapted_file, precision="bf16")}
         for b in backends.values():
             cache.check_decoder(b)
         rows = {name: [] for name in VARIANTS}

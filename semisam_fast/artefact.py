@@ -1,4 +1,4 @@
-"""Exported artefacts describe themselves: a JSON sidecar of the same stem beside every .onnx / .engine file."""
+"""Exported artefacts describe themselves: a JSON sidecar of the same stem beside every exported file (formats.py)."""
 from __future__ import annotations
 
 import json
@@ -14,10 +14,16 @@ def sidecar_path(artefact: str | Path) -> Path:
     return Path(artefact).with_suffix(".json")
 
 
+def external_data_path(artefact: str | Path) -> Path:
+    """Where a > 2 GiB ONNX graph keeps its weights: one file beside it, its name + .data."""
+    artefact = Path(artefact)
+    return artefact.with_name(artefact.name + ".data")
+
+
 def artefact_files(artefact: str | Path) -> list[Path]:
     """The artefact and, for > 2 GiB ONNX graphs, the one external-data file beside it."""
     artefact = Path(artefact)
-    external = artefact.with_name(artefact.name + ".data")
+    external = external_data_path(artefact)
     return [artefact, external] if external.is_file() else [artefact]
 
 

@@ -21,6 +21,7 @@ from .embed import build_cache
 from .evaluate import evaluate_cases
 from .results import write_report, write_results
 from .export import export
+from .formats import DEFAULT_FOLDER
 from .metrics import binary_metrics
 from .overlay import overlay
 from .pseudo_label import pseudo_label
@@ -31,7 +32,7 @@ from .segment import box_as_mask_dice, segment_with_boxes
 def run_export_and_segment(out: Path, data: str | Path | None, log=print) -> tuple[dict, dict]:
     """Export LiteMedSAM to ONNX (gate included), then segment sample slices from label boxes through onnxruntime."""
     samples = load_samples(4, data)
-    results = export(DEFAULT_MODEL, part="all", out=out / "engines", data=data, progress=log)
+    results = export(DEFAULT_MODEL, part="all", out=out / DEFAULT_FOLDER, data=data, progress=log)
     for result in results:
         log(f"  {result.path.name}: {result.report.summary()}")
     parts = {r.report.part: r.path for r in results}

@@ -175,7 +175,7 @@ def test_training_steps_run_on_cuda(tmp_path, method):
     config = preset("la-cpu", method=method, iterations=20, unlabelled_cases=None, unlabelled_every=1,
                     sam_online=True if method == "semisam" else None, sam_ramp="none", uamt_samples=2)
     trainer = build_trainer(config, root, None, 2, 1, tmp_path / method, device="cuda", tensorboard=False)
-    trainer.iteration = 400  # the student predicts foreground, so SAM is prompted
+    trainer.start_at(400)  # the student predicts foreground, so SAM is prompted
     logs = [trainer.step() for _ in range(2)]
     assert next(trainer.student.parameters()).is_cuda
     assert all(np.isfinite(entry["loss"]) for entry in logs)

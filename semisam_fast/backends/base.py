@@ -3,11 +3,16 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from pathlib import Path
+from typing import Callable
 
 import torch
 
 from ..artefact import check_matches
 from ..errors import UserError
+from ..formats import Format
+
+# the exported decoder's inputs, in the order the exporter declares them (`export.onnx_export.export_decoder`)
+DECODER_INPUTS = ("image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input")
 
 
 def check_graph(meta: dict, path: Path, inputs: list[list], outputs: list[list]) -> None:
@@ -94,6 +99,58 @@ class Backend(ABC):
         if meta is None:  # torch: the module itself
             return True
         return meta.get("inputs", {}).get("mask_input", ["batch"])[0] != "batch"  # artefacts of before: per prompt
+
+
+class ArtefactBackend(Backend):
+    """A backend over exported files. Encode and decode are implemented here, once; a runtime supplies a runner per
+    part (`encoder`, `decoder`): `path`, `meta` (its sidecar), `input_names`, `on_gpu`, and
+    `run(feeds by input name, output shapes) -> fp32 tensors`, which casts each input to what its graph takes (the
+    shapes are for runtimes that write outputs in place: onnxruntime's I/O binding)."""
+
+    format: Format  # formats.py: its CLI name, runtime name (`name`) and suffix
+
+    def open_parts(self, runner: Callable[[Path, str], object], encoder: str | Path | None,
+                   decoder: str | Path | None, model: str | None, checkpoint_sha256: str | None) -> None:
+        """Open each part given with `runner(path, part)`, check them against what was asked (`adopt_artefacts`)."""
+        if encoder is None and decoder is None:
+            raise UserError(f"{self.name} backend needs an encoder and/or decoder {self.format.suffix} file")
+        self.encoder = runner(Path(encoder), "encoder") if encoder else None
+        self.decoder = runner(Path(decoder), "decoder") if decoder else None
+        self.adopt_artefacts(self.encoder, self.decoder, model, checkpoint_sha256)
+        self.device = "cuda" if (self.encoder or self.decoder).on_gpu else "cpu"
+        self.multimask = bool((self.decoder.meta if self.decoder else {}).get("multimask", False))
+
+    @classmethod
+    def open(cls, parts: dict[str, Path], device: str = "cpu", precision: str | None = None,
+             provider: str | None = None, **kwargs) -> ArtefactBackend:
+        """The factory's way in (`create_backend`, `open_artefact`): `parts` maps encoder / decoder to files. A
+        runtime that runs the export made in one precision takes it from the files (the factory checks it), and
+        only onnxruntime has providers: a subclass takes what applies to it."""
+        return cls(**parts, **kwargs)
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        if self.encoder is None:
+            return super().encode(images)
+        from ..models import get_spec
+
+        runner = self.encoder
+        shape = tuple(runner.meta.get("embedding_shape") or get_spec(self.model).embedding_shape)
+        name = runner.input_names[0]
+        if runner.meta.get("per_image"):  # e.g. dynamic int8: one activation scale per batch would couple images
+            return torch.cat([runner.run({name: image[None]}, [(1, *shape)])[0] for image in images])
+        return runner.run({name: images}, [(images.shape[0], *shape)])[0]
+
+    def decode(self, embeddings: torch.Tensor, coords: torch.Tensor, labels: torch.Tensor,
+               mask_input: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.decoder is None:
+            return super().decode(embeddings, coords, labels, mask_input)
+        mask_input, has_mask = self.mask_inputs(coords, mask_input, embeddings)
+        b, n = coords.shape[0], coords.shape[1]
+        k = 3 if self.multimask else 1
+        side = 4 * embeddings.shape[-1]
+        feeds = dict(zip(DECODER_INPUTS, (embeddings, coords, labels, mask_input, has_mask)))
+        masks, iou = self.decoder.run(feeds, [(b, n, k, side, side), (b, n, k)])
+        return masks, iou
 
 
 def _meta(meta: dict, key: str) -> str:

@@ -10,8 +10,8 @@ import torch
 
 from ..artefact import read_sidecar
 from ..errors import UserError
-from ..models import get_spec
-from .base import Backend, check_graph
+from ..formats import ONNX
+from .base import ArtefactBackend, check_graph
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +72,7 @@ class OnnxSession:
         return tensor.to(dtype).contiguous()
 
     def run(self, feeds: dict[str, torch.Tensor], output_shapes: list[tuple[int, ...]]) -> list[torch.Tensor]:
+        """Inputs by name, cast to the graph's types; `output_shapes` size the outputs bound in CUDA memory."""
         feeds = {name: self._cast(name, t) for name, t in feeds.items()}
         if self.on_gpu:
             return self._run_bound(feeds, output_shapes)
@@ -95,39 +96,20 @@ class OnnxSession:
         return [o.float() for o in outputs]
 
 
-class OnnxBackend(Backend):
-    name = "onnxruntime"
+class OnnxBackend(ArtefactBackend):
+    format = ONNX
+    name = ONNX.runtime
 
     def __init__(self, encoder: str | Path | None = None, decoder: str | Path | None = None, provider: str = "cpu",
                  threads: int | None = None, model: str | None = None, checkpoint_sha256: str | None = None) -> None:
-        if encoder is None and decoder is None:
-            raise UserError("onnxruntime backend needs an encoder and/or decoder .onnx file")
-        self.encoder = OnnxSession(encoder, provider, threads) if encoder else None
-        self.decoder = OnnxSession(decoder, provider, threads) if decoder else None
-        self.adopt_artefacts(self.encoder, self.decoder, model, checkpoint_sha256)
-        self.device = "cuda" if (self.encoder or self.decoder).on_gpu else "cpu"
-        self.multimask = bool((self.decoder.meta if self.decoder else {}).get("multimask", False))
+        self.open_parts(lambda path, part: OnnxSession(path, provider, threads), encoder, decoder, model,
+                        checkpoint_sha256)
 
-    def encode(self, images: torch.Tensor) -> torch.Tensor:
-        if self.encoder is None:
-            return super().encode(images)
-        shape = tuple(self.encoder.meta.get("embedding_shape") or get_spec(self.model).embedding_shape)
-        name = self.encoder.input_names[0]
-        if self.encoder.meta.get("per_image"):  # e.g. dynamic int8: one activation scale per batch would couple images
-            return torch.cat([self.encoder.run({name: image[None]}, [(1, *shape)])[0] for image in images])
-        return self.encoder.run({name: images}, [(images.shape[0], *shape)])[0]
-
-    def decode(self, embeddings, coords, labels, mask_input=None):
-        if self.decoder is None:
-            return super().decode(embeddings, coords, labels, mask_input)
-        mask_input, has_mask = self.mask_inputs(coords, mask_input, embeddings)
-        b, n = coords.shape[0], coords.shape[1]
-        k = 3 if self.multimask else 1
-        side = 4 * embeddings.shape[-1]
-        names = self.decoder.input_names
-        feeds = dict(zip(names, (embeddings, coords, labels, mask_input, has_mask)))
-        masks, iou = self.decoder.run(feeds, [(b, n, k, side, side), (b, n, k)])
-        return masks, iou
+    @classmethod
+    def open(cls, parts: dict[str, Path], device: str = "cpu", precision: str | None = None,
+             provider: str | None = None, **kwargs) -> OnnxBackend:
+        # the provider follows the device unless one is named (onnxruntime's own TensorRT provider)
+        return cls(**parts, provider=provider or ("cuda" if device.startswith("cuda") else "cpu"), **kwargs)
 
     def describe(self) -> dict:
         import onnxruntime as ort

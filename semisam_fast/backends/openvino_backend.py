@@ -10,9 +10,12 @@ import torch
 
 from ..artefact import read_sidecar
 from ..errors import UserError
-from .base import Backend, check_graph
+from ..formats import OPENVINO
+from .base import ArtefactBackend, check_graph
 
 HINTS = {"fp32": "f32", "bf16": "bf16"}  # our precision names -> OpenVINO's inference precision hint
+# the element types of the graphs' inputs -> the torch dtype a feed is cast to (what the graph takes)
+_TORCH_DTYPES = {"f32": torch.float32, "f16": torch.float16, "i64": torch.int64, "i32": torch.int32}
 
 
 def import_openvino():
@@ -52,6 +55,9 @@ class OpenVinoModel:
                     [_dims(p) for p in self.compiled.outputs])
         self.request = self.compiled.create_infer_request()
         self.input_names = [port.get_any_name() for port in self.compiled.inputs]
+        self.input_dtypes = {port.get_any_name(): _TORCH_DTYPES[port.get_element_type().get_type_name()]
+                             for port in self.compiled.inputs}
+        self.on_gpu = False  # the CPU plugin
         self.compiled_precision = str(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
         self.threads = int(self.compiled.get_property("INFERENCE_NUM_THREADS"))
         # A batch of 2 or more is split over one single-threaded stream per thread: on 2 cores that beats one
@@ -70,8 +76,11 @@ class OpenVinoModel:
         self._compiles: OrderedDict[tuple, tuple] = OrderedDict()  # (shapes or None, streamed) -> compile, requests
         self._last_compiled = self.compiled  # the compile that ran last: whose kernels `kernels` reports
 
-    def run(self, feeds: dict[str, torch.Tensor]) -> list[torch.Tensor]:
-        arrays = {name: np.ascontiguousarray(tensor.detach().cpu().numpy()) for name, tensor in feeds.items()}
+    def run(self, feeds: dict[str, torch.Tensor], output_shapes: list | None = None) -> list[torch.Tensor]:
+        """Inputs by name, cast to the graph's types; the outputs' shapes come from the compile (`output_shapes`
+        is for runtimes that bind outputs in place)."""
+        arrays = {name: np.ascontiguousarray(tensor.detach().to(self.input_dtypes[name]).cpu().numpy())
+                  for name, tensor in feeds.items()}
         batch = len(next(iter(arrays.values())))
         parts = split_batch(arrays, batch, self.threads if self.streamable else 1)
         streamed = len(parts) > 1
@@ -136,35 +145,24 @@ def split_batch(arrays: dict[str, np.ndarray], batch: int, parts: int) -> list[d
             for lo, hi in zip(bounds[:-1], bounds[1:])]
 
 
-class OpenVinoBackend(Backend):
-    name = "openvino"
+class OpenVinoBackend(ArtefactBackend):
+    format = OPENVINO
+    name = OPENVINO.runtime
 
     def __init__(self, encoder: str | Path | None = None, decoder: str | Path | None = None,
                  precision: str = "fp32", threads: int | None = None, model: str | None = None,
                  checkpoint_sha256: str | None = None) -> None:
         if precision not in HINTS:
             raise UserError(f"the openvino backend runs {' or '.join(HINTS)}, not {precision!r}")
-        if encoder is None and decoder is None:
-            raise UserError("openvino backend needs an encoder and/or decoder .onnx file")
-        self.encoder = OpenVinoModel(encoder, precision, threads, per_shape=True) if encoder else None
-        self.decoder = OpenVinoModel(decoder, precision, threads) if decoder else None
-        self.adopt_artefacts(self.encoder, self.decoder, model, checkpoint_sha256)
+        # the encoder compiles once per input shape (its batches recur); the decoder keeps one dynamic compile
+        self.open_parts(lambda path, part: OpenVinoModel(path, precision, threads, per_shape=part == "encoder"),
+                        encoder, decoder, model, checkpoint_sha256)
         self.precision = precision  # the compute precision (the files are fp32): what a cache fingerprint records
-        self.device = "cpu"
-        self.multimask = bool((self.decoder.meta if self.decoder else {}).get("multimask", False))
 
-    def encode(self, images: torch.Tensor) -> torch.Tensor:
-        if self.encoder is None:
-            return super().encode(images)
-        return self.encoder.run({self.encoder.input_names[0]: images.float()})[0]
-
-    def decode(self, embeddings, coords, labels, mask_input=None):
-        if self.decoder is None:
-            return super().decode(embeddings, coords, labels, mask_input)
-        mask_input, has_mask = self.mask_inputs(coords, mask_input, embeddings)
-        values = (embeddings.float(), coords.float(), labels.long(), mask_input.float(), has_mask.float())
-        masks, iou = self.decoder.run(dict(zip(self.decoder.input_names, values)))
-        return masks, iou
+    @classmethod
+    def open(cls, parts: dict[str, Path], device: str = "cpu", precision: str | None = None,
+             provider: str | None = None, **kwargs) -> OpenVinoBackend:
+        return cls(**parts, precision=precision or "fp32", **kwargs)  # compiles the fp32 files in `precision`
 
     def describe(self) -> dict:
         ov = import_openvino()

@@ -8,7 +8,8 @@ import torch
 
 from ..artefact import read_sidecar
 from ..errors import UserError
-from .base import Backend
+from ..formats import ENGINE
+from .base import ArtefactBackend
 
 
 def import_tensorrt():
@@ -50,11 +51,14 @@ class TrtEngine:
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         self.inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         self.outputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
+        self.input_names = self.inputs
+        self.on_gpu = True
 
     def _dtype(self, name: str) -> torch.dtype:
         return _TORCH_DTYPES[self.engine.get_tensor_dtype(name).name]
 
-    def run(self, feeds: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+    def run(self, feeds: dict[str, torch.Tensor], output_shapes: list | None = None) -> list[torch.Tensor]:
+        """Inputs by name, cast to the engine's types; the outputs' shapes come from the context."""
         keep = []  # inputs must stay alive until the stream has consumed them
         for name in self.inputs:
             tensor = feeds[name].to(device="cuda", dtype=self._dtype(name)).contiguous()
@@ -77,31 +81,13 @@ class TrtEngine:
         return [o.float() for o in outputs]
 
 
-class TensorRTBackend(Backend):
-    name = "tensorrt"
+class TensorRTBackend(ArtefactBackend):
+    format = ENGINE
+    name = ENGINE.runtime
 
     def __init__(self, encoder: str | Path | None = None, decoder: str | Path | None = None,
                  model: str | None = None, checkpoint_sha256: str | None = None) -> None:
-        if encoder is None and decoder is None:
-            raise UserError("tensorrt backend needs an encoder and/or decoder .engine file")
-        self.encoder = TrtEngine(encoder) if encoder else None
-        self.decoder = TrtEngine(decoder) if decoder else None
-        self.adopt_artefacts(self.encoder, self.decoder, model, checkpoint_sha256)
-        self.device = "cuda"
-
-    def encode(self, images: torch.Tensor) -> torch.Tensor:
-        if self.encoder is None:
-            return super().encode(images)
-        return self.encoder.run({self.encoder.inputs[0]: images})[0]
-
-    def decode(self, embeddings, coords, labels, mask_input=None):
-        if self.decoder is None:
-            return super().decode(embeddings, coords, labels, mask_input)
-        mask_input, has_mask = self.mask_inputs(coords, mask_input, embeddings)
-        names = ["image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input"]
-        values = dict(zip(names, (embeddings, coords, labels, mask_input, has_mask)))
-        masks, iou = self.decoder.run({n: values[n] for n in self.decoder.inputs})
-        return masks, iou
+        self.open_parts(lambda path, part: TrtEngine(path), encoder, decoder, model, checkpoint_sha256)
 
     def describe(self) -> dict:
         import tensorrt as trt

@@ -9,6 +9,7 @@ import typer
 
 from .. import choices
 from ..errors import UserError
+from ..formats import DEFAULT_FOLDER
 from ..cli_options import option_parameters, with_options
 from ..target_options import TargetOptions
 from .app import app, by_world, log
@@ -27,7 +28,7 @@ def export_cmd(
                                    help="int8: dynamic (Linear layers) or static (calibrated QDQ)"),
     batch: Optional[str] = typer.Option(None, help="MIN,OPT,MAX batch (TensorRT profile; recorded for ONNX)"),
     opset: int = typer.Option(17, min=17, help="ONNX opset"),
-    out: Path = typer.Option(Path("engines"), help="output folder"),
+    out: Path = typer.Option(Path(DEFAULT_FOLDER), help="output folder"),
     threshold: Optional[float] = typer.Option(None, min=0.0, max=1.0,
                                               help="parity gate mask IoU (default 0.99; 0.97 int8)"),
     data: Optional[Path] = typer.Option(None, help="images for the parity gate (default: LA if present, else phantom)"),
@@ -46,8 +47,8 @@ def verify(
     checkpoint: Optional[Path] = typer.Option(None, help="reference weights (default: the one in the sidecar)"),
     threshold: Optional[float] = typer.Option(None, min=0.0, max=1.0, help="mask IoU threshold"),
     data: Optional[Path] = typer.Option(None, help="images for the gate"),
-    runtime: Literal[("onnx", "openvino")] = typer.Option("onnx",
-                                                          help="run an .onnx file with onnxruntime or OpenVINO"),
+    runtime: Literal[choices.ONNX_RUNTIMES] = typer.Option("onnx",
+                                                           help="run an .onnx file with onnxruntime or OpenVINO"),
     precision: Optional[Literal[("fp32", "bf16")]] = typer.Option(None, help="openvino: inference precision"),
 ) -> None:
     """Run the parity gate on an artefact against its torch reference; exit 2 when it fails."""

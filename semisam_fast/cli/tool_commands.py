@@ -9,6 +9,7 @@ import typer
 
 from .. import choices
 from ..errors import UserError
+from ..formats import DEFAULT_FOLDER
 from .app import app, log
 
 
@@ -45,7 +46,7 @@ def bench(
     precisions: str = typer.Option("fp32,int8", help="onnxruntime encoder precisions, beside torch fp32"),
     batch: str = typer.Option("1,4", help="encoder batch sizes"),
     repeats: int = typer.Option(5, min=1, help="interleaved rounds"),
-    engines: Path = typer.Option(Path("engines"), help="where exported artefacts are (exported if missing)"),
+    engines: Path = typer.Option(Path(DEFAULT_FOLDER), help="where exported artefacts are (exported if missing)"),
     out: Path = typer.Option(Path("bench/results/cpu.json"), help="JSON (a PNG plot is written beside it)"),
     data: Optional[Path] = typer.Option(None, help="run: the data set to train on; pseudo-label: to label"),
     cache: Optional[Path] = typer.Option(None, help="run: the embedding cache of its unlabelled cases"),

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from semisam_fast.choices import NORMALIZATIONS
+from semisam_fast.choices import DEFAULT_NORMALIZATION, NORMALIZATIONS
 from semisam_fast.errors import UserError
 
 
@@ -40,7 +40,7 @@ class StudentInput:
     """normalization: "zscore" (per volume, over the whole volume) or "none"; in_plane: 2D students see every slice
     resized to in_plane x in_plane, 3D students (in_plane None) the volume at its own size."""
 
-    normalization: str = "zscore"
+    normalization: str = DEFAULT_NORMALIZATION
     in_plane: int | None = None
 
     def __post_init__(self) -> None:

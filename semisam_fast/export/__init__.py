@@ -9,8 +9,10 @@ from pathlib import Path
 
 import torch
 
-from ..artefact import artefact_files, sidecar_path, write_sidecar
+from ..artefact import artefact_files, external_data_path, sidecar_path, write_sidecar
 from ..errors import UserError
+from ..choices import EXPORT_FORMATS
+from ..formats import DEFAULT_FOLDER, ENGINE, ONNX, artefact_path
 from ..models import load_model
 from ..runtime import PeakMemory, untuned_allocator
 from ..samples import load_samples
@@ -41,26 +43,25 @@ def parse_batch(spec: str | None) -> tuple[int, int, int]:
 
 def _export_int8(reference, out: Path, opset: int, mode: str, data) -> tuple[Path, dict]:
     from .int8 import quantize_encoder
-    from .onnx_export import artefact_stem
 
     fp32, shapes = export_onnx(reference, "encoder", out, opset=opset, precision="fp32")
-    path = out / f"{artefact_stem(reference.spec.name, 'encoder', 'int8')}.onnx"
+    path = artefact_path(out, reference.spec.name, "encoder", "int8")
     info = quantize_encoder(reference, fp32, path, mode, data)
-    return path, {"format": "onnx", "opset": opset, "precision": "int8", **shapes, **info}
+    return path, {"format": ONNX.cli, "opset": opset, "precision": "int8", **shapes, **info}
 
 
 @untuned_allocator()
 def export(model: str = "litemedsam", checkpoint: str | Path | None = None, part: str = "all",
            fmt: str = "onnx", precision: str = "fp32", opset: int = 17, batch: str | None = None,
-           out: str | Path = "engines", threshold: float | None = None, data: str | Path | None = None,
+           out: str | Path = DEFAULT_FOLDER, threshold: float | None = None, data: str | Path | None = None,
            progress=None, int8_mode: str = "dynamic") -> list[ExportResult]:
     """Export, gate, describe. Raises ParityError when the gate fails; an ONNX file that failed is not written
     under its name (an engine is, with passed=false in its sidecar, and refused when opened).
     Runs under glibc's own allocator settings (`runtime.untuned_allocator`)."""
     if part not in (*PARTS, "all"):
         raise UserError(f"--part must be encoder, decoder or all, not {part!r}")
-    if fmt not in ("onnx", "engine"):
-        raise UserError(f"--format must be onnx or engine, not {fmt!r}")
+    if fmt not in EXPORT_FORMATS:
+        raise UserError(f"--format must be {' or '.join(EXPORT_FORMATS)}, not {fmt!r}")
     profile = parse_batch(batch)
     reference = load_model(model, checkpoint)
     samples = load_samples(4, data)
@@ -85,7 +86,7 @@ def _export_part(reference, model: str, name: str, fmt: str, precision: str, ops
     if progress:
         progress(f"exporting {model} {name} ({fmt}, {precision})")
     with PeakMemory() as memory:
-        if fmt == "engine":
+        if fmt == ENGINE.cli:
             from .tensorrt import build_engine
 
             path, meta = build_engine(reference, name, out, precision=precision, profile=profile, opset=opset,
@@ -95,7 +96,7 @@ def _export_part(reference, model: str, name: str, fmt: str, precision: str, ops
         else:
             part_precision = "fp32" if precision == "int8" else precision  # int8 applies to the encoder only
             path, shapes = export_onnx(reference, name, staging, opset=opset, precision=part_precision)
-            meta = {"format": "onnx", "opset": opset, "precision": part_precision, **shapes}
+            meta = {"format": ONNX.cli, "opset": opset, "precision": part_precision, **shapes}
     meta["export_peak_rss_gb"] = {"value": memory.gb, "scope": memory.scope}  # the gate's is its own
     meta.setdefault("precision", precision)
     meta.update({"model": model, "part": name, "checkpoint": reference.checkpoint,
@@ -121,7 +122,7 @@ def _publish(staged: Path, out: Path) -> Path:
     for file in reversed(files):
         os.replace(file, out / file.name)
     if len(files) == 1:  # a graph of the old export's > 2 GiB layout leaves no weights file behind
-        (out / (staged.name + ".data")).unlink(missing_ok=True)
+        external_data_path(path).unlink(missing_ok=True)
     os.replace(sidecar_path(staged), sidecar_path(path))
     return path
 

@@ -62,7 +62,7 @@ def quantize_encoder(model: LoadedModel, fp32_path: Path, out_path: Path, mode: 
 
     if mode not in ("dynamic", "static"):
         raise UserError(f"int8 mode must be dynamic or static, not {mode!r}")
-    prepared = out_path.with_name(out_path.stem + ".pre.onnx")
+    prepared = out_path.with_name(out_path.stem + ".pre" + out_path.suffix)
     logging.disable(logging.WARNING)  # the quantizer warns per LayerNorm weight through the root logger
     try:
         # shape inference + graph clean-up first, as onnxruntime recommends before quantizing

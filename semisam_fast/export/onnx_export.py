@@ -10,14 +10,13 @@ from pathlib import Path
 import onnx
 import torch
 
+from ..artefact import external_data_path
+from ..backends.base import DECODER_INPUTS
 from ..errors import UserError
+from ..formats import artefact_path
 from ..models import LoadedModel
 
 EXTERNAL_DATA_LIMIT = 1 << 31  # protobuf cannot hold a single file over 2 GiB (ViT-H)
-
-
-def artefact_stem(model: str, part: str, precision: str) -> str:
-    return f"{model}_{part}_{precision}"
 
 
 def _quiet_export(module: torch.nn.Module, args: tuple, path: Path, **kwargs) -> None:
@@ -54,12 +53,11 @@ def _finish(raw: Path, path: Path, precision: str, external: bool | None = None)
 
         model = float16.convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=False)
     large = _tensor_bytes(model) > EXTERNAL_DATA_LIMIT - (1 << 24) if external is None else external
-    for stale in path.parent.glob(path.name + ".data"):
-        stale.unlink()
-    tmp = path.with_suffix(".onnx.tmp")
+    external_data_path(path).unlink(missing_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
     if large:
         onnx.save_model(model, str(tmp), save_as_external_data=True, all_tensors_to_one_file=True,
-                        location=path.name + ".data", size_threshold=1024)
+                        location=external_data_path(path).name, size_threshold=1024)
     else:
         onnx.save_model(model, str(tmp))
     tmp.replace(path)
@@ -98,7 +96,7 @@ def export_decoder(model: LoadedModel, path: Path, opset: int = 17, precision: s
     labels = torch.tensor([2, 3]).expand(2, 3, 2).contiguous()
     mask_input = torch.zeros(1, 1, 1, side, side)  # one for every prompt: PromptDecoder broadcasts it
     has_mask = torch.zeros(1)
-    names = ["image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input"]
+    names = list(DECODER_INPUTS)
     dynamic = {
         "image_embeddings": {0: "batch"},
         "point_coords": {0: "batch", 1: "prompts", 2: "points"},
@@ -116,13 +114,14 @@ def export_decoder(model: LoadedModel, path: Path, opset: int = 17, precision: s
 
 
 def export_onnx(model: LoadedModel, part: str, out_dir: Path, opset: int = 17, precision: str = "fp32") -> tuple[Path, dict]:
-    """Write <out>/<model>_<part>_<precision>.onnx; return its path and I/O shapes (sidecar written by the caller)."""
+    """Write <out>/<model>_<part>_<precision>.onnx (`formats.artefact_path`); return its path and I/O shapes (sidecar
+    written by the caller)."""
     if opset < 17:
         raise UserError(f"opset {opset} is too old: 17 or newer keeps LayerNormalization native (fp16 stability)")
     if precision not in ("fp32", "fp16"):
         raise UserError(f"ONNX export precision must be fp32, fp16 or int8 (encoder), not {precision!r}")
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"{artefact_stem(model.spec.name, part, precision)}.onnx"
+    path = artefact_path(out_dir, model.spec.name, part, precision)
     exporter = {"encoder": export_encoder, "decoder": export_decoder}[part]
     shapes = exporter(model, path, opset=opset, precision=precision)
     return path, {"inputs": graph_inputs(path), **shapes}  # the inputs as the written graph declares them

@@ -114,8 +114,9 @@ def verify_artefact(artefact: str | Path, checkpoint: str | Path | None = None, 
                     samples: Samples | None = None, reference: LoadedModel | None = None,
                     data: str | Path | None = None, runtime: str | None = None,
                     precision: str | None = None) -> ParityReport:
-    """Run the gate on an exported artefact against the torch model it was exported from. `runtime="openvino"`
-    gates the fp32 ONNX file as OpenVINO runs it, in `precision` (fp32 or bf16)."""
+    """Run the gate on an exported artefact against the torch model it was exported from. `runtime`: a format of
+    `formats.FORMATS` that runs this kind of file (`runtime="openvino"` gates the fp32 ONNX file as OpenVINO runs it,
+    in `precision`, fp32 or bf16); by default the file's suffix decides."""
     from ..backends import open_artefact
 
     meta = read_sidecar(artefact)
@@ -126,14 +127,8 @@ def verify_artefact(artefact: str | Path, checkpoint: str | Path | None = None, 
         raise UserError(f"{artefact} was exported from checkpoint sha256 {meta['checkpoint_sha256'][:12]}..., "
                         f"the reference is {reference.checkpoint_sha256[:12]}...")
     samples = samples or load_samples(4, data)
-    if runtime == "openvino":
-        from ..backends.openvino_backend import OpenVinoBackend
-
-        precision = precision or "fp32"
-        backend = OpenVinoBackend(**{meta["part"]: artefact}, precision=precision)
-    else:
-        precision = meta["precision"]
-        backend = open_artefact(artefact)
+    backend = open_artefact(artefact, runtime=runtime, precision=precision)
+    precision = backend.precision  # openvino's compute precision; the others run the file's own
     threshold = DEFAULT_IOU.get(precision, 0.99) if threshold is None else threshold
     check = check_encoder if meta["part"] == "encoder" else check_decoder
     return check(backend, reference, samples, precision, threshold)

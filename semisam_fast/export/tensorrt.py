@@ -7,12 +7,13 @@ from pathlib import Path
 
 import torch
 
-from ..artefact import read_sidecar, write_sidecar
+from ..artefact import read_sidecar, sidecar_path, write_sidecar
 from ..backends.tensorrt_backend import import_tensorrt
 from ..errors import UserError
+from ..formats import ENGINE, ONNX
 from ..fsutil import atomic_write
 from ..models import LoadedModel, ModelSpec
-from .onnx_export import artefact_stem, export_onnx, graph_inputs
+from .onnx_export import export_onnx, graph_inputs
 
 
 def engine_key(model: str, checkpoint_sha256: str, part: str, precision: str, profile: tuple[int, int, int],
@@ -82,16 +83,16 @@ def build_engine(reference: LoadedModel, part: str, out: Path, precision: str = 
     sm = f"{major}{minor}"
     spec = reference.spec
     key = engine_key(spec.name, reference.checkpoint_sha256, part, precision, profile, trt.__version__, sm)
-    path = out / f"{artefact_stem(spec.name, part, precision)}_{key}.engine"
-    meta = {"format": "engine", "tensorrt": trt.__version__, "sm": sm, "gpu": torch.cuda.get_device_name(),
+    path = ENGINE.path(out, spec.name, part, precision, key=key)  # the key: another build is another file
+    meta = {"format": ENGINE.cli, "tensorrt": trt.__version__, "sm": sm, "gpu": torch.cuda.get_device_name(),
             "engine_key": key, "opset": opset, "image_size": spec.image_size,
             "embedding_shape": list(spec.embedding_shape),
             "multimask": reference.decoder.multimask}
-    if path.is_file() and path.with_suffix(".json").is_file():
+    if path.is_file() and sidecar_path(path).is_file():
         cached = read_sidecar(path)
         if cached.get("engine_key") == key and cached.get("parity", {}).get("passed"):
             return path, cached
-    onnx_path = out / f"{artefact_stem(spec.name, part, 'fp32')}.onnx"
+    onnx_path = ONNX.path(out, spec.name, part, "fp32")
     if not onnx_path.is_file():
         onnx_path, _ = export_onnx(reference, part, out, opset=opset, precision="fp32")
     meta["inputs"] = graph_inputs(onnx_path)  # the engine takes what its graph takes (an older decoder's per prompt)

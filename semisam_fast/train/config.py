@@ -26,7 +26,7 @@ class TrainConfig:
     method: str = option("semisam", "sup, mt (mean teacher), uamt (UA-MT) or semisam", choices=choices.METHODS)
     student: str = option("unet2d", "the student network (nets registry)")
     student_kwargs: dict = option(help="the student's constructor arguments", factory=lambda: {"base": 16}, cli=False)
-    normalization: str = option("zscore", "the student's intensity normalisation, per volume",
+    normalization: str = option(choices.DEFAULT_NORMALIZATION, "the student's intensity normalisation, per volume",
                                 choices=choices.NORMALIZATIONS)
     in_plane: int = option(96, "2D: slices are resized to this canvas side (aspect not kept; SAM sees the original "
                                "slice)", at_least=16)

@@ -127,6 +127,11 @@ class Trainer(Checkpointing):
         return batch.take(slice(self.world.rank * share, (self.world.rank + 1) * share))
 
     # ---- one step ------------------------------------------------------------------------------------------------
+    def start_at(self, iteration: int) -> None:
+        """Take the schedules (ramps, learning rate, rounds) from `iteration` on, the weights as they are: for a
+        measurement of steps late in a run (SAM prompted past the ramp's start) without training to get there."""
+        self.iteration = iteration
+
     def ramp(self, kind: str = "up") -> float:
         length = self.config.consistency_rampup * self.config.iterations
         up = sigmoid_rampup(self.iteration, length)
