@@ -31,6 +31,7 @@ def phantom_cache(tmp_path_factory):
     return root, cache_dir
 
 
+@pytest.mark.slow  # fine-tunes LiteMedSAM's decoder (~100 s here)
 def test_adapted_decoder_segments_unseen_cases_from_loose_boxes_better(phantom_cache):
     root, cache_dir = phantom_cache
     dataset, cache = open_dataset(root), EmbeddingCache(cache_dir)

@@ -29,6 +29,7 @@ def _cache_arrays(root) -> dict:
     return {case: cache.get(case, cache.slices(case)).numpy() for case in cache.case_ids}
 
 
+@pytest.mark.slow  # kill -9 of a real embed (~18 s)
 def test_kill_9_during_embed_resumes_without_recomputation(phantom, tmp_path):
     args = [sys.executable, "-m", "semisam_fast.cli", "embed", "--data", str(phantom), "--model", "tiny",
             "--batch", "2", "--cache"]
@@ -152,6 +153,7 @@ def test_pseudo_label_writes_masks_and_report(lite, tmp_path):
     assert again.summary["dice"][0] > 0.6
 
 
+@pytest.mark.slow  # LiteMedSAM encodes the prompted slices (~13 s)
 def test_pseudo_label_without_a_cache_encodes_the_prompted_slices(lite, tmp_path):
     """No cache: the encoder runs on every labelled slice there and then; on the slices the cache holds, the masks
     are the cache's (which stores fp16)."""

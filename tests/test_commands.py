@@ -26,6 +26,7 @@ def test_doctor_reports_this_machine():
     assert f"'torch': '{torch.backends.cpu.get_cpu_capability()}'" in report["cpu_kernels"]
 
 
+@pytest.mark.slow  # whole training runs (~12 s)
 def test_bench_run_times_whole_runs_with_their_rounds(phantom, tmp_path):
     """`bench run`: mt, semisam and mt again, whole runs, wall-clock; the ratio is to the two mt runs' mean, and
     semisam's pseudo-label rounds are timed one by one."""
@@ -65,6 +66,7 @@ def test_demo_end_to_end(tmp_path):
         assert (out / f"run_{method}" / "checkpoints" / "final.pt").is_file()
 
 
+@pytest.mark.slow  # a whole benchmark (~18 s)
 def test_bench_pseudo_label_times_the_whole_pass(phantom, lite_artefacts, tmp_path):
     """`bench pseudo-label`: the first N cases read, their labelled slices encoded and decoded from their label
     boxes, masks written, end to end, no cache; the masks are LiteMedSAM's real ones (Dice against the labels)."""

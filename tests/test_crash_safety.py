@@ -14,6 +14,8 @@ from semisam_fast.checkpoints import iteration_checkpoints, read_checkpoint
 
 from .conftest import run_cli
 
+pytestmark = pytest.mark.slow  # kill -9 of real runs in subprocesses (~55 s here); .ci/run runs them
+
 DRIVER = Path(__file__).with_name("kill_driver.py")
 
 

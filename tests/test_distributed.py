@@ -23,6 +23,8 @@ from semisam_fast.distributed import World, deal_cases
 from .conftest import run_cli
 from .ddp_driver import digest
 
+pytestmark = pytest.mark.slow  # torchrun launches of several processes (~110 s here); .ci/run runs them
+
 DRIVER = Path(__file__).with_name("kill_driver.py")
 DDP_DRIVER = Path(__file__).with_name("ddp_driver.py")
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]

@@ -241,6 +241,7 @@ def _file_size_limit(limit: int):
     return lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
 
+@pytest.mark.slow  # real runs on a full file system, in subprocesses (~18 s)
 def test_a_full_disk_leaves_nothing_half_written(phantom, tmp_path):
     """The file system refusing a write (a per-file size limit stands in for a full disk) while a checkpoint or a
     cache shard is written: one error line, no partial file under a valid name, and the rerun completes."""

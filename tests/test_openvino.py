@@ -18,6 +18,7 @@ def _has_bf16() -> bool:
     return "BF16" in openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
+@pytest.mark.slow  # the full LiteMedSAM gate in OpenVINO (~25 s)
 def test_openvino_f32_matches_onnxruntime_and_passes_the_gate(lite_artefacts):
     encoder, decoder = lite_artefacts["encoder"].path, lite_artefacts["decoder"].path
     ov = create_backend("openvino", "litemedsam", artefact=encoder.parent)
@@ -38,6 +39,7 @@ def test_openvino_f32_matches_onnxruntime_and_passes_the_gate(lite_artefacts):
         assert report.passed, report.summary()
 
 
+@pytest.mark.slow  # the bf16 gate in OpenVINO (~10 s)
 @pytest.mark.skipif(not _has_bf16(), reason="this CPU has no BF16")
 def test_openvino_bf16_is_gated_and_fingerprinted_apart(lite_artefacts):
     encoder = lite_artefacts["encoder"].path
@@ -84,6 +86,7 @@ def test_a_batch_split_over_streams_equals_one_request(lite_artefacts):
             torch.testing.assert_close(iou[b:b + 1], single_iou, atol=1e-5, rtol=0)
 
 
+@pytest.mark.slow  # OpenVINO compiles per shape (~12 s)
 def test_each_input_shape_gets_its_own_compile_and_few_are_kept(lite_artefacts):
     """Static-shape compiles, one per input shape met (and per streamed or not), least recently used dropped past
     SHAPES_KEPT; a shape met again after its compile was dropped is compiled again and gives the same masks."""

@@ -214,6 +214,7 @@ def test_vnet_3d_path_runs_and_resumes(small, tmp_path, method, mode):
             assert part["masks"].shape == shape and part["valid"].shape == (shape[2],)
 
 
+@pytest.mark.slow  # the encoder in every step (~9 s)
 def test_sam_online_on_volumes_of_different_sizes(tmp_path):
     """--sam-online encodes slices of several cases in one call; LA volumes differ in size (it used to fail on LA
     with 'stack expects each tensor to be equal size' while passing on same-sized phantoms)."""

@@ -235,6 +235,7 @@ def multi(tmp_path_factory) -> Path:
                                    shape=(64, 64, 10))
 
 
+@pytest.mark.slow  # pseudo-label, train and score end to end (~30 s)
 def test_multiclass_labels_are_kept_pseudo_labelled_trained_and_scored_per_class(multi, tmp_path):
     from semisam_fast.metrics import class_metrics
 
