@@ -147,6 +147,25 @@ def test_gate_fails_on_a_damaged_artefact(tiny_artefacts, tmp_path):
     assert invoke("verify", str(source)).returncode == 0
 
 
+def test_an_artefact_of_an_older_sidecar_layout_is_refused(tiny_artefacts, tmp_path):
+    """One sidecar layout: a part whose sidecar does not record the encoder checkpoint it reads, or a decoder that
+    takes a mask per prompt, is refused on open with one line, never run with a guessed default."""
+    import shutil
+
+    for part, drop, needle in (("encoder", "encoder_checkpoint_sha256", "encoder checkpoint"),
+                               ("decoder", "inputs", "mask input")):
+        source = tiny_artefacts[part].path
+        copy = tmp_path / part / source.name
+        copy.parent.mkdir()
+        shutil.copy(source, copy)
+        meta = read_sidecar(source)
+        del meta[drop]
+        write_sidecar(copy, meta)
+        with pytest.raises(UserError, match=f"older semisam-fast.*{needle}"):
+            open_artefact(copy)
+    assert open_artefact(tiny_artefacts["decoder"].path).mask_input_broadcasts  # the current layout opens
+
+
 def test_artefact_hash_is_checked_before_use(tiny_artefacts, tmp_path):
     """A swapped or appended-to .onnx, or a sidecar without a hash, is refused by every path that opens it."""
     source = tiny_artefacts["decoder"].path
@@ -177,7 +196,8 @@ def test_external_data_layout_loads_by_path(tmp_path):
     shapes = export_encoder(model, path, external=True)
     assert (tmp_path / "tiny_encoder_fp32.onnx.data").stat().st_size > path.stat().st_size
     write_sidecar(path, {"model": "tiny", "part": "encoder", "precision": "fp32",
-                         "checkpoint_sha256": model.checkpoint_sha256, **shapes})
+                         "checkpoint_sha256": model.checkpoint_sha256,
+                         "encoder_checkpoint_sha256": model.encoder_checkpoint_sha256, **shapes})
     images = model.preprocess(torch.randn(2, 80, 64))
     with torch.inference_mode():
         torch.testing.assert_close(OnnxBackend(encoder=path).encode(images), model.encoder(images),

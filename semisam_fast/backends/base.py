@@ -67,16 +67,17 @@ class Backend(ABC):
                 if (item.meta.get("parity") or {}).get("passed") is False:
                     raise UserError(f"{item.path} failed its parity gate at export (its sidecar says so); "
                                     "re-export it with `semisam-fast export`")
+                _refuse_older(item, part)
         if encoder is not None and decoder is not None:
             for key in ("model", "encoder_checkpoint_sha256"):
-                if _meta(encoder.meta, key) != _meta(decoder.meta, key):
+                if encoder.meta[key] != decoder.meta[key]:
                     raise UserError(f"{encoder.path.name} and {decoder.path.name} come from different {key}s "
-                                    f"({_meta(encoder.meta, key)!r} vs {_meta(decoder.meta, key)!r})")
+                                    f"({encoder.meta[key]!r} vs {decoder.meta[key]!r})")
         first = encoder or decoder
         self.model, self.precision = first.meta["model"], first.meta["precision"]
         self.checkpoint_sha256 = first.meta["checkpoint_sha256"]
         self.encoder_sha256 = encoder.meta["artefact_sha256"] if encoder is not None else None
-        self.encoder_checkpoint_sha256 = _meta(first.meta, "encoder_checkpoint_sha256")
+        self.encoder_checkpoint_sha256 = first.meta["encoder_checkpoint_sha256"]
 
     @abstractmethod
     def describe(self) -> dict:
@@ -85,12 +86,11 @@ class Backend(ABC):
     def mask_inputs(self, coords: torch.Tensor, mask_input: torch.Tensor | None,
                     embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Fill the optional mask prompt: zeros and has_mask_input=0 when none is given, one 1×1 mask for every
-        prompt (`PromptDecoder` broadcasts it) unless the decoder was exported before it did."""
+        prompt (`PromptDecoder` broadcasts it; exported decoders that do not are refused on open)."""
         if mask_input is not None:
             return mask_input.float(), torch.ones(1)
         side = 4 * embeddings.shape[-1]
-        batch, prompts = (1, 1) if self.mask_input_broadcasts else (coords.shape[0], coords.shape[1])
-        return torch.zeros(batch, prompts, 1, side, side), torch.zeros(1)
+        return torch.zeros(1, 1, 1, side, side), torch.zeros(1)
 
     @property
     def mask_input_broadcasts(self) -> bool:
@@ -98,7 +98,7 @@ class Backend(ABC):
         meta = getattr(decoder, "meta", None)
         if meta is None:  # torch: the module itself
             return True
-        return meta.get("inputs", {}).get("mask_input", ["batch"])[0] != "batch"  # artefacts of before: per prompt
+        return _broadcasts(meta)
 
 
 class ArtefactBackend(Backend):
@@ -153,9 +153,17 @@ class ArtefactBackend(Backend):
         return masks, iou
 
 
-def _meta(meta: dict, key: str) -> str:
-    """A sidecar's field; `encoder_checkpoint_sha256` defaults to the checkpoint's own hash (sidecars written before
-    adapted decoders existed)."""
-    if key == "encoder_checkpoint_sha256":
-        return meta.get(key) or meta["checkpoint_sha256"]
-    return meta[key]
+def _broadcasts(meta: dict) -> bool:
+    """Whether an exported decoder takes one mask input for every prompt (what the exporter writes)."""
+    return str((meta.get("inputs") or {}).get("mask_input", ["batch"])[0]) != "batch"
+
+
+def _refuse_older(item, part: str) -> None:
+    """One sidecar layout: an artefact exported before its sidecar recorded the embeddings it reads, or a decoder
+    exported before it broadcast its mask input, is refused in one line (re-exporting takes seconds)."""
+    lacks = [] if "encoder_checkpoint_sha256" in item.meta else ["the encoder checkpoint it reads"]
+    if part == "decoder" and not _broadcasts(item.meta):
+        lacks.append("a mask input shared by all prompts")
+    if lacks:
+        raise UserError(f"{item.path} was exported by an older semisam-fast (it records no {' and no '.join(lacks)}"
+                        "); re-export it with `semisam-fast export`")
