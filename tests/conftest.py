@@ -72,3 +72,19 @@ def invoke(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
         sys.stderr.flush()
         return subprocess.CompletedProcess(["semisam-fast", *args], code, stdout.getvalue().decode(),
                                            stderr.getvalue().decode())
+
+
+
+def whole_and_resumed(make, root: Path, until: int):
+    """The run `make(run_dir)` builds, trained in one go (in root/whole) and stopped at `until` then resumed (in
+    root/part); asserts the resumed student's weights equal the whole run's bit for bit. Returns both trainers."""
+    import torch
+
+    whole = make(root / "whole")
+    whole.run(progress=False)
+    make(root / "part").run(until=until, progress=False)
+    resumed = make(root / "part")
+    resumed.run(progress=False)
+    for x, y in zip(whole.state()["student"].values(), resumed.state()["student"].values()):
+        assert torch.equal(x, y)
+    return whole, resumed

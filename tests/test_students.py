@@ -8,6 +8,8 @@ from semisam_fast.errors import UserError
 from semisam_fast.train.losses import supervised_loss
 from semisam_fast.nets import UNet2D, VNet, build_student
 
+from .conftest import whole_and_resumed
+
 
 def test_unet2d_forward_backward_shapes():
     torch.manual_seed(0)
@@ -111,15 +113,8 @@ def test_a_registered_third_student_trains_resumes_and_predicts(toy_student, pha
                         unlabelled_every=1, val_every=2, save_every=2)
         return build_trainer(config, phantom, None, labeled=2, val=1, run_dir=out, tensorboard=False)
 
-    whole = make(tmp_path / "whole")
-    whole.run(progress=False)
+    whole, _ = whole_and_resumed(make, tmp_path, until=2)
     assert isinstance(whole.student, _ToyNet) and 0.0 <= whole.history[-1]["val_dice"] <= 1.0
-    part = make(tmp_path / "part")
-    part.run(until=2, progress=False)
-    resumed = make(tmp_path / "part")
-    resumed.run(progress=False)
-    for x, y in zip(whole.state()["student"].values(), resumed.state()["student"].values()):
-        assert torch.equal(x, y)
     net, config = load_student(find_checkpoint(tmp_path / "whole"))
     image = open_dataset(phantom).load(open_dataset(phantom).case_ids[0]).image
     prob = predict_case(net, image, config)
