@@ -35,13 +35,14 @@ def main() -> None:
     parser.add_argument("--sam-weight", type=float, required=True)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--iterations", type=int, default=None)
+    parser.add_argument("--round-every", type=int, default=None, help="iterations between rounds (preset: 200)")
     parser.add_argument("--backend", default="openvino", help="SAM decoder runtime (as train's --backend)")
     parser.add_argument("--artefact", default=DEFAULT_FOLDER, help="decoder artefact or export folder")
     parser.add_argument("--precision", default="bf16")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     config = preset("la-cpu", method="semisam", sam_weight=args.sam_weight, seed=args.seed,
-                    iterations=args.iterations)
+                    iterations=args.iterations, sam_round_every=args.round_every)
     trainer = build_trainer(config, args.data, args.list, args.labelled, 8, args.out, cache=args.cache,
                             backend=args.backend, artefact=args.artefact, precision=args.precision)
     trainer.method = OracleSemiSAM()
