@@ -36,11 +36,13 @@ for name, title in (("eval.json", "prediction > 0.5"), ("eval_largest.json", "la
     if not found:
         continue
     print(f"\n**Validation ({title})**\n")
-    print("| labelled | method | seeds | Dice | Jaccard | 95HD (vox) | ASD (vox) | empty predictions |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| labelled | method | seeds | Dice | Jaccard | precision | recall | 95HD (vox) | ASD (vox) | empty predictions |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     rows = []
     for (labeled, method), by_seed in sorted(found.items(), key=lambda kv: (kv[0][0], ORDER.index(kv[0][1]))):
-        means = {k: [doc["summary"][k]["mean"] for doc in by_seed.values()] for k in ("dice", "jaccard", "hd95", "asd")}
+        # evaluations older than precision and recall lack them: nan
+        means = {k: [doc["summary"].get(k, {"mean": np.nan})["mean"] for doc in by_seed.values()]
+                 for k in ("dice", "jaccard", "precision", "recall", "hd95", "asd")}
         empty = sum(1 for doc in by_seed.values() for case in doc["cases"] if case["hd95"] is None)
         total = sum(len(doc["cases"]) for doc in by_seed.values())
         rows.append({"labeled": labeled, "method": method, "seeds": sorted(by_seed), "empty": empty, "cases": total,

@@ -24,7 +24,7 @@ def evaluate_cases(net: nn.Module, config: dict, dataset: Dataset, case_ids: Seq
                    spacing: Sequence[float] | None = None, threshold: float = 0.5, device: str = "cpu",
                    progress: bool = True, keep_largest: bool = False,
                    save_masks: str | Path | None = None) -> list[dict]:
-    """One row per case {"case", "spacing", "dice", "jaccard", "hd95", "asd", "hd95_diag", "asd_diag"} (see
+    """One row per case {"case", "spacing", *metrics.METRIC_KEYS} (dice, jaccard, precision, recall, hd95, asd, ...; see
     metrics.py for undefined distances; a multi-class student: these are the means over classes, each class's as
     `dice_<value>`, ... beside them, `metrics.class_metrics`): prediction = probability > threshold (several classes:
     the most probable), optionally reduced to its largest connected component (`inference.predict_mask`).

@@ -1,8 +1,10 @@
-"""Binary segmentation metrics (Dice, Jaccard, HD95, ASD) with medpy semantics, plus summaries.
+"""Binary segmentation metrics (Dice, Jaccard, precision, recall, HD95, ASD) with medpy semantics, plus summaries.
+Precision and recall say which way a prediction errs (Dice is their harmonic mean): over-segmenting lowers precision.
 
-Conventions for empty masks (medpy raises on them):
-  * pred and gt both empty -> dice 1, jaccard 1, hd95 0, asd 0 (a perfect "nothing there" answer);
-  * exactly one empty      -> dice 0, jaccard 0, hd95 nan, asd nan (a distance to nothing is undefined).
+Conventions for empty masks (medpy raises on them, or returns 0 for precision and recall):
+  * pred and gt both empty -> dice, jaccard, precision, recall 1, hd95 0, asd 0 (a perfect "nothing there" answer);
+  * exactly one empty      -> dice, jaccard, precision, recall 0, hd95 nan, asd nan (a distance to nothing is
+    undefined).
 A mean over the defined distances alone would make a student that misses a structure look better, so every row also
 has `hd95_diag` / `asd_diag`: the same distance, with an undefined one scored as the volume's diagonal (the largest
 distance inside it, as several challenges do), and `undefined_counts` says how many rows each mean left out.
@@ -26,7 +28,7 @@ from .errors import UserError
 __all__ = ["METRIC_KEYS", "binary_metrics", "class_metrics", "surface", "union_box", "summarize", "undefined_counts",
            "format_table"]
 
-METRIC_KEYS = ("dice", "jaccard", "hd95", "asd", "hd95_diag", "asd_diag")
+METRIC_KEYS = ("dice", "jaccard", "precision", "recall", "hd95", "asd", "hd95_diag", "asd_diag")
 
 
 def check_spacing(spacing: Sequence[float], source: str) -> tuple[float, ...]:
@@ -41,8 +43,9 @@ def check_spacing(spacing: Sequence[float], source: str) -> tuple[float, ...]:
 
 def binary_metrics(pred: np.ndarray, gt: np.ndarray, spacing: Sequence[float] | None = None,
                    distances: bool = True) -> dict[str, float]:
-    """Dice, Jaccard, HD95 and ASD of a binary prediction against a binary ground truth (any non-zero is foreground).
-    `distances=False`: Dice and Jaccard only (the overlaps cost milliseconds, the distances a distance transform)."""
+    """Dice, Jaccard, precision, recall, HD95 and ASD of a binary prediction against a binary ground truth (any
+    non-zero is foreground). `distances=False`: the overlaps only (they cost milliseconds, the distances a distance
+    transform)."""
     pred = np.asarray(pred).astype(bool)
     gt = np.asarray(gt).astype(bool)
     if pred.shape != gt.shape:
@@ -53,10 +56,10 @@ def binary_metrics(pred: np.ndarray, gt: np.ndarray, spacing: Sequence[float] | 
         return _overlaps(pred, gt)
     p_any, g_any = bool(pred.any()), bool(gt.any())
     if not p_any and not g_any:
-        return {"dice": 1.0, "jaccard": 1.0, "hd95": 0.0, "asd": 0.0, "hd95_diag": 0.0, "asd_diag": 0.0}
+        return {**_overlaps(pred, gt), "hd95": 0.0, "asd": 0.0, "hd95_diag": 0.0, "asd_diag": 0.0}
     if not p_any or not g_any:
         diagonal = volume_diagonal(pred.shape, spacing)
-        return {"dice": 0.0, "jaccard": 0.0, "hd95": math.nan, "asd": math.nan, "hd95_diag": diagonal,
+        return {**_overlaps(pred, gt), "hd95": math.nan, "asd": math.nan, "hd95_diag": diagonal,
                 "asd_diag": diagonal}
     box = union_box(pred, gt)
     pred, gt = pred[box], gt[box]
@@ -95,8 +98,12 @@ def class_metrics(pred: np.ndarray, gt: np.ndarray, classes: Sequence[int] = (1,
 
 
 def _overlaps(pred: np.ndarray, gt: np.ndarray) -> dict[str, float]:
-    overlap, total, union = int(np.logical_and(pred, gt).sum()), int(pred.sum() + gt.sum()), int((pred | gt).sum())
-    return {"dice": 2 * overlap / total if total else 1.0, "jaccard": overlap / union if union else 1.0}
+    overlap, predicted, actual = int(np.logical_and(pred, gt).sum()), int(pred.sum()), int(gt.sum())
+    union = predicted + actual - overlap
+    both_empty = float(union == 0)  # the conventions above: 1 when both are empty, else 0 where undefined
+    return {"dice": 2 * overlap / (predicted + actual) if union else 1.0, "jaccard": overlap / union if union else 1.0,
+            "precision": overlap / predicted if predicted else both_empty,
+            "recall": overlap / actual if actual else both_empty}
 
 
 def surface(mask: np.ndarray) -> np.ndarray:

@@ -56,33 +56,36 @@ def test_cube_shifted_by_one():
 
 
 def test_overlaps_only_without_distances():
-    """`distances=False`: Dice and Jaccard, the same as with the distances, and the same empty-mask conventions."""
+    """`distances=False`: the overlaps, the same as with the distances, and the same empty-mask conventions."""
     gt = np.zeros((12, 12, 12), np.uint8)
     gt[3:7, 3:7, 3:7] = 1
     pred = np.roll(gt, 1, axis=0)
     full = binary_metrics(pred, gt)
-    assert binary_metrics(pred, gt, distances=False) == {"dice": full["dice"], "jaccard": full["jaccard"]}
+    overlaps = ("dice", "jaccard", "precision", "recall")
+    assert binary_metrics(pred, gt, distances=False) == {k: full[k] for k in overlaps}
     empty = np.zeros_like(gt)
-    assert binary_metrics(empty, empty, distances=False) == {"dice": 1.0, "jaccard": 1.0}
-    assert binary_metrics(gt, empty, distances=False) == {"dice": 0.0, "jaccard": 0.0}
+    assert binary_metrics(empty, empty, distances=False) == dict.fromkeys(overlaps, 1.0)
+    assert binary_metrics(gt, empty, distances=False) == dict.fromkeys(overlaps, 0.0)
+    assert binary_metrics(empty, gt, distances=False) == dict.fromkeys(overlaps, 0.0)
 
 
 def test_identical_masks():
     gt = np.zeros((8, 8, 8), bool)
     gt[2:6, 1:5, 3:7] = True
-    assert binary_metrics(gt, gt.copy()) == {"dice": 1.0, "jaccard": 1.0, "hd95": 0.0, "asd": 0.0,
-                                             "hd95_diag": 0.0, "asd_diag": 0.0}
+    assert binary_metrics(gt, gt.copy()) == {"dice": 1.0, "jaccard": 1.0, "precision": 1.0, "recall": 1.0,
+                                             "hd95": 0.0, "asd": 0.0, "hd95_diag": 0.0, "asd_diag": 0.0}
 
 
 def test_empty_cases():
     empty = np.zeros((6, 6, 6), bool)
     full = empty.copy()
     full[2:4, 2:4, 2:4] = True
-    assert binary_metrics(empty, empty) == {"dice": 1.0, "jaccard": 1.0, "hd95": 0.0, "asd": 0.0,
-                                            "hd95_diag": 0.0, "asd_diag": 0.0}
+    assert binary_metrics(empty, empty) == {"dice": 1.0, "jaccard": 1.0, "precision": 1.0, "recall": 1.0,
+                                            "hd95": 0.0, "asd": 0.0, "hd95_diag": 0.0, "asd_diag": 0.0}
     for pred, gt in ((empty, full), (full, empty)):
         m = binary_metrics(pred, gt)
         assert m["dice"] == 0.0 and m["jaccard"] == 0.0
+        assert m["precision"] == 0.0 and m["recall"] == 0.0
         assert math.isnan(m["hd95"]) and math.isnan(m["asd"])
         # the explicit column: an undefined distance scored as the volume's diagonal (5 voxels per axis here)
         assert m["hd95_diag"] == m["asd_diag"] == pytest.approx(math.sqrt(3 * 25))
@@ -131,6 +134,7 @@ def test_metrics_are_medpys_on_the_whole_volume(shape, spacing):
         assert got["hd95"] == mb.hd95(pred, gt, voxelspacing=spacing)
         assert got["asd"] == mb.asd(pred, gt, voxelspacing=spacing)
         assert got["dice"] == mb.dc(pred, gt) and got["jaccard"] == mb.jc(pred, gt)
+        assert got["precision"] == mb.precision(pred, gt) and got["recall"] == mb.recall(pred, gt)
 
 
 def test_union_box_is_the_tight_box_of_either_mask():

@@ -110,7 +110,7 @@ def evaluate(
     save_masks: Optional[Path] = typer.Option(None, help="also write each scored prediction to this folder, in the "
                                                          "data's own format"),
 ) -> None:
-    """Per-volume Dice, Jaccard, 95% Hausdorff, ASD (medpy semantics), mean ± sd; JSON + CSV + table."""
+    """Per-volume Dice, Jaccard, precision, recall, 95% Hausdorff, ASD (medpy semantics), mean ± sd; JSON + CSV + table."""
     from ..data import open_dataset, read_list
     from ..evaluate import evaluate_cases, evaluate_run
     from ..nets import load_student
