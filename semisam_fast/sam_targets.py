@@ -156,25 +156,28 @@ def score_targets(targets: CaseTargets, label: np.ndarray) -> dict:
     label = np.asarray(label)[:, :, targets.slices] > 0
     valid = targets.valid
 
+    def dice(pred: np.ndarray, gt: np.ndarray) -> float:  # overlaps only: no distance transforms
+        return binary_metrics(pred, gt, distances=False)["dice"]
+
     def on_valid(volume: np.ndarray) -> float:
-        return binary_metrics(volume[:, :, valid], label[:, :, valid])["dice"] if valid.any() else float("nan")
+        return dice(volume[:, :, valid], label[:, :, valid]) if valid.any() else float("nan")
 
     target = targets.target().astype(bool)
+    kept_target, kept_label = target[:, :, targets.kept], label[:, :, targets.kept]
+    # undefined (nan, left out of a table's mean) where no target pixel was kept, not metrics' 1-when-both-empty
+    precision = (binary_metrics(kept_target, kept_label, distances=False)["precision"] if kept_target.any()
+                 else float("nan"))
     # what the student is pulled towards over ALL cached slices: the target where there is one, the teacher's mask
     # elsewhere (where the teacher is all the student has); better than the teacher alone or SAM does not help
     composite = np.where(valid[None, None, :], target, targets.teacher)
     return {"case": targets.case_id,
-            "teacher_dice": binary_metrics(targets.teacher, label)["dice"],
-            "composite_dice": binary_metrics(composite, label)["dice"],
+            "teacher_dice": dice(targets.teacher, label),
+            "composite_dice": dice(composite, label),
             "teacher_dice_on_valid": on_valid(targets.teacher),
             "target_dice_on_valid": on_valid(target),
-            "target_precision": _precision(target[:, :, targets.kept], label[:, :, targets.kept]),
+            "target_precision": precision,
             "coverage": float(valid.mean()), "kept": int(targets.kept.sum()), "negative": int(targets.negative.sum()),
             "prompted": int(targets.prompted.sum()), "slices": len(targets.slices),
             "label_slices": int(label.any(axis=(0, 1)).sum()),
             "negatives_wrong": int((targets.negative & label.any(axis=(0, 1))).sum())}
 
-
-def _precision(pred: np.ndarray, label: np.ndarray) -> float:
-    positives = int(pred.sum())
-    return float(np.logical_and(pred, label).sum() / positives) if positives else float("nan")

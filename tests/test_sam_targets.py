@@ -54,6 +54,9 @@ def test_targets_from_a_perfect_teacher(lite):
     score = score_targets(targets, label)
     assert score["negatives_wrong"] == 0 and score["target_dice_on_valid"] > 0.75
     assert score["teacher_dice"] == pytest.approx(1.0)
+    kept_sam, kept_label = targets.sam[:, :, targets.kept], label[:, :, targets.kept].astype(bool)
+    assert score["target_precision"] == pytest.approx((kept_sam & kept_label).sum() / kept_sam.sum())
+    assert 0.5 < score["target_precision"] < 1.0  # SAM's mask, not the label
 
 
 def test_gates_and_largest_component(lite):
@@ -62,6 +65,8 @@ def test_gates_and_largest_component(lite):
     has = label.any(axis=(0, 1))
     strict = case_targets(case.case_id, label.astype(np.float32), cache, backend, TargetOptions(min_agreement=1.01))
     assert not strict.kept.any() and np.array_equal(strict.valid, strict.negative)
+    # no target kept: precision is undefined (nan, left out of a table's mean), not metrics' both-empty 1
+    assert np.isnan(score_targets(strict, label)["target_precision"])
     strict_iou = case_targets(case.case_id, label.astype(np.float32), cache, backend, TargetOptions(min_iou_pred=2.0))
     assert not strict_iou.kept.any()
     # a spurious blob on a slice the structure does not reach: the largest 3D component drops it
