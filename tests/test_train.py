@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 
 import h5py
@@ -96,9 +97,31 @@ def test_round_teacher_precision(small, tmp_path):
         assert trainer.sam_table is not None and bool(trainer.sam_table["valid"].any())
 
 
+def test_bf16_training_forwards(small, tmp_path):
+    """--train-precision bf16: the student's and the teacher's convolutions run in bfloat16 (autocast), the logits and
+    so every loss come back float32, and the run trains to different weights than fp32's."""
+    root, cache, _ = small
+    fp32 = _train(root, cache, tmp_path / "fp32", "uamt", iterations=2)
+    bf16 = _train(root, cache, tmp_path / "bf16", "uamt", iterations=2, train_precision="bf16")
+    seen = []
+    conv = next(m for m in bf16.student.modules() if isinstance(m, torch.nn.Conv2d))
+    handle = conv.register_forward_hook(lambda module, args, out: seen.append(out.dtype))
+    try:
+        logits = bf16.forward(bf16.model, torch.zeros(1, 1, 48, 48))
+    finally:
+        handle.remove()
+    assert seen == [torch.bfloat16] and logits.dtype == torch.float32
+    assert all(math.isfinite(h["val_dice"]) for h in bf16.history)
+    assert any(not torch.equal(a, b) for a, b in zip(fp32.student.state_dict().values(),
+                                                     bf16.student.state_dict().values()))
+    with pytest.raises(UserError, match="train-precision"):
+        _config("sup", train_precision="fp16")
+
+
 @pytest.mark.parametrize("method,mode,options", [
     ("semisam", "rounds", {}), ("semisam", "step", {}),
     ("uamt", "rounds", {"student_batch": "split", "teacher_mode": "train"}),
+    ("mt", "rounds", {"train_precision": "bf16"}),
 ])
 def test_stopped_and_resumed_run_equals_uninterrupted(small, tmp_path, method, mode, options):
     root, cache, _ = small

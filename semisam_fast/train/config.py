@@ -71,6 +71,11 @@ class TrainConfig:
     # cases, bench/results/round_teacher_dev.md), fp32 elsewhere
     sam_teacher_precision: str = option("auto", "rounds: the teacher's prediction (auto: bf16 on a CPU with bf16 "
                                                 "matmuls)", choices=("auto", "fp32", "bf16"))
+    # bf16 autocast of the forwards (student and teacher; the losses stay float32): measured on the development split
+    # before it could be a default (docs/results.md, "SAM that helps", round 4)
+    train_precision: str = option("fp32", "the student's and the teacher's forward passes in training: fp32, or "
+                                          "bf16 autocast (faster on a CPU with bf16 matmuls or a GPU with bf16)",
+                                  choices=("fp32", "bf16"))
     sam_online: bool = option(False, "run SAM's encoder every step instead of the cache (the official code's way; "
                                      "for benchmarks)")
     unlabelled_every: int = option(1, "use every k-th slice of the unlabelled cases (must match the cache's embed "

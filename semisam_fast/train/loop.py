@@ -148,6 +148,13 @@ class Trainer(Checkpointing):
         for group in self.optimizer.param_groups:
             group["lr"] = lr
 
+    def forward(self, net: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """A training forward pass of the student (or its DDP wrapper) or the teacher, in `train_precision`; the
+        logits come back float32, so every loss is computed in float32."""
+        with torch.autocast(torch.device(self.device).type, dtype=torch.bfloat16,
+                            enabled=self.config.train_precision == "bf16"):
+            return net(x).float()
+
     def step(self) -> dict:
         c, dev = self.config, self.device
         method = self.method
@@ -156,7 +163,7 @@ class Trainer(Checkpointing):
         lab = self._draw_labelled()
         logs: dict = {}
         if not method.uses_unlabelled:
-            logits = self.model(lab.images.to(dev))
+            logits = self.forward(self.model, lab.images.to(dev))
             loss = supervised_loss(logits, lab.labels.to(dev))
             logs["loss_sup"] = loss.item()
         else:
@@ -166,14 +173,15 @@ class Trainer(Checkpointing):
             unl_images = unl.images.to(dev)  # copied to the device once: student, teacher and UA-MT passes share it
             n_lab = len(lab.images)
             if c.student_batch == "joint":  # one forward: BatchNorm statistics over labelled + unlabelled
-                logits = self.model(torch.cat([lab.images.to(dev), unl_images]))
+                logits = self.forward(self.model, torch.cat([lab.images.to(dev), unl_images]))
                 logits_l, student_u = logits[:n_lab], logits[n_lab:]
             else:  # "split": each group normalised by its own batch statistics
-                logits_l, student_u = self.model(lab.images.to(dev)), self.model(unl_images)
+                logits_l = self.forward(self.model, lab.images.to(dev))
+                student_u = self.forward(self.model, unl_images)
             loss = supervised_loss(logits_l, lab.labels.to(dev))
             logs["loss_sup"] = loss.item()
             with torch.no_grad(), teacher_mode(self.teacher, c.teacher_mode):
-                teacher_u = self.teacher(unl_images + self.noise(unl_images))
+                teacher_u = self.forward(self.teacher, unl_images + self.noise(unl_images))
             terms, extra = method.unlabelled_terms(self, student_u, teacher_u, unl_images, unl)
             for name, weight, term in terms:
                 loss = loss + weight * term

@@ -90,7 +90,7 @@ class UncertaintyAwareMT(MeanTeacher):
     def consistency(self, trainer: Trainer, student_u: Tensor, teacher_u: Tensor, unl_images: Tensor) -> Tensor:
         c = trainer.config
         with torch.no_grad(), teacher_mode(trainer.teacher, c.teacher_mode), dropout_on(trainer.teacher):
-            passes = [F.softmax(trainer.teacher(unl_images + trainer.noise(unl_images)), dim=1)
+            passes = [F.softmax(trainer.forward(trainer.teacher, unl_images + trainer.noise(unl_images)), dim=1)
                       for _ in range(max(1, c.uamt_samples))]
             mask, _ = uncertainty_mask(torch.stack(passes), uamt_threshold(trainer.iteration, c.iterations))
         mse = softmax_mse(student_u, teacher_u, reduction="none")
