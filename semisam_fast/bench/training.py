@@ -20,8 +20,8 @@ TIMED_FROM = 400  # past the ramp's start, so the student predicts foreground an
 def bench_train(steps: int = 10, log=print, engines: Path = Path(DEFAULT_FOLDER), workdir: Path | None = None,
                 device: str = "cpu", preset_name: str = "la-cpu") -> dict:
     """One training iteration of mt, semisam on the cache, and semisam with the encoder online, same shapes (a
-    preset's), steps interleaved, on the synthetic phantom. SAM runs in onnxruntime on the CPU and in torch on a
-    GPU."""
+    preset's), steps interleaved, on the synthetic phantom; and mt with its forwards under bf16 autocast
+    (`--train-precision bf16`) beside fp32's. SAM runs in onnxruntime on the CPU and in torch on a GPU."""
     import tempfile
 
     from ..backends import TorchBackend, open_artefact
@@ -44,12 +44,13 @@ def bench_train(steps: int = 10, log=print, engines: Path = Path(DEFAULT_FOLDER)
     encoder = TorchBackend(load_model("litemedsam"), device=device) if on_gpu else open_artefact(parts["encoder"])
     build_cache(dataset, encoder, work / "cache", case_ids=split.unlabeled, progress=False)
     trainers = {}
-    for name, method, online, mode in (("mt", "mt", False, "step"), ("semisam_cached", "semisam", False, "step"),
-                                       ("semisam_online", "semisam", True, "step"),
-                                       ("semisam_rounds", "semisam", False, "rounds")):
+    for name, method, online, mode, precision in (
+            ("mt", "mt", False, "step", "fp32"), ("mt_bf16", "mt", False, "step", "bf16"),
+            ("semisam_cached", "semisam", False, "step", "fp32"), ("semisam_online", "semisam", True, "step", "fp32"),
+            ("semisam_rounds", "semisam", False, "rounds", "fp32")):
         config = preset(preset_name, method=method, iterations=1000, unlabelled_cases=None, unlabelled_every=1,
                         sam_online=online or None, sam_ramp="none", val_every=10**9, save_every=10**9,
-                        sam_mode=mode)
+                        sam_mode=mode, train_precision=precision)
         trainer = build_trainer(config, root, None, 2, 2, work / name, cache=work / "cache", device=device,
                                 backend="torch" if on_gpu else str(parts["encoder"].parent), tensorboard=False)
         trainer.start_at(TIMED_FROM)
@@ -74,13 +75,15 @@ def bench_train(steps: int = 10, log=print, engines: Path = Path(DEFAULT_FOLDER)
     online = result["semisam_online"]["median_s"] / result["semisam_cached"]["median_s"]
     every = rounds.config.sam_round_every
     amortised = result["semisam_rounds"]["median_s"] + round_s / every
+    bf16 = result["mt_bf16"]["median_s"] / result["mt"]["median_s"]
     return {"train": result, "P1_semisam_cached_over_mt": p1, "online_over_cached": online,
+            "mt_bf16_over_fp32": bf16,
             "rounds": {"round_s": round_s, "round_every": every,
                        "step_over_mt": result["semisam_rounds"]["median_s"] / result["mt"]["median_s"],
                        "step_with_amortised_round_over_mt": amortised / result["mt"]["median_s"]},
             "preset": preset_name, "shapes": shapes,
             # the share of unlabelled slices that got a SAM prompt: SAM really ran in the timed steps
-            "sam_prompted": {k: float(np.mean(v)) for k, v in prompted.items() if k != "mt"},
+            "sam_prompted": {k: float(np.mean(v)) for k, v in prompted.items() if k.startswith("semisam")},
             "sam": f"LiteMedSAM {'torch ' + device if on_gpu else 'onnxruntime CPU'}", "device": device}
 
 
