@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from semisam_fast.adapt import AdaptOptions, adapt, box_dice, labelled_examples, report_boxes, train_decoder
+from semisam_fast.adapt import (AdaptOptions, adapt, box_dice, labelled_examples, perturb_box, report_boxes,
+                                train_decoder)
 from semisam_fast.backends import TorchBackend, create_backend
 from semisam_fast.cache import EmbeddingCache
 from semisam_fast.data import make_phantom, open_dataset
@@ -103,3 +104,23 @@ def test_adapt_never_reads_an_unlabelled_cases_label(phantom_cache, tmp_path):
           holdout=False, progress=False)
     third = load_model("litemedsam", tmp_path / "c" / "adapted.pth").decoder.state_dict()
     assert any(not torch.equal(states[0][k], third[k]) for k in third)
+
+
+def test_box_scale_sets_the_training_boxes_sides(tmp_path):
+    """--box-scale LO HI: every perturbed box's sides lie in LO..HI times the label box's (shift 0, away from the
+    image edge); a range that is empty, negative or reversed is one error line, exit 2."""
+    rng = np.random.default_rng(0)
+    label_box = np.array([40.0, 50.0, 79.0, 69.0])  # 40 x 20 pixels, inclusive corners
+    for lo, hi in ((0.8, 1.4), (0.9, 1.1), (1.0, 1.0)):
+        options = AdaptOptions(scale=(lo, hi), shift=0.0)
+        boxes = np.stack([perturb_box(label_box, (160, 160), rng, options) for _ in range(200)])
+        # the label box's corners are inclusive pixels (side = x1 - x0 + 1), a perturbed box's are continuous
+        sides = (boxes[:, 2:] - boxes[:, :2]) / (label_box[2:] - label_box[:2] + 1)
+        assert sides.min() >= lo - 1e-4 and sides.max() <= hi + 1e-4
+        if hi > lo:
+            assert sides.max() - sides.min() > 0.5 * (hi - lo)
+    for scale in (("1.2", "0.9"), ("0", "1"), ("-1", "1")):
+        refused = invoke("adapt", "--data", str(tmp_path), "--labelled", "1", "--cache", str(tmp_path),
+                         "--box-scale", *scale, "--out", str(tmp_path / "out"))
+        assert refused.returncode == 2 and "--box-scale" in refused.stderr and "Traceback" not in refused.stderr
+        assert not (tmp_path / "out").exists()

@@ -102,6 +102,9 @@ def adapt(
     batch: int = typer.Option(4, min=1, help="slices per step"),
     lr: float = typer.Option(1e-4, min=0.0, help="AdamW learning rate"),
     seed: int = typer.Option(0, help="random seed"),
+    box_scale: tuple[float, float] = typer.Option((0.8, 1.4), metavar="LO HI",
+                                                  help="the training boxes' sides, relative to the label box's: "
+                                                       "drawn uniformly from LO..HI"),
     holdout: bool = typer.Option(True, "--holdout/--no-holdout",
                                  help="also adapt with the last labelled case held out and report its Dice"),
     export_decoder: bool = typer.Option(True, "--export/--no-export",
@@ -117,10 +120,12 @@ def adapt(
 
     if not lr > 0 or lr == float("inf"):
         raise UserError(f"--lr must be a positive finite number, got {lr}")
+    if not 0 < box_scale[0] <= box_scale[1] < float("inf"):
+        raise UserError(f"--box-scale needs 0 < LO <= HI (finite), got {box_scale[0]} {box_scale[1]}")
     dataset = open_dataset(data, list_file)
     split = split_cases(dataset.case_ids, labeled, 0)
     store = EmbeddingCache(cache)
-    options = AdaptOptions(steps=steps, batch=batch, lr=lr, seed=seed)
+    options = AdaptOptions(steps=steps, batch=batch, lr=lr, scale=box_scale, seed=seed)
     report = run_adapt(dataset, store, split.labeled, out, checkpoint=checkpoint, options=options, holdout=holdout)
     if "held_out" in report:
         h = report["held_out"]
