@@ -20,6 +20,7 @@ from semisam_fast.metrics import binary_metrics
 from semisam_fast.models import get_spec, load_model
 from semisam_fast.train import build_trainer, preset
 from semisam_fast.geometry.augment import Transform2D, random_transform
+from semisam_fast.train.mixing import copy_paste, random_boxes
 from semisam_fast.train.sam_rounds import teacher_precision
 from semisam_fast.train.sam_term import SamTeacher
 from semisam_fast.data.student_input import StudentInput
@@ -347,3 +348,58 @@ def test_build_trainer_refusals(small, tmp_path):
     build_trainer(_config("mt"), root, None, labeled=2, val=1, run_dir=tmp_path / "c", tensorboard=False)
     with pytest.raises(UserError, match="other settings"):
         build_trainer(_config("mt", seed=1), root, None, labeled=2, val=1, run_dir=tmp_path / "c", tensorboard=False)
+
+
+def test_copy_paste_pairs():
+    """mixing.copy_paste: each direction's image and target come from the same sample inside and outside the box,
+    and an unlabelled sample without a target weighs nothing where it shows."""
+    generator = torch.Generator().manual_seed(0)
+    n, side = 3, 48
+    box = random_boxes((n, side, side), generator)
+    assert box.dtype == torch.bool and all(int(b.sum()) == 32 * 32 for b in box)  # 2/3 of 48 a side
+    assert len({tuple(torch.nonzero(b)[0].tolist()) for b in box}) > 1  # at different places
+    images_u, images_l = torch.full((n, 1, side, side), 1.0), torch.full((n, 1, side, side), 2.0)
+    targets_u = torch.ones(n, side, side)
+    labels_l = torch.zeros(n, side, side, dtype=torch.bool)
+    valid_u = torch.tensor([True, False, True])
+    images, targets, weights = copy_paste(images_u, targets_u, valid_u, images_l, labels_l, box)
+    assert images.shape == (2 * n, 1, side, side) and targets.shape == weights.shape == (2 * n, side, side)
+    # unlabelled box in the labelled crop, then the labelled box in the unlabelled crop
+    assert torch.equal(images[:n, 0] == 1.0, box) and torch.equal(targets[:n] == 1.0, box)
+    assert torch.equal(images[n:, 0] == 2.0, box) and torch.equal(targets[n:] == 0.0, box)
+    assert torch.equal(weights[1] == 0, box[1]) and torch.equal(weights[n + 1] == 0, ~box[1])
+    assert bool((weights[[0, 2, n, n + 2]] == 1).all())
+
+
+def test_copy_paste_training(small, tmp_path):
+    """--sam-mix copy-paste: the step adds the SAM loss on pasted pairs once a round has made targets, it trains to other weights than without it, never reads an unlabelled case's label, resumes exactly,
+    and is refused for step mode and for a 3D student."""
+    root, cache, split = small
+    plain = _train(root, cache, tmp_path / "plain")
+    mixed = _train(root, cache, tmp_path / "mixed", sam_mix="copy-paste")
+    assert mixed.sam_table is not None
+    early = _train(root, cache, tmp_path / "early", until=1, sam_mix="copy-paste")
+    assert early.sam_table is None and "loss_sam_mix" not in early.step()  # no round yet: nothing to paste
+    late = _train(root, cache, tmp_path / "late", until=3, sam_mix="copy-paste")
+    logs = late.step()
+    assert late.sam_table is not None and math.isfinite(logs["loss_sam_mix"]) and logs["w_sam_mix"] == 1.0
+    assert any(not torch.equal(a, b) for a, b in zip(plain.student.state_dict().values(),
+                                                     mixed.student.state_dict().values()))
+    scrambled = tmp_path / "scrambled"
+    shutil.copytree(root, scrambled)
+    rng = np.random.default_rng(0)
+    for case in split.unlabeled:
+        with h5py.File(scrambled / case / "mri_norm2.h5", "r+") as f:
+            f["label"][...] = rng.integers(0, 2, f["label"].shape, dtype=np.uint8)
+    blind = _train(scrambled, cache, tmp_path / "blind", sam_mix="copy-paste")
+    for (name, a), b in zip(mixed.student.state_dict().items(), blind.student.state_dict().values()):
+        assert torch.equal(a, b), name
+    _train(root, cache, tmp_path / "split", until=3, sam_mix="copy-paste")
+    resumed = _train(root, cache, tmp_path / "split", sam_mix="copy-paste")
+    for (name, a), b in zip(mixed.state()["student"].items(), resumed.state()["student"].values()):
+        assert torch.equal(a, b), name
+    assert mixed.history == resumed.history
+    with pytest.raises(UserError, match="sam-mix"):
+        _config("semisam", sam_mix="copy-paste", sam_mode="step").check()
+    with pytest.raises(UserError, match="sam-mix"):
+        preset("la-paper", method="semisam", sam_mix="copy-paste").check()

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from ..data import Dataset
 from ..data.student_input import StudentInput
+from ..errors import UserError
 from .base import (Batch, StudentGeometry, agreement, check_image, class_probs, eval_mode, foreground_prob,
                    intensity_jitter, positive_ints, recorded)
 
@@ -112,6 +113,10 @@ def per_slice(x: Tensor) -> Tensor:
 
 class Volumes3D(StudentGeometry):
     config_key = "patch"
+
+    def check(self, config: dict) -> None:
+        if config.get("sam_mix", "none") != "none":  # its stored targets are per slice, its batches patches
+            raise UserError("--sam-mix pastes between 2D crops: use it with a 2D student")
 
     def checkpoint_config(self, config: dict) -> dict:
         return {**config, "in_plane": None}  # a 3D student sees the volume at its own size

@@ -67,6 +67,9 @@ class TrainConfig:
     targets: TargetOptions = option(help="SAM target options", factory=_round_targets, cli=False)
     sam_pixels: str = option("all", "rounds: all, or agree (train only on pixels where SAM and the teacher agree)",
                              choices=("all", "agree"))
+    sam_mix: str = option("none", "rounds: also train on copy-paste pairs of unlabelled and labelled crops (BCP): "
+                                  "SAM's stored target in the pasted box, the label around it, and the reverse",
+                          choices=("none", "copy-paste"))
     # auto = bf16 on a CPU with bf16 matmuls (~2x; it moved 0.01-0.05% of the target pixels on the development
     # cases, bench/results/round_teacher_dev.md), fp32 elsewhere
     sam_teacher_precision: str = option("auto", "rounds: the teacher's prediction (auto: bf16 on a CPU with bf16 "
@@ -100,6 +103,8 @@ class TrainConfig:
             raise UserError(f"--seed must be in [0, 2^63), got {self.seed}")
         if self.sam_online and self.sam_mode == "rounds":
             raise UserError("--sam-online runs the encoder inside the step: use it with --sam-mode step")
+        if self.sam_mix != "none" and self.sam_mode != "rounds":
+            raise UserError("--sam-mix pastes the rounds' stored targets: use it with --sam-mode rounds")
         as_dict = self.as_dict()
         student_geometry(as_dict).check(as_dict)
         return self

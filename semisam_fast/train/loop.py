@@ -182,7 +182,7 @@ class Trainer(Checkpointing):
             logs["loss_sup"] = loss.item()
             with torch.no_grad(), teacher_mode(self.teacher, c.teacher_mode):
                 teacher_u = self.forward(self.teacher, unl_images + self.noise(unl_images))
-            terms, extra = method.unlabelled_terms(self, student_u, teacher_u, unl_images, unl)
+            terms, extra = method.unlabelled_terms(self, student_u, teacher_u, unl_images, unl, lab)
             for name, weight, term in terms:
                 loss = loss + weight * term
                 logs.update({f"loss_{name}": term.item(), f"w_{name}": weight})

@@ -17,6 +17,7 @@ from .. import choices
 from ..distributed import global_sum
 from ..sam_targets import CaseTargets
 from .losses import sam_loss, softmax_mse, uamt_threshold, uncertainty_mask
+from .mixing import copy_paste, random_boxes
 from .sam_rounds import make_round, round_summary
 
 if TYPE_CHECKING:
@@ -62,7 +63,7 @@ class Method:
         return False
 
     def unlabelled_terms(self, trainer: Trainer, student_u: Tensor, teacher_u: Tensor, unl_images: Tensor,
-                         unl) -> tuple[Terms, dict]:
+                         unl, lab) -> tuple[Terms, dict]:
         return [], {}
 
     def after_step(self, trainer: Trainer) -> dict:
@@ -79,7 +80,7 @@ class MeanTeacher(Method):
         return softmax_mse(student_u, teacher_u)
 
     def unlabelled_terms(self, trainer: Trainer, student_u: Tensor, teacher_u: Tensor, unl_images: Tensor,
-                         unl) -> tuple[Terms, dict]:
+                         unl, lab) -> tuple[Terms, dict]:
         weight = trainer.config.consistency * trainer.ramp("up")
         return [("cons", weight, self.consistency(trainer, student_u, teacher_u, unl_images))], {}
 
@@ -108,11 +109,27 @@ class SemiSAM(MeanTeacher):
         return config.sam_mode == "rounds"
 
     def unlabelled_terms(self, trainer: Trainer, student_u: Tensor, teacher_u: Tensor, unl_images: Tensor,
-                         unl) -> tuple[Terms, dict]:
-        terms, logs = super().unlabelled_terms(trainer, student_u, teacher_u, unl_images, unl)
+                         unl, lab) -> tuple[Terms, dict]:
+        terms, logs = super().unlabelled_terms(trainer, student_u, teacher_u, unl_images, unl, lab)
         loss_sam, sam_logs = self.sam_term(trainer, student_u, teacher_u, unl)
         weight = trainer.config.sam_weight * trainer.ramp(trainer.config.sam_ramp)
-        return terms + [("sam", weight, loss_sam)], {**logs, **sam_logs}
+        terms = terms + [("sam", weight, loss_sam)]
+        if trainer.config.sam_mix == "copy-paste" and trainer.sam_table is not None:
+            terms.append(("sam_mix", weight, self.mix_term(trainer, unl_images, unl, lab)))
+        return terms, {**logs, **sam_logs}
+
+    def mix_term(self, trainer: Trainer, unl_images: Tensor, unl, lab) -> Tensor:
+        """The SAM loss on copy-paste pairs (`mixing.py`): unlabelled crops with their stored targets, each paired
+        with a labelled crop of this step (cycled) and its label."""
+        c, dev = trainer.config, unl_images.device
+        _, masks, _, valid = trainer.geometry.stored_targets(trainer.sam_table, unl, None, trainer.settings)
+        pick = torch.arange(len(unl_images)) % len(lab.images)
+        box = random_boxes(masks.shape, trainer.own_generator).to(dev)
+        images, targets, weights = copy_paste(unl_images, masks.to(dev), valid.to(dev), lab.images[pick].to(dev),
+                                              (lab.labels[pick] > 0).to(dev), box)
+        prob = F.softmax(trainer.forward(trainer.model, images), dim=1)[:, 1]
+        every = torch.ones(len(images), dtype=torch.bool, device=dev)
+        return sam_loss(prob, targets, every, kind=c.sam_loss, weight=weights)
 
     def sam_term(self, trainer: Trainer, student_u: Tensor, teacher_u: Tensor, unl) -> tuple[Tensor, dict]:
         c, geometry = trainer.config, trainer.geometry
