@@ -39,10 +39,11 @@ def main() -> None:
     parser.add_argument("--backend", default="openvino", help="SAM decoder runtime (as train's --backend)")
     parser.add_argument("--artefact", default=DEFAULT_FOLDER, help="decoder artefact or export folder")
     parser.add_argument("--precision", default="bf16")
+    parser.add_argument("--sam-mix", default="none", help="as train's --sam-mix (none, copy-paste)")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     config = preset("la-cpu", method="semisam", sam_weight=args.sam_weight, seed=args.seed,
-                    iterations=args.iterations, sam_round_every=args.round_every)
+                    iterations=args.iterations, sam_round_every=args.round_every, sam_mix=args.sam_mix)
     trainer = build_trainer(config, args.data, args.list, args.labelled, 8, args.out, cache=args.cache,
                             backend=args.backend, artefact=args.artefact, precision=args.precision)
     trainer.method = OracleSemiSAM()
