@@ -56,15 +56,20 @@ def _train(root, cache, out, method="semisam", until=None, iterations=6, **overr
     return trainer
 
 
+def _scrambled_copy(root, out, cases):
+    """A copy of the phantom whose `cases` have random labels."""
+    shutil.copytree(root, out)
+    rng = np.random.default_rng(0)
+    for case in cases:
+        with h5py.File(out / case / "mri_norm2.h5", "r+") as f:
+            f["label"][...] = rng.integers(0, 2, f["label"].shape, dtype=np.uint8)
+    return out
+
+
 def test_unlabelled_labels_never_reach_training(small, tmp_path):
     """Scramble the labels of the unlabelled cases on disk: the trained weights are bit-for-bit the same."""
     root, cache, split = small
-    scrambled = tmp_path / "scrambled"
-    shutil.copytree(root, scrambled)
-    rng = np.random.default_rng(0)
-    for case in split.unlabeled:
-        with h5py.File(scrambled / case / "mri_norm2.h5", "r+") as f:
-            f["label"][...] = rng.integers(0, 2, f["label"].shape, dtype=np.uint8)
+    scrambled = _scrambled_copy(root, tmp_path / "scrambled", split.unlabeled)
     a = _train(root, cache, tmp_path / "a")
     b = _train(scrambled, cache, tmp_path / "b")
     assert a.unlabelled.labels is None
@@ -75,10 +80,7 @@ def test_unlabelled_labels_never_reach_training(small, tmp_path):
     for (name, pa), pb in zip(a.student.state_dict().items(), b.student.state_dict().values()):
         assert torch.equal(pa, pb), name
     # ...while scrambling a LABELLED case does change them (the test can see a leak if there were one)
-    leaky = tmp_path / "leaky"
-    shutil.copytree(root, leaky)
-    with h5py.File(leaky / split.labeled[0] / "mri_norm2.h5", "r+") as f:
-        f["label"][...] = rng.integers(0, 2, f["label"].shape, dtype=np.uint8)
+    leaky = _scrambled_copy(root, tmp_path / "leaky", split.labeled[:1])
     c = _train(leaky, cache, tmp_path / "c")
     assert any(not torch.equal(pa, pc) for pa, pc in zip(a.student.state_dict().values(),
                                                          c.student.state_dict().values()))
@@ -385,12 +387,7 @@ def test_copy_paste_training(small, tmp_path):
     assert late.sam_table is not None and math.isfinite(logs["loss_sam_mix"]) and logs["w_sam_mix"] == 1.0
     assert any(not torch.equal(a, b) for a, b in zip(plain.student.state_dict().values(),
                                                      mixed.student.state_dict().values()))
-    scrambled = tmp_path / "scrambled"
-    shutil.copytree(root, scrambled)
-    rng = np.random.default_rng(0)
-    for case in split.unlabeled:
-        with h5py.File(scrambled / case / "mri_norm2.h5", "r+") as f:
-            f["label"][...] = rng.integers(0, 2, f["label"].shape, dtype=np.uint8)
+    scrambled = _scrambled_copy(root, tmp_path / "scrambled", split.unlabeled)
     blind = _train(scrambled, cache, tmp_path / "blind", sam_mix="copy-paste")
     for (name, a), b in zip(mixed.student.state_dict().items(), blind.student.state_dict().values()):
         assert torch.equal(a, b), name
