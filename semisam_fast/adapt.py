@@ -48,6 +48,11 @@ class AdaptOptions:
     margin: float = BOX_MARGIN  # SAM-input pixels added to every box, as the rounds do
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        lo, hi = self.scale
+        if not 0 < lo <= hi < float("inf"):
+            raise UserError(f"--box-scale needs 0 < LO <= HI (finite), got {lo:g} {hi:g}")
+
     def as_dict(self) -> dict:
         return asdict(self)
 

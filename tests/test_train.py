@@ -297,7 +297,7 @@ def test_sam_ramp_and_prompt_source(small, tmp_path):
         background[:, 0] = 10.0
         blob = background.clone()
         blob[:, 0, 16:32, 16:32], blob[:, 1, 16:32, 16:32] = 0.0, 10.0
-        _, logs = trainer.method.sam_term(trainer, background, blob, unl)
+        _, logs = trainer.method.step_term(trainer, background, blob, unl)
         assert logs["sam_prompted"] == (1.0 if source == "teacher" else 0.0)
 
 
@@ -334,7 +334,7 @@ def test_point_prompts_in_the_training_step(small, tmp_path):
     blob[:, 0] = 10.0
     blob[:, 0, 16:32, 16:32], blob[:, 1, 16:32, 16:32] = 0.0, 10.0
     seen.clear()
-    loss, logs = trainer.method.sam_term(trainer, blob, blob, unl)
+    loss, logs = trainer.method.step_term(trainer, blob, blob, unl)
     assert logs["sam_prompted"] == 1.0 and torch.isfinite(loss)
     # a square blob leaves no background inside its box: the negative becomes SAM's "not a point"
     assert seen and all(lab[:, 0].tolist() == [[1, -1, -1]] * len(lab) for _, lab in seen)
@@ -374,8 +374,9 @@ def test_copy_paste_pairs():
 
 
 def test_copy_paste_training(small, tmp_path):
-    """--sam-mix copy-paste: the step adds the SAM loss on pasted pairs once a round has made targets, it trains to other weights than without it, never reads an unlabelled case's label, resumes exactly,
-    and is refused for step mode and for a 3D student."""
+    """--sam-mix copy-paste: the step adds the SAM loss on pasted pairs once a round has made targets, it trains to
+    other weights than without it, never reads an unlabelled case's label, resumes exactly, and is refused for step
+    mode and for a 3D student."""
     root, cache, split = small
     plain = _train(root, cache, tmp_path / "plain")
     mixed = _train(root, cache, tmp_path / "mixed", sam_mix="copy-paste")

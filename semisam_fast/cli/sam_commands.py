@@ -120,12 +120,10 @@ def adapt(
 
     if not lr > 0 or lr == float("inf"):
         raise UserError(f"--lr must be a positive finite number, got {lr}")
-    if not 0 < box_scale[0] <= box_scale[1] < float("inf"):
-        raise UserError(f"--box-scale needs 0 < LO <= HI (finite), got {box_scale[0]} {box_scale[1]}")
+    options = AdaptOptions(steps=steps, batch=batch, lr=lr, scale=box_scale, seed=seed)
     dataset = open_dataset(data, list_file)
     split = split_cases(dataset.case_ids, labeled, 0)
     store = EmbeddingCache(cache)
-    options = AdaptOptions(steps=steps, batch=batch, lr=lr, scale=box_scale, seed=seed)
     report = run_adapt(dataset, store, split.labeled, out, checkpoint=checkpoint, options=options, holdout=holdout)
     if "held_out" in report:
         h = report["held_out"]

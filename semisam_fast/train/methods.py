@@ -111,39 +111,42 @@ class SemiSAM(MeanTeacher):
     def unlabelled_terms(self, trainer: Trainer, student_u: Tensor, teacher_u: Tensor, unl_images: Tensor,
                          unl, lab) -> tuple[Terms, dict]:
         terms, logs = super().unlabelled_terms(trainer, student_u, teacher_u, unl_images, unl, lab)
-        loss_sam, sam_logs = self.sam_term(trainer, student_u, teacher_u, unl)
-        weight = trainer.config.sam_weight * trainer.ramp(trainer.config.sam_ramp)
-        terms = terms + [("sam", weight, loss_sam)]
-        if trainer.config.sam_mix == "copy-paste" and trainer.sam_table is not None:
-            terms.append(("sam_mix", weight, self.mix_term(trainer, unl_images, unl, lab)))
-        return terms, {**logs, **sam_logs}
+        c = trainer.config
+        weight = c.sam_weight * trainer.ramp(c.sam_ramp)
+        if not self.makes_rounds(c):
+            loss_sam, sam_logs = self.step_term(trainer, student_u, teacher_u, unl)
+            return terms + [("sam", weight, loss_sam)], {**logs, **sam_logs}
+        prob = F.softmax(student_u, dim=1)[:, 1]
+        if trainer.sam_table is None:  # no round yet
+            return terms + [("sam", weight, prob.sum() * 0.0)], {**logs, "sam_valid": 0.0}
+        # the latest round's stored targets of this batch, looked up once for the SAM term and the pasted pairs
+        prob, masks, agree, valid = trainer.geometry.stored_targets(trainer.sam_table, unl, prob, trainer.settings)
+        dev = prob.device
+        masks, valid = masks.to(dev), valid.to(dev)
+        pixels = agree.to(dev) if c.sam_pixels == "agree" else None
+        terms = terms + [("sam", weight, sam_loss(prob, masks, valid, kind=c.sam_loss, weight=pixels))]
+        if c.sam_mix == "copy-paste":
+            terms.append(("sam_mix", weight, self.mix_term(trainer, unl_images, masks, valid, lab)))
+        return terms, {**logs, "sam_valid": float(valid.float().mean())}
 
-    def mix_term(self, trainer: Trainer, unl_images: Tensor, unl, lab) -> Tensor:
-        """The SAM loss on copy-paste pairs (`mixing.py`): unlabelled crops with their stored targets, each paired
-        with a labelled crop of this step (cycled) and its label."""
-        c, dev = trainer.config, unl_images.device
-        _, masks, _, valid = trainer.geometry.stored_targets(trainer.sam_table, unl, None, trainer.settings)
+    def mix_term(self, trainer: Trainer, unl_images: Tensor, masks: Tensor, valid: Tensor, lab) -> Tensor:
+        """The SAM loss on copy-paste pairs (`mixing.py`): the unlabelled crops with their stored targets, each
+        paired with a labelled crop of this step (cycled) and its label."""
+        dev = unl_images.device
         pick = torch.arange(len(unl_images)) % len(lab.images)
         box = random_boxes(masks.shape, trainer.own_generator).to(dev)
-        images, targets, weights = copy_paste(unl_images, masks.to(dev), valid.to(dev), lab.images[pick].to(dev),
+        images, targets, weights = copy_paste(unl_images, masks, valid, lab.images[pick].to(dev),
                                               (lab.labels[pick] > 0).to(dev), box)
         prob = F.softmax(trainer.forward(trainer.model, images), dim=1)[:, 1]
         every = torch.ones(len(images), dtype=torch.bool, device=dev)
-        return sam_loss(prob, targets, every, kind=c.sam_loss, weight=weights)
+        return sam_loss(prob, targets, every, kind=trainer.config.sam_loss, weight=weights)
 
-    def sam_term(self, trainer: Trainer, student_u: Tensor, teacher_u: Tensor, unl) -> tuple[Tensor, dict]:
-        c, geometry = trainer.config, trainer.geometry
+    def step_term(self, trainer: Trainer, student_u: Tensor, teacher_u: Tensor, unl) -> tuple[Tensor, dict]:
+        """Step mode: SAM prompted now from the student's (or the teacher's) prediction of the batch."""
+        c = trainer.config
         prob = F.softmax(student_u, dim=1)[:, 1]
-        if self.makes_rounds(c):  # the latest round's stored targets (none before the first round)
-            if trainer.sam_table is None:
-                return prob.sum() * 0.0, {"sam_valid": 0.0}
-            prob, masks, agree, valid = geometry.stored_targets(trainer.sam_table, unl, prob, trainer.settings)
-            dev = prob.device
-            weight = agree.to(dev) if c.sam_pixels == "agree" else None
-            loss = sam_loss(prob, masks.to(dev), valid.to(dev), kind=c.sam_loss, weight=weight)
-            return loss, {"sam_valid": float(valid.float().mean())}
         source = prob if c.sam_prompt_from == "student" else F.softmax(teacher_u, dim=1)[:, 1]
-        slices, targets, valid = geometry.step_targets(trainer.sam, prob, source, unl, trainer.settings)
+        slices, targets, valid = trainer.geometry.step_targets(trainer.sam, prob, source, unl, trainer.settings)
         loss = sam_loss(slices, targets, valid.to(prob.device), kind=c.sam_loss)
         return loss, {"sam_prompted": float(valid.float().mean())}
 
