@@ -32,6 +32,7 @@ from .fsutil import atomic_write, write_json
 from .models import Frame, LoadedModel, load_model
 from .prompter import BOX_MARGIN, SamPrompter, mask_to_low_res, masks_to_original
 from .prompts import mask_to_box
+from .target_options import ADAPT_BOX_SCALE
 
 ADAPTED_NAME = "adapted.pth"
 LOOSE_PX = 15.0  # "loose" boxes in the report: the label box grown by this many slice pixels per side
@@ -43,7 +44,7 @@ class AdaptOptions:
     batch: int = 4
     lr: float = 1e-4
     weight_decay: float = 1e-4
-    scale: tuple[float, float] = (0.8, 1.4)  # box side length, relative to the label box's
+    scale: tuple[float, float] = ADAPT_BOX_SCALE  # box side length, relative to the label box's
     shift: float = 10.0  # box centre shift, slice pixels (a teacher's box is off by about this much on LA)
     margin: float = BOX_MARGIN  # SAM-input pixels added to every box, as the rounds do
     seed: int = 0

@@ -10,6 +10,8 @@ from .options import check_options, option
 
 # SAM-input pixels around a prompt box: ~3 px of a ~180 px LA slice (the LA ceiling check); every box prompt uses it
 BOX_MARGIN = 4.0
+# adapt's training boxes: sides 0.8-1.4 of the label box's, about how wrong a teacher's box is on LA (docs/training.md)
+ADAPT_BOX_SCALE = (0.8, 1.4)
 FUSIONS = ("sam", "mean")
 
 

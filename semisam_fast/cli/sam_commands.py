@@ -11,7 +11,7 @@ from .. import choices
 from ..errors import UserError
 from ..formats import DEFAULT_FOLDER
 from ..cli_options import option_parameters, with_options
-from ..target_options import TargetOptions
+from ..target_options import ADAPT_BOX_SCALE, TargetOptions
 from .app import app, by_world, log
 
 
@@ -102,7 +102,7 @@ def adapt(
     batch: int = typer.Option(4, min=1, help="slices per step"),
     lr: float = typer.Option(1e-4, min=0.0, help="AdamW learning rate"),
     seed: int = typer.Option(0, help="random seed"),
-    box_scale: tuple[float, float] = typer.Option((0.8, 1.4), metavar="LO HI",
+    box_scale: tuple[float, float] = typer.Option(ADAPT_BOX_SCALE, metavar="LO HI",
                                                   help="the training boxes' sides, relative to the label box's: "
                                                        "drawn uniformly from LO..HI"),
     holdout: bool = typer.Option(True, "--holdout/--no-holdout",
