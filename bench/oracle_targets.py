@@ -40,10 +40,12 @@ def main() -> None:
     parser.add_argument("--artefact", default=DEFAULT_FOLDER, help="decoder artefact or export folder")
     parser.add_argument("--precision", default="bf16")
     parser.add_argument("--sam-mix", default="none", help="as train's --sam-mix (none, copy-paste)")
+    parser.add_argument("--train-precision", default="fp32", help="as train's --train-precision (fp32, bf16)")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     config = preset("la-cpu", method="semisam", sam_weight=args.sam_weight, seed=args.seed,
-                    iterations=args.iterations, sam_round_every=args.round_every, sam_mix=args.sam_mix)
+                    iterations=args.iterations, sam_round_every=args.round_every, sam_mix=args.sam_mix,
+                    train_precision=args.train_precision)
     trainer = build_trainer(config, args.data, args.list, args.labelled, 8, args.out, cache=args.cache,
                             backend=args.backend, artefact=args.artefact, precision=args.precision)
     trainer.method = OracleSemiSAM()

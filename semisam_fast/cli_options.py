@@ -12,7 +12,8 @@ import typer
 
 from .options import flag, option_specs
 
-_TYPES = {"int": int, "float": float, "str": str, "bool": bool, "int | None": int, "float | None": float}
+_TYPES = {"int": int, "float": float, "str": str, "bool": bool, "int | None": int, "float | None": float,
+          "str | None": str}
 
 
 def option_parameters(cls, prefix: str = "",

@@ -21,7 +21,7 @@ from semisam_fast.models import get_spec, load_model
 from semisam_fast.train import build_trainer, preset
 from semisam_fast.geometry.augment import Transform2D, random_transform
 from semisam_fast.train.mixing import copy_paste, random_boxes
-from semisam_fast.train.sam_rounds import teacher_precision
+from semisam_fast.train.sam_rounds import make_round, teacher_precision
 from semisam_fast.train.sam_term import SamTeacher
 from semisam_fast.data.student_input import StudentInput
 from semisam_fast.geometry.slices2d import SliceStore
@@ -350,6 +350,55 @@ def test_build_trainer_refusals(small, tmp_path):
     build_trainer(_config("mt"), root, None, labeled=2, val=1, run_dir=tmp_path / "c", tensorboard=False)
     with pytest.raises(UserError, match="other settings"):
         build_trainer(_config("mt", seed=1), root, None, labeled=2, val=1, run_dir=tmp_path / "c", tensorboard=False)
+
+
+def test_prompt_run(small, tmp_path):
+    """--sam-prompt-run: a finished run's network prompts one round, made after the first step from that network's
+    prediction (not the EMA teacher's); an unlabelled case's label still never counts; a prompt run trained on other
+    labels than this run's is refused; it resumes exactly."""
+    root, cache, split = small
+    prompt = tmp_path / "prompt"  # 20 steps at a high rate: a network whose masks are neither empty nor everything
+    build_trainer(_config("sup", 20, lr=1e-2), root, None, labeled=2, val=1, run_dir=prompt,
+                  tensorboard=False).run(progress=False)
+    trainer = build_trainer(_config("semisam", sam_prompt_run=str(prompt)), root, None, labeled=2, val=1,
+                            run_dir=tmp_path / "a", cache=cache, tensorboard=False)
+    rounds = []
+    trainer.on_round.append(rounds.append)
+    trainer.run(until=1, progress=False)
+    assert len(rounds) == 1 and trainer.sam_table is not None
+
+    def round_of(net, config):
+        return make_round(net, trainer.unlabelled_volumes, config, trainer.sam.cache, trainer.sam.backend,
+                          trainer.config.targets, progress=False, precision=trainer.round_precision)
+
+    made = round_of(*trainer.prompt_teacher)
+    expected = trainer.geometry.round_table(made, trainer.unlabelled, trainer.student_input)
+    for key, value in expected.items():
+        assert torch.equal(value, trainer.sam_table[key]), key
+    own = round_of(trainer.teacher, trainer.settings)  # what the EMA teacher would have prompted
+    assert any(not np.array_equal(made[c].teacher, own[c].teacher) for c in made)
+    assert all(0 < made[c].teacher.mean() < 1 for c in made)
+    trainer.run(progress=False)
+    assert len(rounds) == 1  # the network does not change: no second round
+    scrambled = _scrambled_copy(root, tmp_path / "scrambled", split.unlabeled)
+    blind = _train(scrambled, cache, tmp_path / "blind", sam_prompt_run=str(prompt))
+    for (name, a), b in zip(trainer.student.state_dict().items(), blind.student.state_dict().values()):
+        assert torch.equal(a, b), name
+    _train(root, cache, tmp_path / "split", until=3, sam_prompt_run=str(prompt))
+    resumed = _train(root, cache, tmp_path / "split", sam_prompt_run=str(prompt))
+    for (name, a), b in zip(trainer.state()["student"].items(), resumed.state()["student"].values()):
+        assert torch.equal(a, b), name
+    wider = tmp_path / "wider"  # its third labelled case is one of this run's unlabelled ones
+    build_trainer(_config("sup", 1), root, None, labeled=3, val=1, run_dir=wider, tensorboard=False).run(
+        progress=False)
+    with pytest.raises(UserError, match="trained on the labels of"):
+        _train(root, cache, tmp_path / "refused", sam_prompt_run=str(wider))
+    with pytest.raises(UserError, match="sam-prompt-run"):
+        _config("mt", sam_prompt_run=str(prompt)).check()
+    result = invoke("train", "--data", str(root), "--labelled", "2", "--val", "1", "--method", "semisam", "--cache",
+                    str(cache), "--sam-prompt-run", str(tmp_path / "missing"), "--out", str(tmp_path / "cli"))
+    assert result.returncode == 2 and "run folder not found" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_copy_paste_pairs():

@@ -70,6 +70,11 @@ class TrainConfig:
     sam_mix: str = option("none", "rounds: also train on copy-paste pairs of unlabelled and labelled crops (BCP): "
                                   "SAM's stored target in the pasted box, the label around it, and the reverse",
                           choices=("none", "copy-paste"))
+    # a teacher trained on SAM's targets learns their over-segmentation and prompts looser boxes in the next round;
+    # a finished run's network never saw them, so the loop cannot feed back (docs/results.md, round 5)
+    sam_prompt_run: str | None = option(None, "rounds: a finished run (sup or mt, on this run's labelled cases) "
+                                              "whose network prompts SAM instead of the EMA teacher; its targets are "
+                                              "made once, after the first step")
     # auto = bf16 on a CPU with bf16 matmuls (~2x; it moved 0.01-0.05% of the target pixels on the development
     # cases, bench/results/round_teacher_dev.md), fp32 elsewhere
     sam_teacher_precision: str = option("auto", "rounds: the teacher's prediction (auto: bf16 on a CPU with bf16 "
@@ -105,6 +110,9 @@ class TrainConfig:
             raise UserError("--sam-online runs the encoder inside the step: use it with --sam-mode step")
         if self.sam_mix != "none" and self.sam_mode != "rounds":
             raise UserError("--sam-mix pastes the rounds' stored targets: use it with --sam-mode rounds")
+        if self.sam_prompt_run is not None and (self.method != "semisam" or self.sam_mode != "rounds"):
+            raise UserError("--sam-prompt-run prompts the pseudo-label rounds: use it with --method semisam and "
+                            "--sam-mode rounds")
         as_dict = self.as_dict()
         student_geometry(as_dict).check(as_dict)
         return self

@@ -29,7 +29,7 @@ from ..provenance import RUN_LOG
 from .config import TrainConfig
 from .losses import sigmoid_rampup, supervised_loss
 from .methods import METHODS, teacher_mode
-from .sam_rounds import teacher_precision
+from .sam_rounds import prompt_network, teacher_precision
 from .sam_term import SamTeacher
 from .state import Checkpointing
 
@@ -88,6 +88,9 @@ class Trainer(Checkpointing):
         self.on_round: list = []  # callbacks(seconds) after each pseudo-label round (benchmarks time them here)
         # the rounds' teacher precision: the setting with "auto" resolved for this machine, once
         self.round_precision = teacher_precision(config.sam_teacher_precision, self.device)
+        # a finished run's network and config that prompts the rounds instead of the EMA teacher (--sam-prompt-run)
+        self.prompt_teacher = (prompt_network(config.sam_prompt_run, self.split.labeled, device)
+                               if self.rounds and config.sam_prompt_run else None)
         self.writer = None
         if log_tensorboard and world.leader:
             from torch.utils.tensorboard import SummaryWriter

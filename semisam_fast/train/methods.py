@@ -152,14 +152,22 @@ class SemiSAM(MeanTeacher):
 
     def after_step(self, trainer: Trainer) -> dict:
         c = trainer.config
-        if self.makes_rounds(c) and trainer.iteration % c.sam_round_every == 0 and trainer.iteration < c.iterations:
+        if not self.makes_rounds(c):
+            return {}
+        if trainer.prompt_teacher is not None:  # its prediction never changes: one round, after the first step
+            due = trainer.sam_table is None
+        else:
+            due = trainer.iteration % c.sam_round_every == 0 and trainer.iteration < c.iterations
+        if due:
             self.sam_round(trainer)
             return trainer.round_logs
         return {}
 
     def round_targets(self, trainer: Trainer) -> dict[str, CaseTargets]:
-        """A round's targets per unlabelled case: the teacher's predictions -> gated SAM masks (`make_round`)."""
-        return make_round(trainer.teacher, trainer.unlabelled_volumes, trainer.settings, trainer.sam.cache,
+        """A round's targets per unlabelled case: the teacher's (or the prompt run's) predictions -> gated SAM
+        masks (`make_round`)."""
+        net, settings = trainer.prompt_teacher or (trainer.teacher, trainer.settings)
+        return make_round(net, trainer.unlabelled_volumes, settings, trainer.sam.cache,
                           trainer.sam.backend, trainer.config.targets, trainer.device,
                           progress=trainer.world.leader, precision=trainer.round_precision)
 

@@ -1,6 +1,7 @@
 """Pseudo-label rounds: SAM's targets for the unlabelled data are made every R iterations, not in every step.
 
-A round: the EMA teacher predicts the cached slices of every unlabelled volume (through the run's `StudentInput`,
+A round: the EMA teacher (or a finished run's network, `--sam-prompt-run`: one round only, its prediction never
+changes) predicts the cached slices of every unlabelled volume (through the run's `StudentInput`,
 as inference does; bf16 where the CPU has it), `sam_targets.case_targets` prompts SAM from that prediction on the
 cached embeddings in large batches and gates the masks, and the student's geometry stores the targets in its input
 frame (`StudentGeometry.round_table`). A training step then only looks them up through the batch's recorded
@@ -9,6 +10,8 @@ every checkpoint, so a resumed run continues bit for bit.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 from torch import nn
@@ -16,6 +19,8 @@ from tqdm import tqdm
 
 from ..backends import Backend
 from ..cache import EmbeddingCache
+from ..checkpoints import find_checkpoint, read_run_record
+from ..errors import UserError
 from ..inference import predict_case
 from ..sam_targets import CaseTargets, TargetOptions, case_targets
 
@@ -28,6 +33,27 @@ def teacher_precision(setting: str, device: str) -> str:
     from ..doctor import has_bf16_matmuls
 
     return "bf16" if torch.device(device).type == "cpu" and has_bf16_matmuls() else "fp32"
+
+
+def prompt_network(run: str | Path, labelled: list[str], device: str = "cpu") -> tuple[nn.Module, dict]:
+    """The network of a finished run (`--sam-prompt-run`; its student's weights, as `evaluate` scores them) and its
+    config, to prompt the rounds instead of the EMA teacher. It must have been trained on labels of this run's
+    labelled cases only: any other case's label in its weights would reach this run's unlabelled or validation
+    cases through its prompts."""
+    from ..nets import load_student
+
+    record = read_run_record(run)
+    trained_on = record.get("labeled_cases")
+    if not isinstance(trained_on, list):
+        raise UserError(f"--sam-prompt-run {run}: its run.json records no labelled cases")
+    foreign = sorted(set(map(str, trained_on)) - set(labelled))
+    if foreign:
+        raise UserError(f"--sam-prompt-run {run} was trained on the labels of {', '.join(foreign[:4])}"
+                        f"{' ...' if len(foreign) > 4 else ''}, which this run does not hold as labelled")
+    net, config = load_student(find_checkpoint(run), device=device)
+    for p in net.parameters():
+        p.requires_grad_(False)
+    return net, config
 
 
 def make_round(teacher: nn.Module, volumes: dict[str, np.ndarray], config: dict, cache: EmbeddingCache,
