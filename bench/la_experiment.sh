@@ -4,6 +4,8 @@
 # semisam runs also the gated SAM targets of the run's teacher on its unlabelled cases (labels for scoring only).
 # Usage: bash bench/la_experiment.sh [SEEDS] [OUT] [LABELS] [METHODS]
 #   defaults: "0 1 2", runs/la-experiment, "2 4", "sup mt uamt semisam". Extra train options: $TRAIN_ARGS.
+#   PROMPT_FROM=sup (or mt): semisam's rounds prompted by that method's finished run of the same setting and seed
+#   (--sam-prompt-run; list the method before semisam in METHODS).
 set -euo pipefail
 SEEDS=${1:-"0 1 2"}
 OUT=${2:-runs/la-experiment}
@@ -34,6 +36,7 @@ for labeled in $LABELS; do
         sam=(--backend openvino --precision bf16 --checkpoint "$ADAPTED/adapted.pth"
              --artefact "$ADAPTED/litemedsam_decoder_fp32.onnx")
         recipe=(--sam-weight 1.0 --sam-min-agreement 0 --sam-fusion mean)
+        if [ -n "${PROMPT_FROM:-}" ]; then recipe+=(--sam-prompt-run "$OUT/l${labeled}_${PROMPT_FROM}_s${seed}"); fi
       fi
       # shellcheck disable=SC2086
       semisam-fast train --data "$DATA" --labeled "$labeled" --method "$method" --preset la-cpu --seed "$seed" \

@@ -352,7 +352,7 @@ def test_build_trainer_refusals(small, tmp_path):
         build_trainer(_config("mt", seed=1), root, None, labeled=2, val=1, run_dir=tmp_path / "c", tensorboard=False)
 
 
-def test_prompt_run(small, tmp_path):
+def test_prompt_run(small, tmp_path, monkeypatch):
     """--sam-prompt-run: a finished run's network prompts one round, made after the first step from that network's
     prediction (not the EMA teacher's); an unlabelled case's label still never counts; a prompt run trained on other
     labels than this run's is refused; it resumes exactly."""
@@ -385,7 +385,8 @@ def test_prompt_run(small, tmp_path):
     for (name, a), b in zip(trainer.student.state_dict().items(), blind.student.state_dict().values()):
         assert torch.equal(a, b), name
     _train(root, cache, tmp_path / "split", until=3, sam_prompt_run=str(prompt))
-    resumed = _train(root, cache, tmp_path / "split", sam_prompt_run=str(prompt))
+    monkeypatch.chdir(tmp_path)  # the run records the prompt run's absolute path: a relative one resumes it too
+    resumed = _train(root, cache, tmp_path / "split", sam_prompt_run="prompt")
     for (name, a), b in zip(trainer.state()["student"].items(), resumed.state()["student"].values()):
         assert torch.equal(a, b), name
     wider = tmp_path / "wider"  # its third labelled case is one of this run's unlabelled ones

@@ -35,6 +35,8 @@ def build_trainer(config: TrainConfig, data: str | Path, list_file: str | Path |
     dataset = open_dataset(data, list_file)
     split = split_cases(dataset.case_ids, labeled, val)
     config = with_classes(config, dataset.label_values)
+    if config.sam_prompt_run is not None:  # recorded as an absolute path: a resume from elsewhere finds the same run
+        config = replace(config, sam_prompt_run=str(Path(config.sam_prompt_run).resolve()))
     run_dir = Path(run_dir)
     sam = None
     if METHODS[config.method].needs_sam:
