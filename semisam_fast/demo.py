@@ -2,8 +2,8 @@
 
 export LiteMedSAM (parity gate) -> segment sample slices from boxes -> embed the labelled and unlabelled cases once
 -> pseudo-label the unlabelled ones (the SAM ceiling, scored against their labels for the report only) -> adapt SAM's
-mask decoder on the labelled cases -> short `sup` and `semisam` runs -> evaluate both on the validation cases -> a
-table, report.json and overlay PNGs.
+mask decoder on the labelled cases -> a short `sup` run, then a `semisam` run whose targets the `sup` run's network
+prompts (`--sam-prompt-run`) -> evaluate both on the validation cases -> a table, report.json and overlay PNGs.
 """
 from __future__ import annotations
 
@@ -87,9 +87,10 @@ def run_demo(out: str | Path = "runs/demo", data: str | Path | None = None, labe
     report["adapt"] = {k: adapted[k] for k in ("slices", "loss_first_last", "checkpoint")}
     results = {}
     for method in ("sup", "semisam"):
-        # three pseudo-label rounds in a short run (the preset's every-200 suits its 1000 iterations)
+        # semisam: SAM prompted by the finished sup run's network, whose errors owe nothing to SAM's targets
+        prompt_run = str(out / "run_sup") if method == "semisam" else None
         config = replace(preset("la-cpu", method=method, iterations=iterations, unlabelled_cases=unlabelled,
-                                unlabelled_every=2, sam_round_every=max(1, iterations // 4), **ADAPTED_SAM),
+                                unlabelled_every=2, sam_prompt_run=prompt_run, **ADAPTED_SAM),
                          val_every=iterations, save_every=iterations)
         log(f"training {method} for {iterations} iterations")
         trainer = build_trainer(config, root, None, labeled, val, out / f"run_{method}", cache=out / "cache",

@@ -47,8 +47,8 @@ def test_bench_run_times_whole_runs_with_their_rounds(phantom, tmp_path):
 
 @pytest.mark.slow
 def test_demo_end_to_end(tmp_path):
-    """The README's first command, shortened: export + gate, box prompts, embed, pseudo-label, sup and semisam runs,
-    evaluation, report (about 2.5 minutes here)."""
+    """The README's first command, shortened: export + gate, box prompts, embed, pseudo-label, a sup run and a
+    semisam run prompted by it, evaluation, report (about 2.5 minutes here)."""
     out = tmp_path / "demo"
     result = run_cli("demo", "--out", str(out), "--iterations", "4", "--unlabelled", "1", "--labeled", "1",
                      "--val", "1", "--adapt-steps", "2")
@@ -64,6 +64,9 @@ def test_demo_end_to_end(tmp_path):
     assert all(os.path.getsize(p) > 0 for p in report["box_prompts"]["overlays"])
     for method in ("sup", "semisam"):
         assert (out / f"run_{method}" / "checkpoints" / "final.pt").is_file()
+    # semisam's targets were prompted by the finished sup run's network
+    record = json.loads((out / "run_semisam" / "run.json").read_text())
+    assert record["config"]["sam_prompt_run"] == str((out / "run_sup").resolve())
 
 
 @pytest.mark.slow  # a whole benchmark (~18 s)
