@@ -1,6 +1,7 @@
 """Collect <out>/l{N}_{method}_s{seed}/eval.json (and eval_largest.json) into tables: mean ± sample sd over seeds of
 each run's mean, the number of empty predictions (their 95HD/ASD are undefined and left out of those means), the
-paired per-case difference semisam - mt, and the gated SAM targets of semisam runs. JSON copy in bench/results/."""
+paired per-case difference semisam - mt, and the gated SAM targets of semisam runs. JSON copy in <out>/table.json
+(or the second argument; copy it into bench/results/ by hand: a rerun never overwrites a committed result)."""
 import json
 import re
 import sys
@@ -12,7 +13,7 @@ from semisam_fast.fsutil import write_json
 
 ORDER = ["sup", "mt", "uamt", "semisam"]
 out = Path(sys.argv[1])
-json_out = Path(sys.argv[2]) if len(sys.argv) > 2 else Path("bench/results/la_cpu_experiment.json")
+json_out = Path(sys.argv[2]) if len(sys.argv) > 2 else out / "table.json"
 
 
 def runs(name: str) -> dict:
