@@ -50,10 +50,7 @@ def prompt_network(run: str | Path, labelled: list[str], device: str = "cpu") ->
     if foreign:
         raise UserError(f"--sam-prompt-run {run} was trained on the labels of {', '.join(foreign[:4])}"
                         f"{' ...' if len(foreign) > 4 else ''}, which this run does not hold as labelled")
-    net, config = load_student(find_checkpoint(run), device=device)
-    for p in net.parameters():
-        p.requires_grad_(False)
-    return net, config
+    return load_student(find_checkpoint(run), device=device)  # in eval mode; rounds predict under inference_mode
 
 
 def make_round(teacher: nn.Module, volumes: dict[str, np.ndarray], config: dict, cache: EmbeddingCache,
