@@ -1,7 +1,8 @@
 """Collect <out>/l{N}_{method}_s{seed}/eval.json (and eval_largest.json) into tables: mean ± sample sd over seeds of
 each run's mean, the number of empty predictions (their 95HD/ASD are undefined and left out of those means), the
 paired per-case difference semisam - mt, and the gated SAM targets of semisam runs. JSON copy in <out>/table.json
-(or the second argument; copy it into bench/results/ by hand: a rerun never overwrites a committed result)."""
+(or the second argument; copy it into bench/results/ by hand: a rerun never overwrites a committed result), with
+each run's per-case Dice."""
 import json
 import re
 import sys
@@ -11,7 +12,7 @@ import numpy as np
 
 from semisam_fast.fsutil import write_json
 
-ORDER = ["sup", "mt", "uamt", "semisam"]
+ORDER = ["sup", "mt", "uamt", "semisam"]  # then any other method (a diagnostic such as oracle), by name
 out = Path(sys.argv[1])
 json_out = Path(sys.argv[2]) if len(sys.argv) > 2 else out / "table.json"
 
@@ -40,13 +41,16 @@ for name, title in (("eval.json", "prediction > 0.5"), ("eval_largest.json", "la
     print("| labelled | method | seeds | Dice | Jaccard | precision | recall | 95HD (vox) | ASD (vox) | empty predictions |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     rows = []
-    for (labeled, method), by_seed in sorted(found.items(), key=lambda kv: (kv[0][0], ORDER.index(kv[0][1]))):
+    for (labeled, method), by_seed in sorted(found.items(), key=lambda kv: (kv[0][0], ORDER.index(kv[0][1]) if kv[0][1] in ORDER else len(ORDER), kv[0][1])):
         # evaluations older than precision and recall lack them: nan
         means = {k: [doc["summary"].get(k, {"mean": np.nan})["mean"] for doc in by_seed.values()]
                  for k in ("dice", "jaccard", "precision", "recall", "hd95", "asd")}
         empty = sum(1 for doc in by_seed.values() for case in doc["cases"] if case["hd95"] is None)
         total = sum(len(doc["cases"]) for doc in by_seed.values())
+        # per case too, so that a committed table can still be paired once its run folders are gone
+        per_case = {seed: {case["case"]: case["dice"] for case in doc["cases"]} for seed, doc in by_seed.items()}
         rows.append({"labeled": labeled, "method": method, "seeds": sorted(by_seed), "empty": empty, "cases": total,
+                     "per_case_dice": per_case,
                      **{k: {"per_seed": v, "mean": float(np.nanmean(v)),
                             "sd": float(np.nanstd(v, ddof=1)) if len(v) > 1 else None} for k, v in means.items()}})
         print(f"| {labeled} | {method} | {len(by_seed)} | " + " | ".join(fmt(v) for v in means.values())
