@@ -1,5 +1,5 @@
-"""README's examples run as written: the Python example (in-process) and the four-command quick start (on a
-phantom folder standing in for `my_data`, with fewer iterations)."""
+"""README's examples run as written: the Python example (in-process), the four-command quick start and the
+SAM recipe after it (on a phantom folder standing in for `my_data`, with fewer iterations)."""
 from __future__ import annotations
 
 import json
@@ -67,3 +67,21 @@ def test_readme_quick_start_runs_on_a_folder(tmp_path):
         os.chdir(cwd)
     assert json.loads((tmp_path / "runs" / "mine" / "run.json").read_text())["config"]["method"] == "semisam"
     assert len(list((tmp_path / "runs" / "mine" / "masks").glob("*/mask.h5"))) == 10
+
+    # "SAM that helps": adapt -> sup -> semisam prompted by it, on the quick start's cache (fewer steps/iterations;
+    # a repeated option's last value wins)
+    recipe = _block("**SAM that helps**", "bash").replace("\\\n", " ")
+    lines = [line.split("#", 1)[0] for line in recipe.splitlines() if line.strip()]
+    assert [shlex.split(line)[1] for line in lines] == ["adapt", "train", "train"]
+    os.chdir(tmp_path)
+    try:
+        for line in lines:
+            args = shlex.split(line)[1:]
+            args += ["--steps", "3"] if args[0] == "adapt" else ["--iterations", "4"]
+            result = invoke(*args)
+            assert result.returncode == 0, (line, result.stderr[-2000:])
+    finally:
+        os.chdir(cwd)
+    record = json.loads((tmp_path / "runs" / "semisam" / "run.json").read_text())
+    assert record["config"]["sam_prompt_run"] == str(tmp_path / "runs" / "sup")
+    assert record["config"]["iterations"] == 4
