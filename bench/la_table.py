@@ -12,7 +12,14 @@ import numpy as np
 
 from semisam_fast.fsutil import write_json
 
-ORDER = ["sup", "mt", "uamt", "semisam"]  # then any other method (a diagnostic such as oracle), by name
+ORDER = ["sup", "mt", "uamt", "semisam"]
+
+
+def rank(key: tuple[int, str]) -> tuple:
+    """Label setting, then ORDER, then any other method (a diagnostic such as oracle) by name."""
+    labeled, method = key
+    return labeled, ORDER.index(method) if method in ORDER else len(ORDER), method
+
 out = Path(sys.argv[1])
 json_out = Path(sys.argv[2]) if len(sys.argv) > 2 else out / "table.json"
 
@@ -41,7 +48,7 @@ for name, title in (("eval.json", "prediction > 0.5"), ("eval_largest.json", "la
     print("| labelled | method | seeds | Dice | Jaccard | precision | recall | 95HD (vox) | ASD (vox) | empty predictions |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     rows = []
-    for (labeled, method), by_seed in sorted(found.items(), key=lambda kv: (kv[0][0], ORDER.index(kv[0][1]) if kv[0][1] in ORDER else len(ORDER), kv[0][1])):
+    for (labeled, method), by_seed in sorted(found.items(), key=lambda kv: rank(kv[0])):
         # evaluations older than precision and recall lack them: nan
         means = {k: [doc["summary"].get(k, {"mean": np.nan})["mean"] for doc in by_seed.values()]
                  for k in ("dice", "jaccard", "precision", "recall", "hd95", "asd")}

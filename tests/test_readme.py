@@ -45,6 +45,19 @@ def test_readme_top_blocks_are_the_install_commands():
     assert len(text.splitlines()) <= 200
 
 
+def _run_lines(lines: list[str], folder: Path, extra) -> None:
+    """Each README command line in `folder`, with extra(args) appended (fewer iterations); each must exit 0."""
+    cwd = os.getcwd()
+    os.chdir(folder)
+    try:
+        for line in lines:
+            args = shlex.split(line)[1:]
+            result = invoke(*args, *extra(args))
+            assert result.returncode == 0, (line, result.stderr[-2000:])
+    finally:
+        os.chdir(cwd)
+
+
 @pytest.mark.slow
 def test_readme_quick_start_runs_on_a_folder(tmp_path):
     """export -> embed -> train -> predict, each line as README has it, on a 10-case phantom as `my_data` (train
@@ -54,17 +67,7 @@ def test_readme_quick_start_runs_on_a_folder(tmp_path):
     make_phantom(tmp_path / "my_data", n_cases=10, shape=(64, 64, 8))
     lines = [line.split("#", 1)[0] for line in _block("## Quick start", "bash").splitlines() if line.strip()]
     assert [shlex.split(line)[1] for line in lines] == ["export", "embed", "train", "predict"]
-    cwd = os.getcwd()
-    os.chdir(tmp_path)
-    try:
-        for line in lines:
-            args = shlex.split(line)[1:]
-            if args[0] == "train":
-                args += ["--iterations", "4"]
-            result = invoke(*args)
-            assert result.returncode == 0, (line, result.stderr[-2000:])
-    finally:
-        os.chdir(cwd)
+    _run_lines(lines, tmp_path, lambda args: ["--iterations", "4"] if args[0] == "train" else [])
     assert json.loads((tmp_path / "runs" / "mine" / "run.json").read_text())["config"]["method"] == "semisam"
     assert len(list((tmp_path / "runs" / "mine" / "masks").glob("*/mask.h5"))) == 10
 
@@ -73,15 +76,7 @@ def test_readme_quick_start_runs_on_a_folder(tmp_path):
     recipe = _block("**SAM that helps**", "bash").replace("\\\n", " ")
     lines = [line.split("#", 1)[0] for line in recipe.splitlines() if line.strip()]
     assert [shlex.split(line)[1] for line in lines] == ["adapt", "train", "train"]
-    os.chdir(tmp_path)
-    try:
-        for line in lines:
-            args = shlex.split(line)[1:]
-            args += ["--steps", "3"] if args[0] == "adapt" else ["--iterations", "4"]
-            result = invoke(*args)
-            assert result.returncode == 0, (line, result.stderr[-2000:])
-    finally:
-        os.chdir(cwd)
+    _run_lines(lines, tmp_path, lambda args: ["--steps", "3"] if args[0] == "adapt" else ["--iterations", "4"])
     record = json.loads((tmp_path / "runs" / "semisam" / "run.json").read_text())
     assert record["config"]["sam_prompt_run"] == str(tmp_path / "runs" / "sup")
     assert record["config"]["iterations"] == 4
