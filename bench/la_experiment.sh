@@ -32,10 +32,10 @@ for labeled in $LABELS; do
       [ -f "$run/eval_largest.json" ] && continue
       sam=(--backend onnx --artefact engines/litemedsam_decoder_fp32.onnx)
       recipe=()
-      if [ "$method" = semisam ]; then  # the adapted decoder in OpenVINO bf16, at its recipe (config.ADAPTED_SAM)
+      if [ "$method" = semisam ]; then  # the adapted decoder in OpenVINO bf16, at its recipe
         sam=(--backend openvino --precision bf16 --checkpoint "$ADAPTED/adapted.pth"
              --artefact "$ADAPTED/litemedsam_decoder_fp32.onnx")
-        recipe=(--sam-weight 1.0 --sam-min-agreement 0 --sam-fusion mean)
+        recipe=(--sam-recipe adapted)
         if [ -n "${PROMPT_FROM:-}" ]; then recipe+=(--sam-prompt-run "$OUT/l${labeled}_${PROMPT_FROM}_s${seed}"); fi
       fi
       # shellcheck disable=SC2086
@@ -47,7 +47,7 @@ for labeled in $LABELS; do
         # the network whose prediction prompted the rounds (a prompt run's own config holds no recipe: give it)
         prompter=(--run "$run")
         if [ -n "${PROMPT_FROM:-}" ]; then
-          prompter=(--run "$OUT/l${labeled}_${PROMPT_FROM}_s${seed}" --min-agreement 0 --fusion mean)
+          prompter=(--run "$OUT/l${labeled}_${PROMPT_FROM}_s${seed}" --sam-recipe adapted)
         fi
         semisam-fast pseudo-label --cache "$CACHE" --data "$DATA" --list "$run/unlabelled.list" --prompt teacher \
           "${prompter[@]}" "${sam[@]}" --out "$run/targets" > /dev/null

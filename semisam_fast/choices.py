@@ -27,6 +27,7 @@ BENCH_PARTS = ("encoder", "decoder", "train", "all", "run", "pseudo-label")
 NORMALIZATIONS = ("zscore", "none")  # the student's intensity normalisation (data/student_input.py)
 DEFAULT_NORMALIZATION = "zscore"  # also what a hand-made config without the key gets
 PRESETS = ("la-cpu", "la-paper")  # train.config.PRESETS is checked against it
+SAM_RECIPES = ("frozen", "adapted")  # train.config.SAM_RECIPES is checked against it
 
 # the registries' names (each registry asserts it lists these); TrainConfig's other choices are declared with its fields
 METHODS = ("sup", "mt", "uamt", "semisam")

@@ -54,7 +54,6 @@ def run_export_and_segment(out: Path, data: str | Path | None, log=print) -> tup
 def run_demo(out: str | Path = "runs/demo", data: str | Path | None = None, labeled: int = 2, val: int = 2,
              unlabelled: int = 4, iterations: int = 150, adapt_steps: int = 40, log=print) -> dict:
     from .train import build_trainer, preset
-    from .train.config import ADAPTED_SAM
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -90,7 +89,7 @@ def run_demo(out: str | Path = "runs/demo", data: str | Path | None = None, labe
         # semisam: SAM prompted by the finished sup run's network, whose errors owe nothing to SAM's targets
         prompt_run = str(out / "run_sup") if method == "semisam" else None
         config = replace(preset("la-cpu", method=method, iterations=iterations, unlabelled_cases=unlabelled,
-                                unlabelled_every=2, sam_prompt_run=prompt_run, **ADAPTED_SAM),
+                                unlabelled_every=2, sam_prompt_run=prompt_run, sam_recipe="adapted"),
                          val_every=iterations, save_every=iterations)
         log(f"training {method} for {iterations} iterations")
         trainer = build_trainer(config, root, None, labeled, val, out / f"run_{method}", cache=out / "cache",

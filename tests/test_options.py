@@ -15,7 +15,7 @@ from semisam_fast.cli_options import option_parameters, with_options
 from semisam_fast.errors import UserError
 from semisam_fast.options import option, option_specs
 from semisam_fast.target_options import TargetOptions
-from semisam_fast.train.config import PRESETS, TARGETS_PREFIX, TrainConfig, preset
+from semisam_fast.train.config import PRESETS, TARGETS_PREFIX, TrainConfig, preset, recipe_targets
 from semisam_fast.train.config_file import read_config_file
 from tests.conftest import invoke
 
@@ -79,6 +79,18 @@ def test_the_target_options_exist_once_in_the_config_the_file_and_the_checkpoint
         preset("la-cpu", sam_fusion="max")
     with pytest.raises(UserError, match="--sam-min-agreement"):
         preset("la-cpu", sam_min_agreement=1.5)
+
+
+def test_a_sam_recipe_is_one_named_set_of_options_under_those_given():
+    adapted = preset("la-cpu", sam_recipe="adapted")
+    assert (adapted.sam_weight, adapted.targets.min_agreement, adapted.targets.fusion) == (1.0, 0.0, "mean")
+    assert preset("la-cpu", sam_recipe="frozen") == preset("la-cpu") == preset("la-cpu", sam_recipe=None)
+    mixed = preset("la-cpu", sam_recipe="adapted", sam_weight=0.3, sam_min_agreement=None)  # None: not given
+    assert (mixed.sam_weight, mixed.targets.min_agreement) == (0.3, 0.0)
+    assert recipe_targets("adapted") == {"min_agreement": 0.0, "fusion": "mean"}  # pseudo-label's names
+    assert recipe_targets(None) == {}
+    with pytest.raises(UserError, match="unknown SAM recipe 'tuned'"):
+        preset("la-cpu", sam_recipe="tuned")
 
 
 def test_a_config_file_takes_the_flat_target_names(tmp_path):

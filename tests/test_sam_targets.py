@@ -158,6 +158,13 @@ def test_pseudo_label_teacher_cli_never_reads_labels_for_targets(tmp_path):
         with h5py.File(out / dataset.case_ids[2] / "mask.h5") as f:
             outputs.append(f["mask"][()])
     assert np.array_equal(outputs[0], outputs[1])
+    # a recipe's target options over the run's own, the flags given over the recipe
+    result = invoke("pseudo-label", "--cache", str(cache), "--data", str(root), "--prompt", "teacher", "--run",
+                    str(tmp_path / "run"), "--sam-recipe", "adapted", "--min-agreement", "0.4", "--no-distances",
+                    "--out", str(tmp_path / "pl_adapted"))
+    assert result.returncode == 0, result.stderr
+    options = json.loads((tmp_path / "pl_adapted" / "report.json").read_text())["options"]
+    assert (options["fusion"], options["min_agreement"]) == ("mean", 0.4)
     missing = invoke("pseudo-label", "--cache", str(cache), "--data", str(root), "--prompt", "teacher",
                       "--out", str(tmp_path / "x"))
     assert missing.returncode == 2 and "--run" in missing.stderr and "Traceback" not in missing.stderr

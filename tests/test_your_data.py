@@ -287,19 +287,23 @@ def test_a_binary_data_set_keeps_its_config_and_labels(small):
 def test_train_config_file_with_flags_overriding_it(small, tmp_path):
     toml = tmp_path / "run.toml"
     toml.write_text('preset = "la-cpu"\nmethod = "sup"\niterations = 2\nlr = 0.002\nseed = 3\nin_plane = 64\n'
-                    'crop = 48\nintensity_aug = false\nstudent_kwargs = {base = 8}\n')
+                    'crop = 48\nintensity_aug = false\nstudent_kwargs = {base = 8}\nsam_recipe = "adapted"\n'
+                    'sam_weight = 0.5\n')
     run = tmp_path / "run"
     result = invoke("train", "--config", str(toml), "--data", str(small), "--labeled", "1", "--val", "1",
-                    "--lr", "0.003", "--out", str(run))
+                    "--lr", "0.003", "--sam-min-agreement", "0.2", "--out", str(run))
     assert result.returncode == 0, result.stderr[-2000:]
     config = json.loads((run / "run.json").read_text())["config"]
     assert config["lr"] == 0.003  # the flag given wins
+    # the recipe sits under the file's options, which sit under the flags
+    assert (config["sam_weight"], config["targets"]["fusion"], config["targets"]["min_agreement"]) == (0.5, "mean", 0.2)
     assert (config["method"], config["iterations"], config["seed"], config["in_plane"], config["crop"],
             config["intensity_aug"], config["student_kwargs"]) == ("sup", 2, 3, 64, 48, False, {"base": 8})
     assert '"lr": 0.003' in result.stderr and '"in_plane": 64' in result.stderr  # the effective config, printed
     base = ["train", "--data", str(small), "--labeled", "1", "--val", "1", "--out", str(tmp_path / "x"), "--config"]
     for text, needles in (("lr_rate = 1\n", ("unknown option", "lr_rate")), ('iterations = "2"\n', ("iterations",)),
-                          ("lr = \n", ("cannot read config file",)), ('preset = "big"\n', ("preset", "big"))):
+                          ("lr = \n", ("cannot read config file",)), ('preset = "big"\n', ("preset", "big")),
+                          ('sam_recipe = "tuned"\n', ("recipe", "tuned"))):
         toml.write_text(text)
         user_error(invoke(*base, str(toml)), *needles)
     user_error(invoke(*base, str(tmp_path / "none.toml")), "not found")

@@ -12,6 +12,7 @@ from ..errors import UserError
 from ..formats import DEFAULT_FOLDER
 from ..cli_options import option_parameters, with_options
 from ..target_options import ADAPT_BOX_SCALE, TargetOptions
+from ..train.config import recipe_targets
 from .app import app, by_world, log
 
 
@@ -171,6 +172,9 @@ def pseudo_label_cmd(
     as_nnunet: Optional[Path] = typer.Option(None, "--as-nnunet",
                                              help="also write an nnU-Net v2 raw data set DatasetNNN_NAME (under "
                                                   "--out unless a path): imagesTr links, labelsTr, dataset.json"),
+    sam_recipe: Optional[Literal[choices.SAM_RECIPES]] = typer.Option(
+        None, help="--prompt teacher: a recipe's target options (train --sam-recipe), under the flags given "
+                   "(default: the run's own)"),
     out: Path = typer.Option(..., help="output folder for masks, report.json and overlays"),
     target_flags: dict = None,
 ) -> None:
@@ -195,7 +199,8 @@ def pseudo_label_cmd(
     runtime = create_backend(backend, store.fingerprint["model"] if store else model, checkpoint, artefact,
                              world.device(device), precision)
     if prompt == "teacher":
-        # the run's own options (its config), unless given here
+        # the run's own options (its config), unless given here (a recipe's, then the flags)
+        target_flags = {**recipe_targets(sam_recipe), **target_flags}
         report = teacher_pseudo_label(dataset, store, runtime, run, out, None, target_flags, world=world,
                                       unseen=unseen)
     else:

@@ -42,6 +42,10 @@ def train(
                                help="la-cpu: 2D U-Net on 96x96 slices, CPU, for volumes of LA's kind (~100-200 px "
                                     "in-plane, 40-90 slices); la-paper: the paper's 3D V-Net, 112x112x80 patches, GPU"),
     val: int = typer.Option(8, min=0, help="validation cases: the last N of the list, never trained on"),
+    sam_recipe: Optional[Literal[choices.SAM_RECIPES]] = typer.Option(
+        None, help="semisam's SAM-term settings, under the options given: frozen (the preset's: weight 0.1, "
+                   "agreement gate 0.7, SAM's mask) or adapted (for a decoder from `adapt`: weight 1, no gate, "
+                   "SAM and teacher averaged; train/config.py: SAM_RECIPES)"),
     cache: Optional[Path] = typer.Option(None, help="embedding cache (semisam)"),
     backend: Literal[choices.BACKENDS] = typer.Option("torch", help="SAM decoder runtime"),
     artefact: Optional[Path] = typer.Option(None, help="decoder artefact or export folder"),
@@ -68,8 +72,10 @@ def train(
     source = ctx.get_parameter_source("preset")
     if "preset" in from_file and (source is None or source.name in ("DEFAULT", "DEFAULT_MAP")):
         preset = from_file["preset"]  # a flag's default never overrides the file
+    recipe = sam_recipe or from_file.get("sam_recipe")
     given = {**config_flags, **target_flags}  # flat names, as the file's
-    config = make_preset(preset, **{**{k: v for k, v in from_file.items() if k != "preset"}, **given})
+    from_file = {k: v for k, v in from_file.items() if k not in ("preset", "sam_recipe")}
+    config = make_preset(preset, sam_recipe=recipe, **{**from_file, **given})
     world = world_from_env()
     with folder_lock(out, "train", enabled=world.leader):  # one run per folder (rank 0 holds it under torchrun)
         trainer = build_trainer(config, data, list_file, labeled, val, out, cache, backend, artefact, checkpoint,
@@ -77,7 +83,7 @@ def train(
         effective = json.dumps(trainer.config.as_dict(), sort_keys=True)  # with the student's classes from the data
         with run_log(out) if world.leader else contextlib.nullcontext() as logger:
             if world.leader:
-                log(f"config ({preset} preset with the options given): {effective}")
+                log(f"config ({preset} preset, {recipe or 'frozen'} SAM recipe, with the options given): {effective}")
                 logger.info("start: %s", " ".join(sys.argv))
                 logger.info("config: %s", effective)
             try:

@@ -132,12 +132,29 @@ PRESETS: dict[str, TrainConfig] = {
 }
 
 
-# The SAM-term settings for a decoder adapted on the labelled cases (`semisam-fast adapt`): its masks averaged with
-# the teacher's probabilities inside the prompt box, ungated, beat the teacher for every development teacher
-# (docs/results.md, "SAM that helps": +0.03 to +0.045 all-slice Dice, 6-8 of 8 cases), so they count at weight 1. The
-# preset defaults (weight 0.1, agreement >= 0.7, SAM's mask alone) stay those of a frozen decoder, whose targets do
-# not beat the teacher.
-ADAPTED_SAM = {"sam_weight": 1.0, "sam_min_agreement": 0.0, "sam_fusion": "mean"}
+# Named settings of the SAM term (`--sam-recipe`), applied under the options given. frozen: the preset's own (weight
+# 0.1, agreement >= 0.7, SAM's mask alone), for a frozen decoder, whose targets do not beat the teacher. adapted: for a
+# decoder from `semisam-fast adapt`: its masks averaged with the teacher's probabilities inside the prompt box,
+# ungated, beat the teacher for every development teacher (docs/results.md, "SAM that helps": +0.03 to +0.045
+# all-slice Dice, 6-8 of 8 cases), so they count at weight 1.
+SAM_RECIPES: dict[str, dict] = {
+    "frozen": {},
+    "adapted": {"sam_weight": 1.0, "sam_min_agreement": 0.0, "sam_fusion": "mean"},
+}
+
+
+def recipe_options(name: str | None) -> dict:
+    """A recipe's flat options (`sam_weight`, `sam_fusion`, ...); None is the preset's own."""
+    if name is None:
+        return {}
+    if name not in SAM_RECIPES:
+        raise UserError(f"unknown SAM recipe {name!r}; choose one of {', '.join(SAM_RECIPES)}")
+    return dict(SAM_RECIPES[name])
+
+
+def recipe_targets(name: str | None) -> dict:
+    """A recipe's target options by TargetOptions' own names (`fusion`, as pseudo-label's flags)."""
+    return target_overrides(recipe_options(name))[1]
 
 
 def target_overrides(options: dict) -> tuple[dict, dict]:
@@ -147,10 +164,12 @@ def target_overrides(options: dict) -> tuple[dict, dict]:
     return {k: v for k, v in options.items() if k not in names}, targets
 
 
-def preset(name: str, **overrides) -> TrainConfig:
+def preset(name: str, sam_recipe: str | None = None, **overrides) -> TrainConfig:
+    """A preset's config with a SAM recipe (SAM_RECIPES) and the non-None options given over it."""
     if name not in PRESETS:
         raise UserError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
-    overrides, targets = target_overrides({k: v for k, v in overrides.items() if v is not None})
+    given = {k: v for k, v in overrides.items() if v is not None}
+    overrides, targets = target_overrides({**recipe_options(sam_recipe), **given})
     if overrides.get("sam_online") and "sam_mode" not in overrides:
         overrides["sam_mode"] = "step"  # the encoder online only makes sense inside the step
     config = replace(PRESETS[name], **overrides)
@@ -158,3 +177,4 @@ def preset(name: str, **overrides) -> TrainConfig:
 
 
 assert tuple(PRESETS) == choices.PRESETS, "choices.PRESETS must list train.config.PRESETS"
+assert tuple(SAM_RECIPES) == choices.SAM_RECIPES, "choices.SAM_RECIPES must list train.config.SAM_RECIPES"

@@ -17,7 +17,7 @@ _TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,), 
 def read_config_file(path: str | Path) -> dict:
     """The options of a TOML file, as `train.preset(...)` takes them: top-level keys named as `TrainConfig`'s fields
     (`lr = 0.01`, `student_kwargs = {base = 16}`; the SAM target options flat, `sam_margin = 4`, as the flags) and
-    optionally `preset = "la-cpu"`. An unknown key, a value of the wrong type or a file that is not TOML is one
+    optionally `preset = "la-cpu"` and `sam_recipe = "adapted"`. An unknown key, a value of the wrong type or a file that is not TOML is one
     UserError naming it."""
     path = Path(path)
     try:
@@ -30,9 +30,9 @@ def read_config_file(path: str | Path) -> dict:
     known = {f.name: str(f.type) for f in fields(TrainConfig) if f.name != "targets"}
     known.update({TARGETS_PREFIX + f.name: str(f.type) for f in fields(TargetOptions)})  # flat, as the flags
     for key, value in data.items():
-        if key == "preset":
+        if key in ("preset", "sam_recipe"):
             if not isinstance(value, str):
-                raise UserError(f"{path}: preset must be a string, got {value!r}")
+                raise UserError(f"{path}: {key} must be a string, got {value!r}")
             continue
         if key not in known:
             raise UserError(f"{path}: unknown option {key!r} (the options are TrainConfig's: "
