@@ -1,6 +1,7 @@
 """Offline quality of SemiSAM's pseudo-label targets, before any training uses them.
 
-Each teacher (a training run's EMA teacher at a given iteration) predicts each case; `sam_targets.case_targets`
+Each teacher (a training run's EMA teacher at a given iteration, or its student: a `sup` run, as it prompts
+`--sam-prompt-run`) predicts each case; `sam_targets.case_targets`
 makes SAM targets under several variants (frozen or adapted decoder, gates, fusion with the teacher); each is
 scored against the case's label — read HERE, offline, for scoring only, never in training. The deciding figure is
 the all-slice Dice of what the student is pulled towards ("composite": the target where there is one, the teacher's
@@ -83,7 +84,9 @@ def checkpoint_at(run: str, iteration: int) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--teacher", action="append", required=True,
-                        help="RUN,ITERATION,ADAPTED_CHECKPOINT (the decoder adapted on that run's labelled cases)")
+                        help="RUN,ITERATION,ADAPTED_CHECKPOINT[,WEIGHTS] (the decoder adapted on that run's "
+                             "labelled cases; WEIGHTS: teacher, the default, or student, as a sup run prompts "
+                             "--sam-prompt-run)")
     parser.add_argument("--cache", required=True)
     parser.add_argument("--list", required=True, help="cases to score (cached, with labels)")
     parser.add_argument("--data", default=None, help="default: the first run's data folder")
@@ -95,10 +98,10 @@ def main() -> None:
     cases = read_list(args.list)
     results = {}
     for spec in args.teacher:
-        run, iteration, adapted = spec.split(",")
+        run, iteration, adapted, *weights = spec.split(",")
         record = json.loads((Path(run) / "run.json").read_text())
         dataset = open_dataset(args.data or record["data"], args.list)
-        net, config = load_student(checkpoint_at(run, int(iteration)), weights="teacher")
+        net, config = load_student(checkpoint_at(run, int(iteration)), weights=(weights or ["teacher"])[0])
         # OpenVINO bf16 over each decoder's ONNX export (engines/ for the frozen one; the adapted one beside its
         # checkpoint, `semisam-fast export --checkpoint ADAPTED --part decoder --out DIR`): ~20x torch's CPU decoder
         frozen_file, adapted_file = (artefact_path(folder, "litemedsam", "decoder", "bf16", fmt="openvino")
