@@ -74,6 +74,14 @@ def test_adapt_command_writes_a_checkpoint_that_serves_the_cache_and_exports(pha
     labelled = invoke("pseudo-label", "--cache", str(cache_dir), "--data", str(root), "--prompt", "gt-box",
                       "--checkpoint", str(out / "adapted.pth"), "--no-distances", "--out", str(tmp_path / "pl_ok"))
     assert labelled.returncode == 0, labelled.stderr
+    # train takes it with, unless told otherwise, the SAM-term recipe measured for an adapted decoder
+    trained = invoke("train", "--data", str(root), "--labelled", "2", "--val", "1", "--method", "semisam", "--cache",
+                     str(cache_dir), "--checkpoint", str(out / "adapted.pth"), "--iterations", "1", "--in-plane", "64",
+                     "--crop", "48", "--out", str(tmp_path / "run"))
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    config = json.loads((tmp_path / "run" / "run.json").read_text())["config"]
+    assert (config["sam_weight"], config["targets"]["fusion"], config["targets"]["min_agreement"]) == (1.0, "mean", 0)
+    assert "adapted SAM recipe" in trained.stderr
     # the base checkpoint's artefacts are refused for the adapted checkpoint
     refused = invoke("pseudo-label", "--cache", str(cache_dir), "--data", str(root), "--prompt", "gt-box",
                      "--backend", "onnx", "--checkpoint", str(out / "adapted.pth"), "--artefact",

@@ -45,7 +45,8 @@ def train(
     sam_recipe: Optional[Literal[choices.SAM_RECIPES]] = typer.Option(
         None, help="semisam's SAM-term settings, under the options given: frozen (the preset's: weight 0.1, "
                    "agreement gate 0.7, SAM's mask) or adapted (for a decoder from `adapt`: weight 1, no gate, "
-                   "SAM and teacher averaged; train/config.py: SAM_RECIPES)"),
+                   "SAM and teacher averaged; train/config.py: SAM_RECIPES). Default: adapted when --checkpoint "
+                   "is a decoder from `adapt`, else frozen"),
     cache: Optional[Path] = typer.Option(None, help="embedding cache (semisam)"),
     backend: Literal[choices.BACKENDS] = typer.Option("torch", help="SAM decoder runtime"),
     artefact: Optional[Path] = typer.Option(None, help="decoder artefact or export folder"),
@@ -73,6 +74,10 @@ def train(
     if "preset" in from_file and (source is None or source.name in ("DEFAULT", "DEFAULT_MAP")):
         preset = from_file["preset"]  # a flag's default never overrides the file
     recipe = sam_recipe or from_file.get("sam_recipe")
+    if recipe is None and checkpoint is not None:  # a decoder from `adapt` brings the recipe measured for it
+        from ..models.checkpoint import is_adapted
+
+        recipe = "adapted" if is_adapted(checkpoint) else None
     given = {**config_flags, **target_flags}  # flat names, as the file's
     from_file = {k: v for k, v in from_file.items() if k not in ("preset", "sam_recipe")}
     config = make_preset(preset, sam_recipe=recipe, **{**from_file, **given})

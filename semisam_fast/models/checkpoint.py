@@ -38,6 +38,11 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     return state, provenance
 
 
+def is_adapted(path: str | Path) -> bool:
+    """Whether a checkpoint is a decoder adapted by `semisam-fast adapt` (it records the checkpoint it came from)."""
+    return bool(read_checkpoint(path)[1])
+
+
 def identify(state: dict[str, torch.Tensor]) -> str | None:
     """Which registered architecture a state dict fits, from its shapes; None when none."""
     if any(key.startswith("image_encoder.patch_embed.seq") for key in state):
