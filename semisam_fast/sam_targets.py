@@ -21,7 +21,7 @@ from .backends import Backend
 from .cache import EmbeddingCache
 from .prompts import masks_to_boxes
 from .prompter import SamPrompter
-from .target_options import TargetOptions
+from .target_options import FUSIONS, TargetOptions
 
 
 @dataclass
@@ -120,6 +120,8 @@ def gate_case(decoded: DecodedCase, options: TargetOptions = TargetOptions()) ->
         sam = (expit(decoded.sam_logits) + np.where(decoded.in_box, decoded.prob, 0.0)) / 2 > 0.5
     elif options.fusion == "sam":
         sam = decoded.sam_logits > 0
+    elif options.fusion == "teacher":
+        sam = teacher.copy()
     else:
         raise ValueError(f"unknown fusion {options.fusion!r}")
     sam &= has_fg[None, None, :]
@@ -143,7 +145,7 @@ def case_targets(case_id: str, prob: np.ndarray, cache: EmbeddingCache, backend:
     (H, W, S; what a round predicts) or on the whole volume (H, W, Z). The teacher's mask, and its largest 3D
     component, are formed over the stack of cached slices either way, so both give the same targets: a round need
     not predict slices SAM never sees (half of la-cpu's; bench/round_teacher.py measured what that changes)."""
-    if options.fusion not in ("sam", "mean"):
+    if options.fusion not in FUSIONS:
         raise ValueError(f"unknown fusion {options.fusion!r}")
     return gate_case(decode_case(case_id, prob, cache, backend, options, batch), options)
 

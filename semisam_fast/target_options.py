@@ -12,7 +12,7 @@ from .options import check_options, option
 BOX_MARGIN = 4.0
 # adapt's training boxes: sides 0.8-1.4 of the label box's, about how wrong a teacher's box is on LA (docs/training.md)
 ADAPT_BOX_SCALE = (0.8, 1.4)
-FUSIONS = ("sam", "mean")
+FUSIONS = ("sam", "mean", "teacher")
 
 
 @dataclass(frozen=True)
@@ -26,9 +26,11 @@ class TargetOptions:
     negatives: bool = option(True, "cached slices outside the teacher's z-range get an empty target")
     threshold: float = option(0.5, "teacher probability -> mask", at_least=0, at_most=1)
     # "mean": SAM corrects the teacher where it is confident, defers where it is not; outside the box, where SAM was
-    # not asked, neither counts
-    fusion: str = option("sam", "the target: SAM's mask (sam) or the mean of SAM's and the teacher's probabilities "
-                                "inside the prompt box (mean)", choices=FUSIONS)
+    # not asked, neither counts. "teacher": SAM's mask is decoded but not used, the control that says what SAM adds
+    # over the prompting network's own pseudo-labels
+    fusion: str = option("sam", "the target: SAM's mask (sam), the mean of SAM's and the teacher's probabilities "
+                                "inside the prompt box (mean), or the teacher's own mask (teacher: a control "
+                                "without SAM)", choices=FUSIONS)
 
     def check(self, prefix: str = "") -> "TargetOptions":
         check_options(self, prefix)

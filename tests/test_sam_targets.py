@@ -114,6 +114,10 @@ def test_mean_fusion_and_the_composite_score(lite):
     assert not (unsure.sam[:, :, kept] & ~label[:, :, kept]).any()
     # ... and SAM's confident background removes some of it
     assert (unsure.sam[:, :, kept].sum() < label[:, :, kept].sum()) or np.array_equal(plain.sam, label)
+    # fusion "teacher", the control without SAM: an unsure teacher's own mask (prob 0.6 > 0.5) wherever it has one
+    control = case_targets(case.case_id, label * np.float32(0.6), cache, backend, TargetOptions(fusion="teacher"))
+    assert np.array_equal(control.sam, control.teacher) and np.array_equal(control.sam, label)
+    assert np.array_equal(control.kept, label.any(axis=(0, 1)))
     with pytest.raises(ValueError):
         case_targets(case.case_id, label.astype(np.float32), cache, backend, TargetOptions(fusion="median"))
 
