@@ -14,7 +14,7 @@ from ..errors import UserError
 from ..cli_options import option_parameters, with_options
 from ..target_options import TargetOptions
 from .app import app, by_world, log
-from ..train.config import PRESETS, TARGETS_PREFIX, TrainConfig
+from ..train.config import PRESETS, TARGETS_PREFIX, TrainConfig, recipe_for
 
 
 def _preset_default(name: str, prefix: str = "") -> str:
@@ -73,11 +73,7 @@ def train(
     source = ctx.get_parameter_source("preset")
     if "preset" in from_file and (source is None or source.name in ("DEFAULT", "DEFAULT_MAP")):
         preset = from_file["preset"]  # a flag's default never overrides the file
-    recipe = sam_recipe or from_file.get("sam_recipe")
-    if recipe is None and checkpoint is not None:  # a decoder from `adapt` brings the recipe measured for it
-        from ..models.checkpoint import is_adapted
-
-        recipe = "adapted" if is_adapted(checkpoint) else None
+    recipe = sam_recipe or from_file.get("sam_recipe") or recipe_for(checkpoint)
     given = {**config_flags, **target_flags}  # flat names, as the file's
     from_file = {k: v for k, v in from_file.items() if k not in ("preset", "sam_recipe")}
     config = make_preset(preset, sam_recipe=recipe, **{**from_file, **given})

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
 
 from .. import choices
 from ..errors import UserError
@@ -150,6 +151,16 @@ def recipe_options(name: str | None) -> dict:
     if name not in SAM_RECIPES:
         raise UserError(f"unknown SAM recipe {name!r}; choose one of {', '.join(SAM_RECIPES)}")
     return dict(SAM_RECIPES[name])
+
+
+def recipe_for(checkpoint: str | Path | None) -> str | None:
+    """The recipe a SAM checkpoint brings when none is given: adapted for a decoder from `adapt`, else None (the
+    preset's own)."""
+    if checkpoint is None:
+        return None
+    from ..models.checkpoint import is_adapted  # torch: only when a checkpoint is given
+
+    return "adapted" if is_adapted(checkpoint) else None
 
 
 def recipe_targets(name: str | None) -> dict:
