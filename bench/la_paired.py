@@ -25,6 +25,9 @@ def per_case(method: str) -> dict[int, dict[str, float]]:
 
 
 runs = {m: per_case(m) for m in (a, b)}
+missing = [m for m, seeds in runs.items() if not seeds]
+if missing:
+    sys.exit(f"no finished l{labelled}_{missing[0]}_s* run (with {name}) in {root}")
 for m, seeds in runs.items():
     means = [np.mean(list(cases.values())) for cases in seeds.values()]
     print(f"{m}: Dice {np.mean(means):.3f} ± {np.std(means, ddof=1) if len(means) > 1 else 0:.3f} over seeds "
