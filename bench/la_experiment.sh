@@ -44,13 +44,8 @@ for labeled in $LABELS; do
       semisam-fast evaluate --run "$run" > /dev/null
       if [ "$method" = semisam ]; then
         sed -n "$((labeled + 1)),$((labeled + 16))p" "$DATA/train.list" > "$run/unlabelled.list"
-        # the network whose prediction prompted the rounds (a prompt run's own config holds no recipe: give it)
-        prompter=(--run "$run")
-        if [ -n "${PROMPT_FROM:-}" ]; then
-          prompter=(--run "$OUT/l${labeled}_${PROMPT_FROM}_s${seed}" --sam-recipe adapted)
-        fi
         semisam-fast pseudo-label --cache "$CACHE" --data "$DATA" --list "$run/unlabelled.list" --prompt teacher \
-          "${prompter[@]}" "${sam[@]}" --out "$run/targets" > /dev/null
+          --run "$run" "${sam[@]}" --out "$run/targets" > /dev/null
       fi
       semisam-fast evaluate --run "$run" --largest --out "$run/eval_largest.json" > /dev/null
     done

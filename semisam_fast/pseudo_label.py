@@ -222,7 +222,7 @@ def teacher_pseudo_label(dataset: Dataset, cache: EmbeddingCache, backend: Backe
                          n_overlays: int = 4, progress: bool = True,
                          world: World | None = None, unseen: str = "ignore") -> PseudoLabelReport | None:
     """The SAM targets a training run's pseudo-label rounds make, for a person to inspect: a run's teacher (or
-    student) predicts each case, SAM is prompted from it and gated (`sam_targets.case_targets`), the targets are
+    student; for a run trained with --sam-prompt-run, that run's network, as its rounds did) predicts each case, SAM is prompted from it and gated (`sam_targets.case_targets`), the targets are
     written as mask volumes (zeros on slices without a target) with overlays; where labels exist they are read
     AFTER the targets are made, for the report only (teacher vs target Dice, precision, coverage).
     options: the run's own (from its config), with a dict's non-None entries overriding them.
@@ -249,6 +249,13 @@ def teacher_pseudo_label(dataset: Dataset, cache: EmbeddingCache, backend: Backe
         weights = "student"
     if not isinstance(options, TargetOptions):
         options = TargetOptions.from_config(config, **(options or {}))
+    prompted_by = config.get("sam_prompt_run") if run.is_dir() else None
+    if prompted_by:  # the run's rounds were prompted by a finished run's network (--sam-prompt-run): so are these
+        from .checkpoints import read_run_record
+        from .train.sam_rounds import prompt_network
+
+        net, config = prompt_network(prompted_by, read_run_record(run).get("labeled_cases", []))
+        weights = f"student of {prompted_by}"
     out = Path(out)
     if case_ids is None:
         case_ids = [c for c in dataset.case_ids if c in set(cache.case_ids)]

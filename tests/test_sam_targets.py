@@ -16,6 +16,7 @@ from semisam_fast.data import make_phantom, open_dataset
 from semisam_fast.embed import build_cache
 from semisam_fast.metrics import binary_metrics
 from semisam_fast.models import load_model
+from semisam_fast.pseudo_label import teacher_pseudo_label
 from semisam_fast.sam_targets import TargetOptions, case_targets, score_targets
 from semisam_fast.train import build_trainer, preset
 from semisam_fast.train.losses import sam_loss
@@ -162,6 +163,23 @@ def test_pseudo_label_teacher_cli_never_reads_labels_for_targets(tmp_path):
         with h5py.File(out / dataset.case_ids[2] / "mask.h5") as f:
             outputs.append(f["mask"][()])
     assert np.array_equal(outputs[0], outputs[1])
+    # a run prompted by the mt run's network (--sam-prompt-run): its targets are that network's, as in its rounds
+    prompted = tmp_path / "prompted"
+    trained = invoke("train", "--data", str(root), "--labeled", "2", "--val", "1", "--method", "semisam", "--cache",
+                     str(cache), "--sam-prompt-run", str(tmp_path / "run"), "--unlabelled-every", "1", "--iterations",
+                     "1", "--in-plane", "64", "--crop", "48", "--out", str(prompted))
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    result = invoke("pseudo-label", "--cache", str(cache), "--data", str(root), "--prompt", "teacher", "--run",
+                    str(prompted), "--margin", "2", "--out", str(tmp_path / "pl_prompted"))
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "pl_prompted" / "report.json").read_text())
+    assert report["weights"] == f"student of {tmp_path / 'run'}"
+    direct = teacher_pseudo_label(dataset, EmbeddingCache(cache), TorchBackend(load_model("tiny")), tmp_path / "run",
+                                  tmp_path / "pl_direct", options={"margin": 2.0}, weights="student", progress=False)
+    assert report["cases"] == json.loads((tmp_path / "pl_direct" / "report.json").read_text())["cases"]
+    with h5py.File(tmp_path / "pl_prompted" / dataset.case_ids[2] / "mask.h5") as f, \
+            h5py.File(tmp_path / "pl_direct" / dataset.case_ids[2] / "mask.h5") as g:
+        assert np.array_equal(f["mask"][()], g["mask"][()])
     # a recipe's target options over the run's own, the flags given over the recipe
     result = invoke("pseudo-label", "--cache", str(cache), "--data", str(root), "--prompt", "teacher", "--run",
                     str(tmp_path / "run"), "--sam-recipe", "adapted", "--min-agreement", "0.4", "--no-distances",
