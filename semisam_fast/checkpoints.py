@@ -6,6 +6,7 @@ import json
 import pickle
 import re
 import warnings
+import zipfile
 from pathlib import Path
 
 import torch
@@ -102,17 +103,19 @@ def save_checkpoint(path: str | Path, state: dict) -> Path:
     return atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
-def load_plain(path: str | Path, device: str = "cpu") -> object:
+def load_plain(path: str | Path, device: str = "cpu", mmap: bool = False) -> object:
     """torch.load with weights_only=True (tensors, numbers, strings and containers only, so a crafted file cannot
     run code), for every .pt/.pth this project reads: run and student checkpoints, SAM weights. Any failure is a
-    UserError naming the file."""
+    UserError naming the file. mmap: tensors stay on disk until read (for a look at a file's plain data; only
+    torch's zip format can be mapped, an older file is read whole)."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"checkpoint not found: {path}")
+    mmap = mmap and zipfile.is_zipfile(path)
     try:
         with warnings.catch_warnings():  # torch warns about the pickle protocol of foreign files
             warnings.simplefilter("ignore")
-            state = torch.load(path, map_location=device, weights_only=True)
+            state = torch.load(path, map_location=device, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as exc:
         found = re.search(r"GLOBAL (\S+)", str(exc))
         if found:  # the file asks the unpickler for a function or class: a crafted file, never one of ours

@@ -21,10 +21,10 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return read_checkpoint(path)[0]
 
 
-def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
+def read_checkpoint(path: str | Path, mmap: bool = False) -> tuple[dict[str, torch.Tensor], dict]:
     """(state dict, provenance): provenance is the `adapted_from` record of a decoder adapted by `semisam-fast
-    adapt` (the checkpoint whose encoder it shares), else {}."""
-    state = load_plain(path)
+    adapt` (the checkpoint whose encoder it shares), else {}. mmap: the tensors are not read (`load_plain`)."""
+    state = load_plain(path, mmap=mmap)
     provenance = {}
     if isinstance(state, dict):
         if isinstance(state.get("adapted_from"), dict):
@@ -40,7 +40,7 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
 
 def is_adapted(path: str | Path) -> bool:
     """Whether a checkpoint is a decoder adapted by `semisam-fast adapt` (it records the checkpoint it came from)."""
-    return bool(read_checkpoint(path)[1])
+    return bool(read_checkpoint(path, mmap=True)[1])  # mapped: the weights are read once, by the backend
 
 
 def identify(state: dict[str, torch.Tensor]) -> str | None:
