@@ -17,7 +17,6 @@ unlabelled pool, nor validation) to choose the defaults:
 """
 import argparse
 import json
-import platform
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +27,7 @@ from semisam_fast.backends import create_backend
 from semisam_fast.cache import EmbeddingCache
 from semisam_fast.checkpoints import iteration_checkpoints
 from semisam_fast.data import open_dataset, read_list
+from semisam_fast.doctor import cpu_isa, cpu_name
 from semisam_fast.formats import DEFAULT_FOLDER, artefact_path
 from semisam_fast.fsutil import write_json
 from semisam_fast.inference import predict_case
@@ -154,7 +154,7 @@ def main() -> None:
     write_json(f"{args.out}.json", {
         "command": "python bench/target_quality.py " + " ".join(f"--teacher {t}" for t in args.teacher)
                    + f" --cache {args.cache} --list {args.list} --out {args.out}",
-        "machine": platform.processor() or platform.machine(),
+        "machine": cpu_name(), "isa": cpu_isa(),
         "variants": {name: {"decoder": d, **o.as_dict()} for name, (d, o) in VARIANTS.items()},
         "summary": summary, "passing": passing, "teachers": results})
 

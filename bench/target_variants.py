@@ -18,7 +18,6 @@ no label emptied, and SAM from the label's box on the slices both the label and 
 """
 import argparse
 import json
-import platform
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +31,7 @@ from tqdm import tqdm
 from semisam_fast.backends import create_backend
 from semisam_fast.cache import EmbeddingCache
 from semisam_fast.data import open_dataset, read_list
+from semisam_fast.doctor import cpu_isa, cpu_name
 from semisam_fast.formats import artefact_path
 from semisam_fast.fsutil import write_json
 from semisam_fast.inference import predict_case
@@ -220,7 +220,7 @@ def main() -> None:
     write_json(f"{args.out}.json", {
         "command": "python bench/target_variants.py " + " ".join(f"--teacher {t}" for t in args.teacher)
                    + f" --cache {args.cache} --labelled-cache {args.labelled_cache} --list {args.list} --out {args.out}",
-        "machine": platform.processor() or platform.machine(), "summary": summary, "cases": results})
+        "machine": cpu_name(), "isa": cpu_isa(), "summary": summary, "cases": results})
 
 
 if __name__ == "__main__":
