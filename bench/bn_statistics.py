@@ -27,7 +27,7 @@ for name, cases in (("labelled", meta["labeled_cases"]), ("unlabelled", meta["un
     net.train()
     with torch.no_grad():
         for i in range(0, len(store), 16):
-            net(store.images[i:i+16, None, 8:88, 8:88])
+            net(store.images[i:i+16, :, 8:88, 8:88])
     net.eval()
     d = np.mean([r["dice"] for r in evaluate_cases(net, cfg, ds, meta["val_cases"], progress=False)])
     print(run, "as trained", round(base, 3), f"BN stats re-estimated on {name} slices", round(d, 3))

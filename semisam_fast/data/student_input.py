@@ -38,14 +38,24 @@ def resize_slices(volume: np.ndarray | torch.Tensor, size: int, mode: str = "bil
 @dataclass(frozen=True)
 class StudentInput:
     """normalization: "zscore" (per volume, over the whole volume) or "none"; in_plane: 2D students see every slice
-    resized to in_plane x in_plane, 3D students (in_plane None) the volume at its own size."""
+    resized to in_plane x in_plane, 3D students (in_plane None) the volume at its own size; context (2D only): the
+    slices on each side of a slice that come with it as input channels (2.5D), repeated at the volume's ends."""
 
     normalization: str = DEFAULT_NORMALIZATION
     in_plane: int | None = None
+    context: int = 0
 
     def __post_init__(self) -> None:
         if self.normalization not in NORMALIZATIONS:
             raise UserError(f"unknown normalization {self.normalization!r}; choose one of {', '.join(NORMALIZATIONS)}")
+        if int(self.context) < 0 or (self.context and not self.in_plane):
+            raise UserError(f"--context {self.context}: neighbouring slices as channels need a 2D student and a "
+                            "count >= 0")
+
+    @property
+    def channels(self) -> int:
+        """The student network's input channels."""
+        return 1 + 2 * int(self.context)
 
     def normalize(self, volume: np.ndarray) -> np.ndarray:
         """Intensity normalisation of a whole (H, W, Z) volume, float32."""
@@ -63,11 +73,21 @@ class StudentInput:
         return out
 
     def slices(self, volume: np.ndarray, keep: Sequence[int] | None = None) -> torch.Tensor:
-        """2D input: the normalised volume's slices `keep` (default all) as (Z, in_plane, in_plane)."""
-        x = self.normalize(volume)
-        if keep is not None:
-            x = x[:, :, list(keep)]
-        return resize_slices(x, self._size())
+        """2D input: the normalised volume's slices `keep` (default all), each with its `context` neighbours on each
+        side as channels, (Z, channels, in_plane, in_plane)."""
+        return self.stack(self.normalize(volume), keep)
+
+    def stack(self, normalised: np.ndarray, keep: Sequence[int] | None = None) -> torch.Tensor:
+        """`slices` of a volume already normalised: only the slices the channels need are resized."""
+        depth = normalised.shape[2]
+        keep = np.arange(depth) if keep is None else np.asarray(list(keep), dtype=np.int64)
+        if not len(keep):
+            return torch.zeros(0, self.channels, self._size(), self._size())
+        offsets = np.arange(-int(self.context), int(self.context) + 1)
+        wanted = np.clip(keep[:, None] + offsets[None, :], 0, depth - 1)  # (K, channels)
+        needed, where = np.unique(wanted, return_inverse=True)
+        resized = resize_slices(normalised[:, :, needed], self._size())
+        return resized[torch.from_numpy(where.reshape(wanted.shape))]
 
     def mask_slices(self, mask: np.ndarray, keep: Sequence[int] | None = None) -> torch.Tensor:
         """A label (or target) volume's slices on the same canvas as `slices`, nearest neighbour, uint8."""

@@ -81,7 +81,7 @@ class StudentGeometry:
         """The run's preprocessing: its normalisation (StudentInput's default where a hand-made config has none)
         and this geometry's canvas."""
         normalization = {"normalization": config["normalization"]} if config.get("normalization") else {}
-        return StudentInput(**normalization, in_plane=self.canvas_size(config))
+        return StudentInput(**normalization, in_plane=self.canvas_size(config), context=int(config.get("context") or 0))
 
     def canvas_size(self, config: dict) -> int | None:
         """The in-plane side every slice is resized to; None: the volume at its own size."""

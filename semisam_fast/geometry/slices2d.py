@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from ..data import Dataset, every_kth
-from ..data.student_input import StudentInput, resize_slices
+from ..data.student_input import StudentInput
 from ..errors import UserError
 from .augment import random_transform
 from .base import (Batch, StudentGeometry, agreement, check_image, class_probs, eval_mode, foreground_prob,
@@ -49,7 +49,7 @@ class SliceStore:
             if labelled:
                 labels.append(student_input.mask_slices(case.label, keep))
             refs += [SliceRef(case_id, z, case.image.shape[0], case.image.shape[1]) for z in keep]
-        self.images = torch.cat(images) if images else torch.zeros(0, size, size)
+        self.images = torch.cat(images) if images else torch.zeros(0, student_input.channels, size, size)
         self.labels = torch.cat(labels) if labelled and labels else None
         self.refs = refs
         self.size = size
@@ -68,7 +68,7 @@ class SliceStore:
 def draw_2d(store: SliceStore, n: int, crop: int, generator: torch.Generator, intensity: bool = False) -> Batch:
     index = torch.randint(0, len(store), (n,), generator=generator).tolist()
     transforms = [random_transform(store.size, crop, generator) for _ in index]
-    images = torch.stack([t.apply(store.images[i]) for t, i in zip(transforms, index)])[:, None]
+    images = torch.stack([t.apply(store.images[i]) for t, i in zip(transforms, index)])
     if intensity:
         images = intensity_jitter(images, generator)
     labels = None
@@ -81,19 +81,21 @@ EVAL_BATCH = 16  # slices per forward pass when a 2D student predicts a volume
 
 
 def predict_volume_2d(net: nn.Module, image: np.ndarray, size: int, batch: int = EVAL_BATCH, device: str = "cpu",
-                      classes: bool = False) -> np.ndarray:
+                      classes: bool = False, context: int = 0, keep: list[int] | None = None) -> np.ndarray:
     """Foreground probability (H, W, Z) float32 of a 2D net applied to every slice `image[:, :, z]` of an already
-    normalised volume. Each slice is resized as in training (`resize_slices`), the logits resized back to (H, W)
-    bilinearly, then softmaxed. `classes`: every class's probability, (C, H, W, Z)."""
+    normalised volume (or to the slices `keep`: (H, W, len(keep))). Each slice is resized as in training, with its
+    `context` neighbours as channels (`StudentInput.stack`), the logits resized back to (H, W) bilinearly, then
+    softmaxed. `classes`: every class's probability, (C, H, W, Z)."""
     image = check_image(image)
     (size,) = positive_ints([size], 1, "in-plane size")
     (batch,) = positive_ints([batch], 1, "batch")
-    H, W, Z = image.shape
+    H, W = image.shape[:2]
     out = None
-    slices = resize_slices(image, size)  # (Z, size, size): the training canvas
+    slices = StudentInput(in_plane=size, context=context).stack(image, keep)  # (Z, channels, size, size)
+    Z = len(slices)
     with eval_mode(net, channels_last=torch.device(device).type == "cpu"):
         for start in range(0, Z, batch):
-            x = slices[start:start + batch, None].to(device)
+            x = slices[start:start + batch].to(device)
             logits = net(x).float()
             if logits.shape[-2:] != (H, W):
                 logits = F.interpolate(logits, size=(H, W), mode="bilinear", align_corners=False)
@@ -121,8 +123,8 @@ class Slices2D(StudentGeometry):
     def predict(self, net: nn.Module, image: np.ndarray, config: dict, keep: list[int] | None, device: str,
                 classes: bool) -> np.ndarray:
         # a 2D student predicts just the slices asked for (normalised with the whole volume's statistics)
-        return predict_volume_2d(net, image if keep is None else image[:, :, keep], int(config["in_plane"]),
-                                 batch=int(config.get("eval_batch", EVAL_BATCH)), device=device, classes=classes)
+        return predict_volume_2d(net, image, int(config["in_plane"]), batch=int(config.get("eval_batch", EVAL_BATCH)),
+                                 device=device, classes=classes, context=int(config.get("context") or 0), keep=keep)
 
     def store(self, dataset: Dataset, case_ids: list[str], student_input: StudentInput, labelled: bool,
               every: int = 1, desc: str = "load") -> SliceStore:

@@ -8,7 +8,7 @@ from torch import nn
 
 from ..checkpoints import read_checkpoint
 from ..errors import UserError
-from . import build_student, student_geometry
+from . import build_student, student_geometry, student_input
 
 # prefixes that torch.compile / DataParallel put in front of every parameter name
 _WRAPPER_PREFIXES = ("_orig_mod.", "module.")
@@ -46,8 +46,9 @@ def load_student(checkpoint: str | Path, weights: str = "student", device: str =
     kwargs = config.get("student_kwargs") or {}
     if not isinstance(kwargs, dict):
         raise UserError(f"checkpoint {path}: 'student_kwargs' must be a dict, got {type(kwargs).__name__}")
+    channels = student_input(config).channels  # 1, or a 2.5D student's slice and its neighbours
     try:
-        net = build_student(str(config["student"]), **kwargs)
+        net = build_student(str(config["student"]), in_channels=channels, **kwargs)
     except (TypeError, ValueError, RuntimeError) as exc:  # unknown names, or values no layer takes (base: -1)
         raise UserError(f"checkpoint {path}: bad student_kwargs {kwargs}: {' '.join(str(exc).split())[:200]}") \
             from None

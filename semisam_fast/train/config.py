@@ -32,6 +32,8 @@ class TrainConfig:
     in_plane: int = option(96, "2D: slices are resized to this canvas side (aspect not kept; SAM sees the original "
                                "slice)", at_least=16)
     crop: int = option(80, "2D: the random crop side inside the canvas, a multiple of 16", at_least=16)
+    context: int = option(0, "2D: the slices on each side of a slice that come with it as input channels (2.5D)",
+                          at_least=0)
     patch: list | None = option(None, "3D: the patch size (V-Net)", cli=False)
     iterations: int = option(2000, "training iterations", at_least=1)
     labelled_batch: int = option(4, "labelled samples per step (under torchrun: the global batch)", at_least=1)

@@ -64,7 +64,8 @@ class Trainer(Checkpointing):
                                                   world) if self.method.uses_unlabelled else [])
         self.student_input = self.geometry.student_input(self.settings)
         self._load_data()
-        self.student = build_student(config.student, **config.student_kwargs).to(device)
+        self.student = build_student(config.student, in_channels=self.student_input.channels,
+                                     **config.student_kwargs).to(device)
         self.model = self.student  # what the step calls: the student, or its DDP wrapper under torchrun
         if world.distributed:
             self.student = sync_batchnorm(self.student, device)
