@@ -19,16 +19,17 @@ FINAL = "final.pt"
 _ITER = re.compile(r"iter_(\d+)\.pt")
 
 
-def keep_run_record(run_dir: str | Path, record: dict, write: bool = True) -> Path:
+def keep_run_record(run_dir: str | Path, record: dict, write: bool = True, defaults: dict | None = None) -> Path:
     """`<run>/run.json` (data, split, config, and under "sessions" what ran each session: `provenance.describe`): a
     run folder that already holds a run with another config or other labelled cases is refused, naming the settings
-    that differ (a rerun resumes the same run; it must not mix two); `write=False` only checks. A resumed run keeps
-    the earlier sessions and adds its own."""
+    that differ (a rerun resumes the same run; it must not mix two); `write=False` only checks. A setting the old
+    record lacks (added to the toolkit since) counts as its value in `defaults`, so an upgrade does not refuse a run
+    it would train the same way. A resumed run keeps the earlier sessions and adds its own."""
     path = Path(run_dir) / "run.json"
     sessions: list = []
     if path.is_file():
         old = _read_record(path, "; it is not a run's record (use another --out)")
-        differ = _differences(old, json_safe(record))
+        differ = _differences(old, json_safe(record), json_safe(defaults or {}))
         if differ:
             raise UserError(f"{run_dir} holds a run with other settings ({differ}); resume it with the same options "
                             "or use another --out")
@@ -39,9 +40,9 @@ def keep_run_record(run_dir: str | Path, record: dict, write: bool = True) -> Pa
     return path
 
 
-def _differences(old: dict, new: dict) -> str:
+def _differences(old: dict, new: dict, defaults: dict) -> str:
     """`name: run has A, now B` for each config setting (and the labelled cases) that differs, the first three."""
-    have, want = old.get("config") or {}, new.get("config") or {}
+    have, want = {**defaults, **(old.get("config") or {})}, new.get("config") or {}
     keys = sorted(k for k in set(have) | set(want) if have.get(k) != want.get(k))
     said = [f"{k}: the run has {have.get(k)!r}, now {want.get(k)!r}" for k in keys]
     if old.get("labeled_cases") != new.get("labeled_cases"):

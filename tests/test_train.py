@@ -352,6 +352,20 @@ def test_build_trainer_refusals(small, tmp_path):
         build_trainer(_config("mt", seed=1), root, None, labeled=2, val=1, run_dir=tmp_path / "c", tensorboard=False)
 
 
+def test_a_run_recorded_before_a_setting_existed_resumes_at_its_default(small, tmp_path):
+    """run.json of an older semisam-fast lacks settings added since (here --context): at their default they mean
+    what the run did, so the rerun is not refused; any other value still is."""
+    root, _, _ = small
+    build_trainer(_config("mt"), root, None, labeled=2, val=1, run_dir=tmp_path / "r", tensorboard=False)
+    record = json.loads((tmp_path / "r" / "run.json").read_text())
+    del record["config"]["context"]
+    (tmp_path / "r" / "run.json").write_text(json.dumps(record))
+    build_trainer(_config("mt"), root, None, labeled=2, val=1, run_dir=tmp_path / "r", tensorboard=False)
+    with pytest.raises(UserError, match="context: the run has 0, now 1"):
+        build_trainer(_config("mt", context=1), root, None, labeled=2, val=1, run_dir=tmp_path / "r",
+                      tensorboard=False)
+
+
 def test_prompt_run(small, tmp_path, monkeypatch):
     """--sam-prompt-run: a finished run's network prompts one round, made after the first step from that network's
     prediction (not the EMA teacher's); an unlabelled case's label still never counts; a prompt run trained on other

@@ -62,9 +62,10 @@ def build_trainer(config: TrainConfig, data: str | Path, list_file: str | Path |
               "labeled": labeled, "val": val, "labeled_cases": split.labeled, "unlabeled_cases": split.unlabeled,
               "val_cases": split.val, "cache": str(cache) if cache else None, "config": config.as_dict(),
               "session": describe()}
-    keep_run_record(run_dir, record, write=False)  # every process checks the old record ...
+    defaults = TrainConfig().as_dict()  # what a setting newer than the run's record meant before it existed
+    keep_run_record(run_dir, record, write=False, defaults=defaults)  # every process checks the old record ...
     world.barrier()  # ... before rank 0 replaces it
-    keep_run_record(run_dir, record, write=world.leader)
+    keep_run_record(run_dir, record, write=world.leader, defaults=defaults)
     return Trainer(config, dataset, split, run_dir, sam, device, tensorboard, world)
 
 
