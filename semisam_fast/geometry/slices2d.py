@@ -124,7 +124,7 @@ class Slices2D(StudentGeometry):
                 classes: bool) -> np.ndarray:
         # a 2D student predicts just the slices asked for (normalised with the whole volume's statistics)
         return predict_volume_2d(net, image, int(config["in_plane"]), batch=int(config.get("eval_batch", EVAL_BATCH)),
-                                 device=device, classes=classes, context=int(config.get("context") or 0), keep=keep)
+                                 device=device, classes=classes, context=self.student_input(config).context, keep=keep)
 
     def store(self, dataset: Dataset, case_ids: list[str], student_input: StudentInput, labelled: bool,
               every: int = 1, desc: str = "load") -> SliceStore:
