@@ -5,7 +5,8 @@
 # Usage: bash bench/la_experiment.sh [SEEDS] [OUT] [LABELS] [METHODS]
 #   defaults: "0 1 2", runs/la-experiment, "2 4", "sup mt uamt semisam". Extra train options: $TRAIN_ARGS.
 #   PROMPT_FROM=sup (or mt): semisam's rounds prompted by that method's finished run of the same setting and seed
-#   (--sam-prompt-run; list the method before semisam in METHODS).
+#   (--sam-prompt-run; list the method before semisam in METHODS). METHODS may name `selftrain`: the control, a
+#   semisam run whose targets are the prompting network's own masks (--sam-fusion teacher), SAM decoded but unused.
 set -euo pipefail
 SEEDS=${1:-"0 1 2"}
 OUT=${2:-runs/la-experiment}
@@ -23,7 +24,7 @@ semisam-fast embed --data "$DATA" --list "$OUT/unlabelled.list" --backend onnx -
 for labeled in $LABELS; do
   # SAM's mask decoder adapted on the labelled cases (once per label setting; the encoder and the cache are shared)
   ADAPTED="$OUT/adapted_l${labeled}"
-  if [[ " $METHODS " == *" semisam "* ]] && [ ! -f "$ADAPTED/adapted.pth" ]; then
+  if [[ " $METHODS " == *" semisam "* || " $METHODS " == *" selftrain "* ]] && [ ! -f "$ADAPTED/adapted.pth" ]; then
     semisam-fast adapt --data "$DATA" --labelled "$labeled" --cache "$CACHE" --no-holdout --out "$ADAPTED"
   fi
   for seed in $SEEDS; do
@@ -32,14 +33,16 @@ for labeled in $LABELS; do
       [ -f "$run/eval_largest.json" ] && continue
       sam=(--backend onnx --artefact engines/litemedsam_decoder_fp32.onnx)
       recipe=()
-      if [ "$method" = semisam ]; then  # the adapted decoder in OpenVINO bf16, at its recipe
+      train_method=$method
+      if [ "$method" = semisam ] || [ "$method" = selftrain ]; then  # the adapted decoder in OpenVINO bf16, its recipe
         sam=(--backend openvino --precision bf16 --checkpoint "$ADAPTED/adapted.pth"
              --artefact "$ADAPTED/litemedsam_decoder_fp32.onnx")
         recipe=(--sam-recipe adapted)
         if [ -n "${PROMPT_FROM:-}" ]; then recipe+=(--sam-prompt-run "$OUT/l${labeled}_${PROMPT_FROM}_s${seed}"); fi
+        if [ "$method" = selftrain ]; then train_method=semisam; recipe+=(--sam-fusion teacher); fi
       fi
       # shellcheck disable=SC2086
-      semisam-fast train --data "$DATA" --labeled "$labeled" --method "$method" --preset la-cpu --seed "$seed" \
+      semisam-fast train --data "$DATA" --labeled "$labeled" --method "$train_method" --preset la-cpu --seed "$seed" \
         --cache "$CACHE" "${sam[@]}" "${recipe[@]}" --out "$run" ${TRAIN_ARGS:-}
       semisam-fast evaluate --run "$run" > /dev/null
       if [ "$method" = semisam ]; then
