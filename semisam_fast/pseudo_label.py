@@ -222,8 +222,8 @@ def teacher_pseudo_label(dataset: Dataset, cache: EmbeddingCache, backend: Backe
                          n_overlays: int = 4, progress: bool = True,
                          world: World | None = None, unseen: str = "ignore") -> PseudoLabelReport | None:
     """The SAM targets a training run's pseudo-label rounds make, for a person to inspect: a run's teacher (or
-    student; for a run trained with --sam-prompt-run, that run's network, as its rounds did) predicts each case, SAM is prompted from it and gated (`sam_targets.case_targets`), the targets are
-    written as mask volumes (zeros on slices without a target) with overlays; where labels exist they are read
+    student; for a run trained with --sam-prompt-run, that run's network, as its rounds did) predicts each case, SAM
+    is prompted from it and gated (`sam_targets.case_targets`), the targets are written as mask volumes (zeros on slices without a target) with overlays; where labels exist they are read
     AFTER the targets are made, for the report only (teacher vs target Dice, precision, coverage).
     options: the run's own (from its config), with a dict's non-None entries overriding them.
     Under torchrun (`world`) the cases are shared out as in `pseudo_label`; rank 0 writes and returns the report.

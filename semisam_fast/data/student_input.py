@@ -49,8 +49,8 @@ class StudentInput:
         if self.normalization not in NORMALIZATIONS:
             raise UserError(f"unknown normalization {self.normalization!r}; choose one of {', '.join(NORMALIZATIONS)}")
         if int(self.context) < 0 or (self.context and not self.in_plane):
-            raise UserError(f"--context {self.context}: neighbouring slices as channels need a 2D student and a "
-                            "count >= 0")
+            raise UserError(f"--context {self.context}: neighbouring slices as channels need a 2D student (a 3D "
+                            "one sees them already) and a count >= 0")
 
     @property
     def channels(self) -> int:

@@ -35,8 +35,8 @@ class SliceRef:
 
 
 class SliceStore:
-    """Images (and labels, for labelled cases only) of many cases as (N, size, size) tensors with slice refs, made
-    by the run's `StudentInput` (the same path inference takes)."""
+    """Images (N, channels, size, size) and labels (N, size, size; labelled cases only) of many cases, with slice
+    refs, made by the run's `StudentInput` (the same path inference takes)."""
 
     def __init__(self, dataset: Dataset, case_ids: list[str], student_input: StudentInput, labelled: bool,
                  slices: dict[str, list[int]] | None = None, desc: str = "load") -> None:

@@ -117,8 +117,6 @@ class Volumes3D(StudentGeometry):
     def check(self, config: dict) -> None:
         if config.get("sam_mix", "none") != "none":  # its stored targets are per slice, its batches patches
             raise UserError("--sam-mix pastes between 2D crops: use it with a 2D student")
-        if config.get("context"):  # a 3D student sees its neighbours already
-            raise UserError("--context stacks neighbouring slices as channels: use it with a 2D student")
 
     def checkpoint_config(self, config: dict) -> dict:
         return {**config, "in_plane": None}  # a 3D student sees the volume at its own size

@@ -117,7 +117,9 @@ class TrainConfig:
             raise UserError("--sam-prompt-run prompts the pseudo-label rounds: use it with --method semisam and "
                             "--sam-mode rounds")
         as_dict = self.as_dict()
-        student_geometry(as_dict).check(as_dict)
+        geometry = student_geometry(as_dict)
+        geometry.check(as_dict)
+        geometry.student_input(as_dict)  # StudentInput refuses what no student can take (--context for a 3D one)
         return self
 
     def as_dict(self) -> dict:
