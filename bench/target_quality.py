@@ -74,6 +74,14 @@ def oracles(case_id, teacher, label, cache, backends, margin) -> dict[str, float
     return out
 
 
+def openvino_decoder(checkpoint: str | None, folder: str | Path):
+    """LiteMedSAM's decoder (`checkpoint`: an adapted one, None: the frozen weights) in OpenVINO bf16 over its fp32
+    ONNX export in `folder` (engines/ for the frozen one; beside its checkpoint for an adapted one, `semisam-fast
+    export --checkpoint ADAPTED --part decoder --out DIR`): ~20x torch's CPU decoder."""
+    return create_backend("openvino", "litemedsam", checkpoint,
+                          artefact_path(folder, "litemedsam", "decoder", "bf16", fmt="openvino"), precision="bf16")
+
+
 def checkpoint_at(run: str, iteration: int) -> Path:
     for it, path in iteration_checkpoints(run):
         if it == iteration:
@@ -102,12 +110,8 @@ def main() -> None:
         record = json.loads((Path(run) / "run.json").read_text())
         dataset = open_dataset(args.data or record["data"], args.list)
         net, config = load_student(checkpoint_at(run, int(iteration)), weights=(weights or ["teacher"])[0])
-        # OpenVINO bf16 over each decoder's ONNX export (engines/ for the frozen one; the adapted one beside its
-        # checkpoint, `semisam-fast export --checkpoint ADAPTED --part decoder --out DIR`): ~20x torch's CPU decoder
-        frozen_file, adapted_file = (artefact_path(folder, "litemedsam", "decoder", "bf16", fmt="openvino")
-                                     for folder in (args.engines, Path(adapted).parent))  # the fp32 ONNX files
-        backends = {"frozen": create_backend("openvino", "litemedsam", None, frozen_file, precision="bf16"),
-                    "adapted": create_backend("openvino", "litemedsam", adapted, adapted_file, precision="bf16")}
+        backends = {"frozen": openvino_decoder(None, args.engines),
+                    "adapted": openvino_decoder(adapted, Path(adapted).parent)}
         for b in backends.values():
             cache.check_decoder(b)
         rows = {name: [] for name in VARIANTS}

@@ -28,11 +28,9 @@ from scipy.special import expit
 from torch import nn
 from tqdm import tqdm
 
-from semisam_fast.backends import create_backend
 from semisam_fast.cache import EmbeddingCache
 from semisam_fast.data import open_dataset, read_list
 from semisam_fast.doctor import cpu_isa, cpu_name
-from semisam_fast.formats import artefact_path
 from semisam_fast.fsutil import write_json
 from semisam_fast.inference import predict_case
 from semisam_fast.metrics import binary_metrics
@@ -41,7 +39,7 @@ from semisam_fast.prompter import SamPrompter, mask_to_low_res, masks_to_origina
 from semisam_fast.prompts import masks_to_boxes
 from semisam_fast.sam_targets import TargetOptions, decode_case, gate_case
 
-from target_quality import PASS_GAIN, PASS_WINS, checkpoint_at
+from target_quality import PASS_GAIN, PASS_WINS, checkpoint_at, openvino_decoder
 
 JITTER_K, PROBE_STEPS, CORE, TRIM_IOU = 8, 500, 0.8, 0.8
 
@@ -85,16 +83,16 @@ class Decoder:
         self.slices, self.device = cache.slices(case_id), backend.device
         self.frame = self.prompter.frame(*shape[:2])
 
-    def prob(self, rows: np.ndarray, boxes: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """SAM's probability (H, W, S; zeros off `rows`), its IoU prediction per row, and the boxes' pixels."""
+    def prob(self, rows: np.ndarray, boxes: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """SAM's probability (H, W, S; zeros off `rows`) and the boxes' pixels."""
         out, in_box = np.zeros(self.shape, np.float32), np.zeros(self.shape, bool)
         if len(rows):
             embeddings = self.cache.gather([(self.case_id, self.slices[r]) for r in rows], self.device)
-            logits, iou = self.prompter.decode(embeddings, self.prompter.box_prompts(boxes, self.frame), self.frame)
+            logits, _ = self.prompter.decode(embeddings, self.prompter.box_prompts(boxes, self.frame), self.frame)
             out[:, :, rows] = expit(logits.cpu().numpy().transpose(1, 2, 0))
             for r, (x0, y0, x1, y1) in zip(rows, self.prompter.box_on_slice(boxes, self.frame).round().int().tolist()):
                 in_box[y0:y1 + 1, x0:x1 + 1, r] = True
-        return out, (iou.cpu().numpy() if len(rows) else np.zeros(0)), in_box
+        return out, in_box
 
 
 def boxes_of(mask: np.ndarray, rows: np.ndarray) -> torch.Tensor:
@@ -126,22 +124,22 @@ def score_case(case_id, prob, label, cache, backend, probe, generator) -> dict:
 
     row = {"case": case_id, "teacher": dice(teacher, label), "recipe": composite(recipe.sam)}
     boxes = boxes_of(teacher, rows)
-    base, _, in_box = sam.prob(rows, boxes)
+    base, in_box = np.where(prompted[None, None], expit(decoded.sam_logits), 0.0), decoded.in_box  # the recipe's
     ensemble = base.copy()
     for _ in range(JITTER_K - 1):
         ensemble += sam.prob(rows, jittered(boxes, sam.frame, generator))[0]
     row[f"box jitter ensemble (K={JITTER_K})"] = composite(fused(ensemble / JITTER_K, in_box))
     z_boxes = torch.from_numpy(median_filter(boxes.numpy(), size=(3, 1), mode="nearest"))
-    p, _, b = sam.prob(rows, z_boxes)
+    p, b = sam.prob(rows, z_boxes)
     row["z-median boxes"] = composite(fused(p, b))
     core, core_boxes = prob > CORE, boxes.clone()
     for i, r in enumerate(rows):
         if core[:, :, r].any():
             core_boxes[i] = boxes_of(core, np.array([r]))[0]
-    p, _, b = sam.prob(rows, core_boxes)
+    p, b = sam.prob(rows, core_boxes)
     row[f"core box (p > {CORE})"] = composite(fused(p, b))
     again = np.flatnonzero(recipe.sam.any(axis=(0, 1)) & prompted)
-    p, _, b = sam.prob(again, boxes_of(recipe.sam, again))
+    p, b = sam.prob(again, boxes_of(recipe.sam, again))
     row["iterated box"] = composite(fused(p, b))
     keep = prompted.copy()
     for order in (rows, rows[::-1]):
@@ -162,7 +160,7 @@ def score_case(case_id, prob, label, cache, backend, probe, generator) -> dict:
                                                                          recipe.valid | prompted)
     shared = np.flatnonzero(prompted & on_label)
     label_boxes = boxes_of(label, shared)
-    p, _, b = sam.prob(shared, label_boxes)
+    p, b = sam.prob(shared, label_boxes)
     with_label_box = recipe.sam.copy()
     with_label_box[:, :, shared] = fused(p, b)[:, :, shared]
     row["diagnostic: label box where both reach"] = composite(with_label_box)
@@ -187,8 +185,7 @@ def main() -> None:
         record = json.loads((Path(run) / "run.json").read_text())
         dataset = open_dataset(args.data or record["data"])
         net, config = load_student(checkpoint_at(run, int(iteration)), weights=(weights or ["teacher"])[0])
-        backend = create_backend("openvino", "litemedsam", adapted, artefact_path(
-            Path(adapted).parent, "litemedsam", "decoder", "bf16", fmt="openvino"), precision="bf16")
+        backend = openvino_decoder(adapted, Path(adapted).parent)
         cache.check_decoder(backend)
         probe = train_probe(labelled_cache, dataset, record["labeled_cases"])
         generator = torch.Generator().manual_seed(0)
